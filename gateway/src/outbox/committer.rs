@@ -1,0 +1,544 @@
+//! The single writer of the outbox database, committing in groups.
+//!
+//! Every association waiting for its C-STORE to become durable sends a request here;
+//! the committer takes everything queued at that moment, writes it in one transaction
+//! (one WAL fsync for the whole group) and then answers every waiter. With many
+//! associations the cost of durability is shared; with one, nothing is lost either.
+//!
+//! Having one writer also means no SQLITE_BUSY between receiver, forwarder and
+//! completion: they all queue here.
+//!
+//! Spool-file fsyncs run concurrently with the commit of their row (see
+//! `scp::receive`), so a committed row may briefly describe a file whose bytes are not
+//! yet on disk. Such rows carry `file_synced = 0` until a later group flips them; the
+//! flag is not waited for (it rides along with the next commit, or an idle flush),
+//! because the C-STORE answer already waits for both the fsync and the commit. A row
+//! still unsynced after a crash is verified against its file at start-up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection, Row};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::{
+    now_ms, ItemUpdate, NewItem, NoticeResult, OutboxError, QuarantineEntry, QuarantineSource,
+    StoreOutcome,
+};
+
+/// Requests taken by the committer.
+#[derive(Debug)]
+pub(crate) enum Request {
+    Store {
+        item: NewItem,
+        new_for_association: bool,
+        reply: oneshot::Sender<Result<StoreOutcome, OutboxError>>,
+    },
+    FileSynced {
+        id: i64,
+    },
+    Abandon {
+        id: i64,
+        reply: oneshot::Sender<Result<(), OutboxError>>,
+    },
+    Quarantine {
+        entry: QuarantineEntry,
+        reply: oneshot::Sender<Result<(), OutboxError>>,
+    },
+    AssociationClosed {
+        studies: Vec<String>,
+    },
+    Updates {
+        updates: Vec<ItemUpdate>,
+        reply: oneshot::Sender<Result<(), OutboxError>>,
+    },
+    Notice {
+        notice: NoticeResult,
+        reply: oneshot::Sender<Result<(), OutboxError>>,
+    },
+}
+
+/// Most requests folded into one transaction: bounds the latency of the first waiter.
+const MAX_GROUP: usize = 256;
+/// How long `file_synced` marks may wait for a commit to ride along with.
+const SYNCED_FLUSH_AFTER: Duration = Duration::from_millis(500);
+
+/// The writer task. Run it with [`Committer::run`]; it ends when every [`super::Outbox`]
+/// handle is dropped and the queue is drained.
+#[derive(Debug)]
+pub struct Committer {
+    conn: SqliteConnection,
+    rx: mpsc::UnboundedReceiver<Request>,
+    forwarder_wake: Arc<Notify>,
+    completion_wake: Arc<Notify>,
+    synced: Vec<i64>,
+}
+
+/// What a group's commit should wake.
+#[derive(Default)]
+struct Wakes {
+    forwarder: bool,
+    completion: bool,
+}
+
+impl Committer {
+    pub(super) fn new(
+        conn: SqliteConnection,
+        rx: mpsc::UnboundedReceiver<Request>,
+        forwarder_wake: Arc<Notify>,
+        completion_wake: Arc<Notify>,
+    ) -> Self {
+        Committer {
+            conn,
+            rx,
+            forwarder_wake,
+            completion_wake,
+            synced: Vec::new(),
+        }
+    }
+
+    /// Commit groups until all senders are gone.
+    pub async fn run(mut self) {
+        loop {
+            let first = if self.synced.is_empty() {
+                self.rx.recv().await
+            } else {
+                match tokio::time::timeout(SYNCED_FLUSH_AFTER, self.rx.recv()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.flush_synced().await;
+                        continue;
+                    }
+                }
+            };
+            let Some(first) = first else { break };
+            let mut group = Vec::with_capacity(8);
+            let mut next = Some(first);
+            while let Some(req) = next {
+                match req {
+                    Request::FileSynced { id } => self.synced.push(id),
+                    other => group.push(other),
+                }
+                next = if group.len() < MAX_GROUP {
+                    self.rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            if !group.is_empty() {
+                self.commit_group(group).await;
+            }
+        }
+        self.flush_synced().await;
+        if let Err(e) = self.conn.close().await {
+            tracing::warn!(error = %e, "closing the outbox writer connection");
+        }
+    }
+
+    async fn flush_synced(&mut self) {
+        if self.synced.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.synced);
+        let result = async {
+            let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+            mark_synced(&mut tx, &ids).await?;
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = result {
+            // Harmless to lose: unsynced rows are verified at start-up instead.
+            tracing::warn!(error = %e, "could not record spool fsyncs; will retry");
+            self.synced.extend(ids);
+        }
+    }
+
+    /// One transaction for the whole group; if anything in it fails, each request is
+    /// retried in a transaction of its own so one bad request cannot fail the others.
+    async fn commit_group(&mut self, group: Vec<Request>) {
+        let synced = std::mem::take(&mut self.synced);
+        let mut wakes = Wakes::default();
+        let mut outcomes = Vec::with_capacity(group.len());
+        let attempt: Result<(), sqlx::Error> = async {
+            let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+            mark_synced(&mut tx, &synced).await?;
+            for req in &group {
+                outcomes.push(apply(&mut tx, req, &mut wakes).await?);
+            }
+            tx.commit().await
+        }
+        .await;
+        match attempt {
+            Ok(()) => {
+                // Only now, with the group on disk, are the waiters answered.
+                for (req, outcome) in group.into_iter().zip(outcomes) {
+                    answer(req, outcome);
+                }
+                self.wake(wakes);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, size = group.len(), "group commit failed; committing one by one");
+                self.synced = synced;
+                for req in group {
+                    self.commit_one(req).await;
+                }
+            }
+        }
+    }
+
+    async fn commit_one(&mut self, req: Request) {
+        let mut wakes = Wakes::default();
+        let synced = std::mem::take(&mut self.synced);
+        let result: Result<Option<StoreOutcome>, sqlx::Error> = async {
+            let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+            mark_synced(&mut tx, &synced).await?;
+            let outcome = apply(&mut tx, &req, &mut wakes).await?;
+            tx.commit().await?;
+            Ok(outcome)
+        }
+        .await;
+        match result {
+            Ok(outcome) => {
+                answer(req, outcome);
+                self.wake(wakes);
+            }
+            Err(e) => {
+                self.synced = synced;
+                tracing::error!(error = %e, "outbox write failed");
+                fail(req, e);
+            }
+        }
+    }
+
+    fn wake(&self, wakes: Wakes) {
+        if wakes.forwarder {
+            self.forwarder_wake.notify_one();
+        }
+        if wakes.completion {
+            self.completion_wake.notify_one();
+        }
+    }
+}
+
+/// Answer a committed request; `outcome` is what `apply` decided for a Store.
+fn answer(req: Request, outcome: Option<StoreOutcome>) {
+    match req {
+        Request::Store { reply, .. } => {
+            let result = outcome.ok_or_else(|| {
+                OutboxError::Db(sqlx::Error::Protocol("store outcome missing".into()))
+            });
+            let _ = reply.send(result);
+        }
+        Request::Abandon { reply, .. }
+        | Request::Quarantine { reply, .. }
+        | Request::Updates { reply, .. }
+        | Request::Notice { reply, .. } => {
+            let _ = reply.send(Ok(()));
+        }
+        Request::FileSynced { .. } | Request::AssociationClosed { .. } => {}
+    }
+}
+
+fn fail(req: Request, e: sqlx::Error) {
+    let msg = e.to_string();
+    let err = || OutboxError::Db(sqlx::Error::Protocol(msg.clone()));
+    match req {
+        Request::Store { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Request::Abandon { reply, .. }
+        | Request::Quarantine { reply, .. }
+        | Request::Updates { reply, .. }
+        | Request::Notice { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Request::FileSynced { .. } | Request::AssociationClosed { .. } => {}
+    }
+}
+
+async fn mark_synced(conn: &mut SqliteConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    for id in ids {
+        sqlx::query("UPDATE items SET file_synced = 1 WHERE id = ?")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Write one request; returns the outcome for a Store.
+async fn apply(
+    conn: &mut SqliteConnection,
+    req: &Request,
+    wakes: &mut Wakes,
+) -> Result<Option<StoreOutcome>, sqlx::Error> {
+    let now = now_ms();
+    match req {
+        Request::Store {
+            item,
+            new_for_association,
+            ..
+        } => {
+            let outcome = store(conn, item, *new_for_association, now).await?;
+            if matches!(outcome, StoreOutcome::Stored(_)) {
+                wakes.forwarder = true;
+            }
+            return Ok(Some(outcome));
+        }
+        Request::FileSynced { id } => mark_synced(conn, &[*id]).await?,
+        Request::Abandon { id, .. } => {
+            sqlx::query("DELETE FROM items WHERE id = ? AND state = 'pending'")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Request::Quarantine { entry, .. } => insert_quarantine(conn, entry, now).await?,
+        Request::AssociationClosed { studies } => {
+            for study in studies {
+                sqlx::query(
+                    "UPDATE studies SET open_associations = MAX(open_associations - 1, 0)
+                     WHERE study_uid = ?",
+                )
+                .bind(study)
+                .execute(&mut *conn)
+                .await?;
+            }
+            wakes.completion = true;
+        }
+        Request::Updates { updates, .. } => {
+            for update in updates {
+                apply_update(conn, update, now, wakes).await?;
+            }
+        }
+        Request::Notice { notice, .. } => match notice {
+            NoticeResult::Acknowledged {
+                study_uid,
+                last_received_at,
+            } => {
+                // Guarded by last_received_at: an instance that arrived while the notice
+                // was in flight keeps the study open for another notice.
+                sqlx::query(
+                    "UPDATE studies SET notified_at = ?, notify_attempts = 0, next_notify_at = 0,
+                            last_notify_error = NULL
+                     WHERE study_uid = ? AND last_received_at = ? AND notified_at IS NULL",
+                )
+                .bind(now)
+                .bind(study_uid)
+                .bind(last_received_at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            NoticeResult::Failed {
+                study_uid,
+                next_notify_at,
+                error,
+            } => {
+                sqlx::query(
+                    "UPDATE studies SET notify_attempts = notify_attempts + 1,
+                            next_notify_at = ?, last_notify_error = ?
+                     WHERE study_uid = ?",
+                )
+                .bind(next_notify_at)
+                .bind(error)
+                .bind(study_uid)
+                .execute(&mut *conn)
+                .await?;
+            }
+        },
+    }
+    Ok(None)
+}
+
+async fn store(
+    conn: &mut SqliteConnection,
+    item: &NewItem,
+    new_for_association: bool,
+    now: i64,
+) -> Result<StoreOutcome, sqlx::Error> {
+    // Identical bytes already pending (with a durable file) or delivered: the sender
+    // re-sent what we have, so answer success without a second item. An unsynced row
+    // is not trusted for this: if its fsync then failed, the re-send would be lost.
+    let existing = sqlx::query(
+        "SELECT id FROM items
+         WHERE sop_instance_uid = ? AND sha256 = ?
+           AND ((state = 'pending' AND file_synced = 1) OR state = 'delivered')
+         ORDER BY id LIMIT 1",
+    )
+    .bind(&item.sop_instance_uid)
+    .bind(&item.sha256)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let opens = i64::from(new_for_association);
+    if let Some(row) = existing {
+        let id: i64 = row.try_get(0)?;
+        if new_for_association {
+            sqlx::query(
+                "UPDATE studies SET open_associations = open_associations + 1 WHERE study_uid = ?",
+            )
+            .bind(&item.study_uid)
+            .execute(&mut *conn)
+            .await?;
+        }
+        return Ok(StoreOutcome::Duplicate(id));
+    }
+    // A new instance (or a late one) reopens the study: the hub is told again after a
+    // new quiet period.
+    sqlx::query(
+        "INSERT INTO studies (study_uid, priority, first_received_at, last_received_at,
+                              open_associations, notified_at, notify_attempts, next_notify_at)
+         VALUES (?, ?, ?, ?, ?, NULL, 0, 0)
+         ON CONFLICT (study_uid) DO UPDATE SET
+             priority = MAX(priority, excluded.priority),
+             last_received_at = excluded.last_received_at,
+             open_associations = open_associations + excluded.open_associations,
+             notified_at = NULL, notify_attempts = 0, next_notify_at = 0,
+             last_notify_error = NULL",
+    )
+    .bind(&item.study_uid)
+    .bind(item.priority.as_i64())
+    .bind(now)
+    .bind(now)
+    .bind(opens)
+    .execute(&mut *conn)
+    .await?;
+    let id = sqlx::query(
+        "INSERT INTO items (sop_instance_uid, sop_class_uid, study_uid, series_uid,
+                            transfer_syntax_uid, calling_ae, called_ae, path, size,
+                            dataset_offset, sha256, priority, state, file_synced,
+                            next_attempt_at, received_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
+    )
+    .bind(&item.sop_instance_uid)
+    .bind(&item.sop_class_uid)
+    .bind(&item.study_uid)
+    .bind(&item.series_uid)
+    .bind(&item.transfer_syntax_uid)
+    .bind(&item.calling_ae)
+    .bind(&item.called_ae)
+    .bind(&item.path)
+    .bind(item.size as i64)
+    .bind(item.dataset_offset as i64)
+    .bind(&item.sha256)
+    .bind(item.priority.as_i64())
+    .bind(now)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .last_insert_rowid();
+    Ok(StoreOutcome::Stored(id))
+}
+
+async fn insert_quarantine(
+    conn: &mut SqliteConnection,
+    entry: &QuarantineEntry,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO quarantine (item_id, sop_instance_uid, study_uid, calling_ae, path,
+                                 source, reason, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(entry.item_id)
+    .bind(&entry.sop_instance_uid)
+    .bind(&entry.study_uid)
+    .bind(&entry.calling_ae)
+    .bind(&entry.path)
+    .bind(entry.source.as_str())
+    .bind(&entry.reason)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn apply_update(
+    conn: &mut SqliteConnection,
+    update: &ItemUpdate,
+    now: i64,
+    wakes: &mut Wakes,
+) -> Result<(), sqlx::Error> {
+    match update {
+        ItemUpdate::Delivered { id } => {
+            sqlx::query(
+                "UPDATE items SET state = 'delivered', delivered_at = ?, last_error = NULL
+                 WHERE id = ? AND state = 'pending'",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+            wakes.completion = true;
+            // A later version of the same SOP Instance may now be eligible.
+            wakes.forwarder = true;
+        }
+        ItemUpdate::Retry {
+            id,
+            next_attempt_at,
+            error,
+        } => {
+            sqlx::query(
+                "UPDATE items SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?,
+                        last_error_at = ?
+                 WHERE id = ? AND state = 'pending'",
+            )
+            .bind(next_attempt_at)
+            .bind(error)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        ItemUpdate::SendAlone { id, error } => {
+            sqlx::query(
+                "UPDATE items SET solo = 1, next_attempt_at = ?, last_error = ?, last_error_at = ?
+                 WHERE id = ? AND state = 'pending'",
+            )
+            .bind(now)
+            .bind(error)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+            wakes.forwarder = true;
+        }
+        ItemUpdate::Rejected {
+            id,
+            reason,
+            quarantine_path,
+        } => {
+            let row = sqlx::query(
+                "SELECT sop_instance_uid, study_uid, calling_ae FROM items
+                 WHERE id = ? AND state = 'pending'",
+            )
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some(row) = row else { return Ok(()) };
+            sqlx::query(
+                "UPDATE items SET state = 'rejected', path = COALESCE(?, path), last_error = ?,
+                        last_error_at = ?
+                 WHERE id = ?",
+            )
+            .bind(quarantine_path)
+            .bind(reason)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+            let entry = QuarantineEntry {
+                item_id: Some(*id),
+                sop_instance_uid: row.try_get(0)?,
+                study_uid: row.try_get(1)?,
+                calling_ae: row.try_get(2)?,
+                path: quarantine_path.clone(),
+                source: QuarantineSource::Hub,
+                reason: reason.clone(),
+            };
+            insert_quarantine(conn, &entry, now).await?;
+            wakes.completion = true;
+            wakes.forwarder = true;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,454 @@
+//! The spool: received instances as Part 10 files on local disk, written while the
+//! P-DATA arrives (an instance is never held in memory), plus the quarantine directory.
+//!
+//! Layout under the data directory:
+//! - `spool/<uuid>.dcm`: files waiting to be forwarded (and empty pre-created ones);
+//! - `quarantine/<uuid>.dcm`: files refused on receipt or rejected by the hub.
+//!
+//! Durability: a new file's directory entry must reach the disk too, which costs a
+//! directory fsync. We keep a small pool of empty files whose entries are already
+//! durable (created and dir-fsynced in batches, off the C-STORE path), so receiving an
+//! instance costs one file fsync, overlapped with the outbox commit.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+/// Our Implementation Class UID (a UUID-derived UID, PS3.5 B.2) in every file meta group.
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.99787604172942061334634528454731773716";
+/// Our Implementation Version Name (at most 16 characters).
+pub const IMPLEMENTATION_VERSION_NAME: &str = "TOWNSHIP_GW_0_1";
+
+const SPOOL_DIR: &str = "spool";
+const QUARANTINE_DIR: &str = "quarantine";
+/// Pre-created files kept ready; refilled in the background below the low-water mark.
+const POOL_TARGET: usize = 64;
+const POOL_LOW_WATER: usize = 16;
+
+/// Where spool and quarantine files live.
+#[derive(Debug)]
+pub struct Spool {
+    data_dir: PathBuf,
+    pool: Mutex<Vec<String>>,
+    refilling: AtomicBool,
+}
+
+/// What goes into the file meta group of a received instance.
+#[derive(Debug, Clone)]
+pub struct FileMeta<'a> {
+    /// Affected SOP Class UID of the C-STORE.
+    pub sop_class_uid: &'a str,
+    /// Affected SOP Instance UID of the C-STORE.
+    pub sop_instance_uid: &'a str,
+    /// The transfer syntax negotiated for the presentation context (the data set's).
+    pub transfer_syntax_uid: &'a str,
+    /// Calling AE title of the association.
+    pub source_ae_title: &'a str,
+}
+
+impl Spool {
+    /// Open (and create) the spool and quarantine directories under `data_dir`.
+    pub fn open(data_dir: &Path) -> io::Result<Arc<Spool>> {
+        fs::create_dir_all(data_dir.join(SPOOL_DIR))?;
+        fs::create_dir_all(data_dir.join(QUARANTINE_DIR))?;
+        Ok(Arc::new(Spool {
+            data_dir: data_dir.to_path_buf(),
+            pool: Mutex::new(Vec::new()),
+            refilling: AtomicBool::new(false),
+        }))
+    }
+
+    /// The data directory everything is relative to.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Absolute path of a path stored relative to the data directory.
+    pub fn absolute(&self, relative: &str) -> PathBuf {
+        self.data_dir.join(relative)
+    }
+
+    /// Relative paths (`spool/<name>`) of every file currently in the spool directory.
+    pub fn list_spool_files(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.data_dir.join(SPOOL_DIR))? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                out.push(format!("{SPOOL_DIR}/{}", entry.file_name().to_string_lossy()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Create `n` empty files and make their directory entries durable with a single
+    /// directory fsync. Blocking; returns their relative paths.
+    fn precreate(&self, n: usize) -> io::Result<Vec<String>> {
+        let mut created = Vec::with_capacity(n);
+        for _ in 0..n {
+            let rel = format!("{SPOOL_DIR}/{}.dcm", uuid::Uuid::new_v4());
+            File::options()
+                .write(true)
+                .create_new(true)
+                .open(self.absolute(&rel))?;
+            created.push(rel);
+        }
+        sync_dir(&self.data_dir.join(SPOOL_DIR))?;
+        Ok(created)
+    }
+
+    /// Fill the pool of pre-created files (blocking). Called at start-up.
+    pub fn prefill(&self) -> io::Result<()> {
+        let files = self.precreate(POOL_TARGET)?;
+        self.lock_pool().extend(files);
+        Ok(())
+    }
+
+    fn lock_pool(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        // A poisoned pool only means a refill panicked mid-way; the Vec is still valid.
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Take a durable empty file for a new instance.
+    async fn allocate(self: &Arc<Self>) -> io::Result<String> {
+        let (taken, remaining) = {
+            let mut pool = self.lock_pool();
+            let taken = pool.pop();
+            (taken, pool.len())
+        };
+        if remaining < POOL_LOW_WATER && !self.refilling.swap(true, Ordering::AcqRel) {
+            let me = Arc::clone(self);
+            tokio::task::spawn_blocking(move || {
+                match me.precreate(POOL_TARGET - remaining) {
+                    Ok(files) => me.lock_pool().extend(files),
+                    Err(e) => tracing::warn!(error = %e, "could not pre-create spool files"),
+                }
+                me.refilling.store(false, Ordering::Release);
+            });
+        }
+        match taken {
+            Some(rel) => Ok(rel),
+            // Pool drained by a burst: pay the directory fsync on this instance.
+            None => {
+                let me = Arc::clone(self);
+                let mut files = tokio::task::spawn_blocking(move || me.precreate(1))
+                    .await
+                    .map_err(io::Error::other)??;
+                files.pop().ok_or_else(|| io::Error::other("no spool file created"))
+            }
+        }
+    }
+
+    /// Start a spool file for one instance: preamble, "DICM" and file meta group are
+    /// written now; the data set follows through [`SpoolWriter::write`].
+    pub async fn create(self: &Arc<Self>, meta: &FileMeta<'_>) -> io::Result<SpoolWriter> {
+        let rel = self.allocate().await?;
+        let path = self.absolute(&rel);
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .await?;
+        let mut writer = SpoolWriter {
+            file,
+            rel_path: rel,
+            abs_path: path,
+            hasher: Sha256::new(),
+            size: 0,
+            dataset_offset: 0,
+            error: None,
+        };
+        let prefix = part10_prefix(meta);
+        writer.file.write_all(&prefix).await?;
+        writer.size = prefix.len() as u64;
+        writer.dataset_offset = writer.size;
+        Ok(writer)
+    }
+
+    /// Delete a spool file (best effort: a leftover is removed by the start-up sweep).
+    pub async fn remove(&self, relative: &str) {
+        if let Err(e) = tokio::fs::remove_file(self.absolute(relative)).await {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = relative, error = %e, "could not delete spool file");
+            }
+        }
+    }
+
+    /// Put a spool file into the quarantine directory, durably, and return its new
+    /// relative path. The spool file is hard-linked first and unlinked only by the
+    /// caller after the database says so ([`Spool::remove`]): a crash in between leaves
+    /// two names for the file, never none.
+    pub async fn link_into_quarantine(&self, relative: &str) -> io::Result<String> {
+        let name = Path::new(relative)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| io::Error::other(format!("bad spool path {relative}")))?;
+        let target_rel = format!("{QUARANTINE_DIR}/{name}");
+        let from = self.absolute(relative);
+        let to = self.absolute(&target_rel);
+        let dir = self.data_dir.join(QUARANTINE_DIR);
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            match fs::hard_link(&from, &to) {
+                Ok(()) => {}
+                // Linked by an earlier attempt that crashed before committing.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            sync_dir(&dir)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(target_rel)
+    }
+}
+
+/// Streams one instance's data set into its spool file, hashing as it goes.
+///
+/// A write error does not stop the association: the writer remembers it, swallows the
+/// rest of the data set and [`SpoolWriter::finish`] reports it, so the C-STORE is
+/// answered with "out of resources" and the next one can proceed.
+#[derive(Debug)]
+pub struct SpoolWriter {
+    file: tokio::fs::File,
+    rel_path: String,
+    abs_path: PathBuf,
+    hasher: Sha256,
+    size: u64,
+    dataset_offset: u64,
+    error: Option<io::Error>,
+}
+
+/// A completely written (but not yet fsynced) spool file.
+#[derive(Debug)]
+pub struct WrittenFile {
+    /// Path relative to the data directory.
+    pub rel_path: String,
+    /// Absolute path.
+    pub abs_path: PathBuf,
+    /// Total file size in bytes.
+    pub size: u64,
+    /// Where the data set starts (after preamble and meta group).
+    pub dataset_offset: u64,
+    /// Hex SHA-256 of the data set bytes.
+    pub sha256: String,
+    /// The open file, for the fsync.
+    pub file: File,
+}
+
+impl SpoolWriter {
+    /// Relative path of the file being written.
+    pub fn rel_path(&self) -> &str {
+        &self.rel_path
+    }
+
+    /// Append data set bytes exactly as received.
+    pub async fn write(&mut self, chunk: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        self.hasher.update(chunk);
+        self.size += chunk.len() as u64;
+        if let Err(e) = self.file.write_all(chunk).await {
+            self.error = Some(e);
+        }
+    }
+
+    /// Flush everything to the OS and hand back the file for fsync.
+    pub async fn finish(mut self) -> Result<WrittenFile, (String, io::Error)> {
+        if let Some(e) = self.error.take() {
+            return Err((self.rel_path, e));
+        }
+        if let Err(e) = self.file.flush().await {
+            return Err((self.rel_path, e));
+        }
+        let file = self.file.into_std().await;
+        Ok(WrittenFile {
+            rel_path: self.rel_path,
+            abs_path: self.abs_path,
+            size: self.size,
+            dataset_offset: self.dataset_offset,
+            sha256: hex::encode(self.hasher.finalize()),
+            file,
+        })
+    }
+}
+
+/// fsync a directory so that entries created or removed in it are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The 128-byte preamble, "DICM" and the file meta group (explicit VR little endian).
+pub fn part10_prefix(meta: &FileMeta<'_>) -> Vec<u8> {
+    let mut group = Vec::with_capacity(256);
+    // (0002,0001) File Meta Information Version: OB 00\01
+    group.extend_from_slice(&[0x02, 0x00, 0x01, 0x00, b'O', b'B', 0, 0, 2, 0, 0, 0, 0, 1]);
+    meta_text(&mut group, 0x0002, *b"UI", meta.sop_class_uid, 0);
+    meta_text(&mut group, 0x0003, *b"UI", meta.sop_instance_uid, 0);
+    meta_text(&mut group, 0x0010, *b"UI", meta.transfer_syntax_uid, 0);
+    meta_text(&mut group, 0x0012, *b"UI", IMPLEMENTATION_CLASS_UID, 0);
+    meta_text(&mut group, 0x0013, *b"SH", IMPLEMENTATION_VERSION_NAME, b' ');
+    let ae = meta.source_ae_title.trim();
+    if !ae.is_empty() {
+        meta_text(&mut group, 0x0016, *b"AE", ae, b' ');
+    }
+    let mut out = Vec::with_capacity(132 + 12 + group.len());
+    out.resize(128, 0);
+    out.extend_from_slice(b"DICM");
+    // (0002,0000) File Meta Information Group Length: UL
+    out.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+    out.extend_from_slice(&(group.len() as u32).to_le_bytes());
+    out.extend_from_slice(&group);
+    out
+}
+
+fn meta_text(out: &mut Vec<u8>, element: u16, vr: [u8; 2], value: &str, pad: u8) {
+    let v = value.trim_end_matches(['\0', ' ']).as_bytes();
+    let padded = v.len() + v.len() % 2;
+    out.extend_from_slice(&0x0002u16.to_le_bytes());
+    out.extend_from_slice(&element.to_le_bytes());
+    out.extend_from_slice(&vr);
+    out.extend_from_slice(&(padded as u16).to_le_bytes());
+    out.extend_from_slice(v);
+    if padded > v.len() {
+        out.push(pad);
+    }
+}
+
+/// Check that a spool file still holds exactly the data set we hashed on receipt.
+/// Used at start-up for rows whose fsync may not have completed before a crash.
+pub fn verify_file(path: &Path, size: u64, dataset_offset: u64, sha256: &str) -> io::Result<bool> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if file.metadata()?.len() != size {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::Start(dataset_offset))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    if hex::encode(hasher.finalize()) != sha256 {
+        return Ok(false);
+    }
+    // The bytes may be only in the page cache (the process died, not the machine):
+    // make them durable before the row is trusted.
+    file.sync_all()?;
+    Ok(true)
+}
+
+/// Copy of a Part 10 file's data set part, for tests comparing what was received.
+pub fn read_dataset(path: &Path, dataset_offset: u64) -> io::Result<Vec<u8>> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(dataset_offset))?;
+    let mut out = Vec::new();
+    file.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Write a whole file durably (used for small files created outside the C-STORE path).
+pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_is_a_valid_part10_meta_group() {
+        let meta = FileMeta {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2",
+            sop_instance_uid: "1.2.3.4",
+            transfer_syntax_uid: "1.2.840.10008.1.2.1",
+            source_ae_title: "CT01",
+        };
+        let bytes = part10_prefix(&meta);
+        assert!(bytes[..128].iter().all(|b| *b == 0));
+        assert_eq!(&bytes[128..132], b"DICM");
+        let group_len = u32::from_le_bytes([bytes[140], bytes[141], bytes[142], bytes[143]]);
+        assert_eq!(group_len as usize, bytes.len() - 144);
+        assert_eq!(bytes.len() % 2, 0);
+        // every element value is even-length
+        let mut pos = 144;
+        while pos < bytes.len() {
+            let vr = &bytes[pos + 4..pos + 6];
+            let (len, header) = if vr == b"OB" {
+                (
+                    u32::from_le_bytes([bytes[pos + 8], bytes[pos + 9], bytes[pos + 10], bytes[pos + 11]])
+                        as usize,
+                    12,
+                )
+            } else {
+                (u16::from_le_bytes([bytes[pos + 6], bytes[pos + 7]]) as usize, 8)
+            };
+            assert_eq!(len % 2, 0);
+            pos += header + len;
+        }
+        assert_eq!(pos, bytes.len());
+    }
+
+    #[tokio::test]
+    async fn writer_streams_hashes_and_verifies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path()).expect("open");
+        spool.prefill().expect("prefill");
+        let meta = FileMeta {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.7",
+            sop_instance_uid: "1.2.3.4.5",
+            transfer_syntax_uid: "1.2.840.10008.1.2",
+            source_ae_title: "",
+        };
+        let mut w = spool.create(&meta).await.expect("create");
+        w.write(b"\x08\x00\x16\x00").await;
+        w.write(b"rest of data set").await;
+        let written = w.finish().await.expect("finish");
+        written.file.sync_all().expect("fsync");
+        let data = read_dataset(&written.abs_path, written.dataset_offset).expect("read");
+        assert_eq!(data, b"\x08\x00\x16\x00rest of data set");
+        assert_eq!(
+            written.sha256,
+            hex::encode(Sha256::digest(b"\x08\x00\x16\x00rest of data set"))
+        );
+        assert!(verify_file(
+            &written.abs_path,
+            written.size,
+            written.dataset_offset,
+            &written.sha256
+        )
+        .expect("verify"));
+        assert!(!verify_file(
+            &written.abs_path,
+            written.size,
+            written.dataset_offset,
+            &"0".repeat(64)
+        )
+        .expect("verify"));
+        let q = spool
+            .link_into_quarantine(&written.rel_path)
+            .await
+            .expect("quarantine");
+        assert!(q.starts_with("quarantine/"));
+        spool.remove(&written.rel_path).await;
+        assert!(spool.absolute(&q).exists());
+        assert!(!written.abs_path.exists());
+    }
+}

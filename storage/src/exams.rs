@@ -1,0 +1,209 @@
+//! Exams: one per study (imaging), the unit readers will work on. This issue creates
+//! them and moves them from `receiving` to `ready`; the worklist builds on it.
+
+use sqlx::Row;
+
+use crate::db::{now_ms, on_db, Db};
+use crate::Result;
+
+/// Exam priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Emergency: read first, shortest deadline.
+    Stat,
+    /// Everything else.
+    Routine,
+}
+
+impl Priority {
+    /// Stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Stat => "stat",
+            Priority::Routine => "routine",
+        }
+    }
+
+    /// Parse the stored or API form.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "stat" => Some(Priority::Stat),
+            "routine" => Some(Priority::Routine),
+            _ => None,
+        }
+    }
+}
+
+/// An exam row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Exam {
+    /// Exam id.
+    pub id: i64,
+    /// Study it covers.
+    pub study_uid: String,
+    /// Site that sent it.
+    pub site: String,
+    /// Modality of its first series.
+    pub modality: Option<String>,
+    /// Patient ID as sent.
+    pub patient_id: Option<String>,
+    /// Patient name as sent.
+    pub patient_name: Option<String>,
+    /// `stat` or `routine`.
+    pub priority: String,
+    /// Lifecycle status (`receiving`, `ready`, ...).
+    pub status: String,
+    /// First instance received (ms since epoch).
+    pub received_at: i64,
+    /// Became ready for reading (ms since epoch).
+    pub ready_at: Option<i64>,
+    /// Instances stored for its study.
+    pub instance_count: i64,
+}
+
+/// Insert one lifecycle event inside the caller's transaction.
+macro_rules! record_event {
+    ($ex:expr, $exam_id:expr, $status:expr, $actor:expr, $detail:expr, $at:expr) => {
+        sqlx::query("INSERT INTO exam_events (exam_id, status, actor, detail, at) VALUES ($1, $2, $3, $4, $5)")
+            .bind($exam_id)
+            .bind($status)
+            .bind($actor)
+            .bind($detail)
+            .bind($at)
+            .execute($ex)
+    };
+}
+pub(crate) use record_event;
+
+/// Result of a gateway's "study complete" notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// The exam is (now) ready for reading.
+    Ready(Exam),
+    /// The hub has fewer instances than the gateway sent: not ready yet.
+    Incomplete {
+        /// Instances the hub has.
+        stored: i64,
+        /// Instances the gateway says it delivered.
+        expected: i64,
+    },
+    /// No such study for this site.
+    NotFound,
+}
+
+/// The exam query prefix; a macro so queries stay literal strings.
+macro_rules! exam_select {
+    () => {
+        "SELECT e.id, e.study_uid, e.site, e.modality, e.patient_id, e.patient_name, e.priority, e.status, \
+         e.received_at, e.ready_at, s.num_instances FROM exams e JOIN studies s ON s.study_uid = e.study_uid"
+    };
+}
+
+fn exam<R: Row>(r: &R) -> Result<Exam>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(Exam {
+        id: r.try_get("id")?,
+        study_uid: r.try_get("study_uid")?,
+        site: r.try_get("site")?,
+        modality: r.try_get("modality")?,
+        patient_id: r.try_get("patient_id")?,
+        patient_name: r.try_get("patient_name")?,
+        priority: r.try_get("priority")?,
+        status: r.try_get("status")?,
+        received_at: r.try_get("received_at")?,
+        ready_at: r.try_get("ready_at")?,
+        instance_count: r.try_get("num_instances")?,
+    })
+}
+
+/// The exam of a study, if any.
+pub async fn by_study(db: &Db, study_uid: &str) -> Result<Option<Exam>> {
+    let sql = concat!(exam_select!(), " WHERE e.study_uid = $1");
+    on_db!(db, |pool| {
+        let row = sqlx::query(sql).bind(study_uid).fetch_optional(pool).await?;
+        row.map(|r| exam(&r)).transpose()
+    })
+}
+
+/// All exams, newest first (for status pages and tests until the worklist exists).
+pub async fn list(db: &Db, limit: i64) -> Result<Vec<Exam>> {
+    let sql = concat!(exam_select!(), " ORDER BY e.received_at DESC, e.id DESC LIMIT $1");
+    on_db!(db, |pool| {
+        let rows = sqlx::query(sql).bind(limit).fetch_all(pool).await?;
+        rows.iter().map(exam).collect()
+    })
+}
+
+/// A site's gateway says the study is complete (association closed, quiet period over).
+///
+/// The exam becomes `ready` with the given priority when the hub holds at least the
+/// instances the gateway delivered. Idempotent: a repeated notice changes nothing.
+pub async fn complete_study(
+    db: &Db,
+    site: &str,
+    study_uid: &str,
+    priority: Priority,
+    expected_instances: i64,
+) -> Result<Completion> {
+    let now = now_ms();
+    let select = concat!(exam_select!(), " WHERE e.study_uid = $1");
+    on_db!(db, |pool| {
+        let mut tx = pool.begin().await?;
+        let Some(row) = sqlx::query(select).bind(study_uid).fetch_optional(&mut *tx).await? else {
+            return Ok(Completion::NotFound);
+        };
+        let current = exam(&row)?;
+        if current.site != site {
+            // Another site's study: answer as if it did not exist.
+            return Ok(Completion::NotFound);
+        }
+        if current.instance_count < expected_instances {
+            return Ok(Completion::Incomplete { stored: current.instance_count, expected: expected_instances });
+        }
+        // Priority only ever rises: a STAT notice on a routine exam escalates it.
+        let priority = if current.priority == Priority::Stat.as_str() { Priority::Stat } else { priority };
+        let became_ready = sqlx::query(
+            "UPDATE exams SET status = 'ready', priority = $1, ready_at = $2, updated_at = $2 \
+             WHERE id = $3 AND status = 'receiving'",
+        )
+        .bind(priority.as_str())
+        .bind(now)
+        .bind(current.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if became_ready {
+            let detail = format!("study complete, {expected_instances} instances, {}", priority.as_str());
+            record_event!(&mut *tx, current.id, "ready", format!("site:{site}"), detail, now).await?;
+        } else if priority != Priority::parse(&current.priority).unwrap_or(Priority::Routine) {
+            sqlx::query("UPDATE exams SET priority = $1, updated_at = $2 WHERE id = $3")
+                .bind(priority.as_str())
+                .bind(now)
+                .bind(current.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row = sqlx::query(select).bind(study_uid).fetch_one(&mut *tx).await?;
+        let updated = exam(&row)?;
+        tx.commit().await?;
+        Ok(Completion::Ready(updated))
+    })
+}
+
+/// Lifecycle events of an exam, oldest first: (status, actor, detail, at).
+pub async fn events(db: &Db, exam_id: i64) -> Result<Vec<(String, String, Option<String>, i64)>> {
+    on_db!(db, |pool| {
+        let rows = sqlx::query_as(
+            "SELECT status, actor, detail, at FROM exam_events WHERE exam_id = $1 ORDER BY at, id",
+        )
+        .bind(exam_id)
+        .fetch_all(pool)
+        .await?;
+        Ok(rows)
+    })
+}

@@ -1,0 +1,360 @@
+//! The instance index: what STOW-RS writes and WADO-RS reads.
+//!
+//! Blobs are content-addressed (the key holds the SHA-256), so a second, different
+//! version of a SOP Instance UID can never overwrite the original: the database's
+//! primary key on the SOP Instance UID decides which version is the instance, and the
+//! loser's blob is deleted.
+
+use formats::dicom::InstanceHeader;
+use sqlx::Row;
+
+use crate::db::{now_ms, on_db, Db};
+use crate::exams::record_event;
+use crate::{Result, StorageError};
+
+/// Columns read into a [`StoredInstance`]; a macro so queries stay literal strings.
+macro_rules! instance_columns {
+    () => {
+        "sop_instance_uid, series_uid, study_uid, sop_class_uid, transfer_syntax_uid, size_bytes, sha256, blob_key, site"
+    };
+}
+
+/// An instance whose original is already in the blob store, ready to be indexed.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    /// Header attributes and metadata.
+    pub header: InstanceHeader,
+    /// Size of the original file in bytes.
+    pub size_bytes: u64,
+    /// Lower-case hex SHA-256 of the original file.
+    pub sha256: String,
+    /// Blob key of the original file (see [`blob_key`]).
+    pub blob_key: String,
+}
+
+/// What indexing did with one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexOutcome {
+    /// Newly stored.
+    Stored,
+    /// The identical file was already stored: nothing written.
+    AlreadyStored,
+    /// Another file with this SOP Instance UID is stored; the original was kept.
+    Conflict {
+        /// SHA-256 of the stored original.
+        stored_sha256: String,
+    },
+    /// The instance was already stored under another study or series.
+    WrongParent {
+        /// Study the SOP Instance UID already belongs to.
+        stored_study_uid: String,
+    },
+    /// The study belongs to another site; nothing was written.
+    WrongSite,
+}
+
+/// The stored record of an instance, as lookups return it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInstance {
+    /// SOP Instance UID.
+    pub sop_instance_uid: String,
+    /// Series Instance UID.
+    pub series_uid: String,
+    /// Study Instance UID.
+    pub study_uid: String,
+    /// SOP Class UID.
+    pub sop_class_uid: String,
+    /// Transfer syntax the original was stored in.
+    pub transfer_syntax_uid: String,
+    /// Size of the original.
+    pub size_bytes: i64,
+    /// SHA-256 of the original.
+    pub sha256: String,
+    /// Blob key of the original.
+    pub blob_key: String,
+    /// Site that sent it.
+    pub site: String,
+}
+
+/// The blob key of an original: `dicom/{study}/{series}/{sop}/{sha256}.dcm`.
+///
+/// The UIDs in a header are validated by `formats::dicom` (digits and dots only), so
+/// they cannot escape the prefix.
+pub fn blob_key(h: &InstanceHeader, sha256: &str) -> String {
+    format!(
+        "dicom/{}/{}/{}/{}.dcm",
+        h.study_instance_uid, h.series_instance_uid, h.sop_instance_uid, sha256
+    )
+}
+
+/// Pattern for a patient name match column: upper case, so matching ignores case the
+/// same way on both backends.
+pub fn name_match_key(name: &str) -> String {
+    name.to_uppercase()
+}
+
+/// Look up an instance by SOP Instance UID.
+pub async fn find_instance(db: &Db, sop_instance_uid: &str) -> Result<Option<StoredInstance>> {
+    let sql = concat!("SELECT ", instance_columns!(), " FROM instances WHERE sop_instance_uid = $1");
+    on_db!(db, |pool| {
+        let row = sqlx::query(sql).bind(sop_instance_uid).fetch_optional(pool).await?;
+        row.map(|r| stored_instance(&r)).transpose()
+    })
+}
+
+/// Site owning a study, if the study exists.
+pub async fn study_site(db: &Db, study_uid: &str) -> Result<Option<String>> {
+    on_db!(db, |pool| {
+        let site: Option<String> = sqlx::query_scalar("SELECT site FROM studies WHERE study_uid = $1")
+            .bind(study_uid)
+            .fetch_optional(pool)
+            .await?;
+        Ok(site)
+    })
+}
+
+
+fn stored_instance<R: Row>(r: &R) -> Result<StoredInstance>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(StoredInstance {
+        sop_instance_uid: r.try_get("sop_instance_uid")?,
+        series_uid: r.try_get("series_uid")?,
+        study_uid: r.try_get("study_uid")?,
+        sop_class_uid: r.try_get("sop_class_uid")?,
+        transfer_syntax_uid: r.try_get("transfer_syntax_uid")?,
+        size_bytes: r.try_get("size_bytes")?,
+        sha256: r.try_get("sha256")?,
+        blob_key: r.try_get("blob_key")?,
+        site: r.try_get("site")?,
+    })
+}
+
+/// Index a batch of instances from one site in a single transaction.
+///
+/// Returns one outcome per input, in order. A study is created on its first instance
+/// with an exam in status `receiving`; a new instance for an exam that was `ready`
+/// reopens it (back to `receiving`) instead of creating a second exam.
+pub async fn index_batch(db: &Db, site: &str, items: &[NewInstance]) -> Result<Vec<IndexOutcome>> {
+    let now = now_ms();
+    on_db!(db, |pool| {
+        let mut tx = pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut touched_studies: Vec<&str> = Vec::new();
+        for item in items {
+            let h = &item.header;
+            let metadata = serde_json::to_string(&h.metadata).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+
+            sqlx::query(
+                "INSERT INTO studies (study_uid, site, patient_id, issuer_of_patient_id, patient_name, \
+                 patient_name_match, patient_birth_date, patient_sex, study_date, study_time, accession_number, \
+                 study_id, study_description, referring_physician_name, specific_character_set, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                 ON CONFLICT (study_uid) DO NOTHING",
+            )
+            .bind(&h.study_instance_uid)
+            .bind(site)
+            .bind(&h.patient_id)
+            .bind(&h.issuer_of_patient_id)
+            .bind(&h.patient_name)
+            .bind(h.patient_name.as_deref().map(name_match_key))
+            .bind(&h.patient_birth_date)
+            .bind(&h.patient_sex)
+            .bind(&h.study_date)
+            .bind(&h.study_time)
+            .bind(&h.accession_number)
+            .bind(&h.study_id)
+            .bind(&h.study_description)
+            .bind(&h.referring_physician_name)
+            .bind(&h.specific_character_set)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let owner: String = sqlx::query_scalar("SELECT site FROM studies WHERE study_uid = $1")
+                .bind(&h.study_instance_uid)
+                .fetch_one(&mut *tx)
+                .await?;
+            if owner != site {
+                outcomes.push(IndexOutcome::WrongSite);
+                continue;
+            }
+
+            let series_new = sqlx::query(
+                "INSERT INTO series (series_uid, study_uid, modality, series_number, series_description, \
+                 body_part_examined, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (series_uid) DO NOTHING",
+            )
+            .bind(&h.series_instance_uid)
+            .bind(&h.study_instance_uid)
+            .bind(&h.modality)
+            .bind(h.series_number.map(i64::from))
+            .bind(&h.series_description)
+            .bind(&h.body_part_examined)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            let series_study: String = sqlx::query_scalar("SELECT study_uid FROM series WHERE series_uid = $1")
+                .bind(&h.series_instance_uid)
+                .fetch_one(&mut *tx)
+                .await?;
+            if series_study != h.study_instance_uid {
+                outcomes.push(IndexOutcome::WrongParent { stored_study_uid: series_study });
+                continue;
+            }
+
+            let inserted = sqlx::query(
+                "INSERT INTO instances (sop_instance_uid, series_uid, study_uid, sop_class_uid, instance_number, \
+                 transfer_syntax_uid, number_of_frames, rows_, columns_, size_bytes, sha256, blob_key, metadata, \
+                 site, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 ON CONFLICT (sop_instance_uid) DO NOTHING",
+            )
+            .bind(&h.sop_instance_uid)
+            .bind(&h.series_instance_uid)
+            .bind(&h.study_instance_uid)
+            .bind(&h.sop_class_uid)
+            .bind(h.instance_number.map(i64::from))
+            .bind(&h.transfer_syntax_uid)
+            .bind(h.number_of_frames.map(i64::from))
+            .bind(h.rows.map(i64::from))
+            .bind(h.columns.map(i64::from))
+            .bind(item.size_bytes as i64)
+            .bind(&item.sha256)
+            .bind(&item.blob_key)
+            .bind(&metadata)
+            .bind(site)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !inserted {
+                let sql = concat!("SELECT ", instance_columns!(), " FROM instances WHERE sop_instance_uid = $1");
+                let row = sqlx::query(sql).bind(&h.sop_instance_uid).fetch_one(&mut *tx).await?;
+                let stored = stored_instance(&row)?;
+                outcomes.push(if stored.study_uid != h.study_instance_uid || stored.series_uid != h.series_instance_uid {
+                    IndexOutcome::WrongParent { stored_study_uid: stored.study_uid }
+                } else if stored.sha256 == item.sha256 {
+                    IndexOutcome::AlreadyStored
+                } else {
+                    IndexOutcome::Conflict { stored_sha256: stored.sha256 }
+                });
+                // The series row may have been created for nothing; it stays empty and
+                // harmless only if it has instances, so remove it when it has none.
+                if series_new {
+                    sqlx::query("DELETE FROM series WHERE series_uid = $1 AND num_instances = 0")
+                        .bind(&h.series_instance_uid)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                continue;
+            }
+            sqlx::query("UPDATE series SET num_instances = num_instances + 1 WHERE series_uid = $1")
+                .bind(&h.series_instance_uid)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE studies SET num_instances = num_instances + 1, num_series = num_series + $1, \
+                 updated_at = $2 WHERE study_uid = $3",
+            )
+            .bind(i64::from(series_new))
+            .bind(now)
+            .bind(&h.study_instance_uid)
+            .execute(&mut *tx)
+            .await?;
+            if !touched_studies.contains(&h.study_instance_uid.as_str()) {
+                touched_studies.push(&h.study_instance_uid);
+                let actor = format!("site:{site}");
+                let created: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO exams (study_uid, site, modality, patient_id, patient_name, priority, status, \
+                     received_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'routine', 'receiving', $6, $7) \
+                     ON CONFLICT (study_uid) DO NOTHING RETURNING id",
+                )
+                .bind(&h.study_instance_uid)
+                .bind(site)
+                .bind(&h.modality)
+                .bind(&h.patient_id)
+                .bind(&h.patient_name)
+                .bind(now)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let event = match created {
+                    Some(id) => Some((id, "first instance received")),
+                    None => {
+                        // A late instance reopens a finished transfer rather than making a
+                        // second exam; exams already being read keep their status.
+                        let reopened: Option<i64> = sqlx::query_scalar(
+                            "UPDATE exams SET status = 'receiving', updated_at = $1 \
+                             WHERE study_uid = $2 AND status = 'ready' RETURNING id",
+                        )
+                        .bind(now)
+                        .bind(&h.study_instance_uid)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        reopened.map(|id| (id, "late instance reopened the exam"))
+                    }
+                };
+                if let Some((exam_id, detail)) = event {
+                    record_event!(&mut *tx, exam_id, "receiving", &actor, detail, now).await?;
+                }
+            }
+            outcomes.push(IndexOutcome::Stored);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    })
+}
+
+/// Instances of a study, optionally narrowed to a series and an instance, in series then
+/// instance-number order.
+pub async fn instances(
+    db: &Db,
+    study_uid: &str,
+    series_uid: Option<&str>,
+    sop_instance_uid: Option<&str>,
+) -> Result<Vec<StoredInstance>> {
+    let sql = concat!(
+        "SELECT ",
+        instance_columns!(),
+        " FROM instances WHERE study_uid = $1 \
+         AND ($2 IS NULL OR series_uid = $2) AND ($3 IS NULL OR sop_instance_uid = $3) \
+         ORDER BY series_uid, instance_number, sop_instance_uid"
+    );
+    on_db!(db, |pool| {
+        let rows = sqlx::query(sql)
+            .bind(study_uid)
+            .bind(series_uid)
+            .bind(sop_instance_uid)
+            .fetch_all(pool)
+            .await?;
+        rows.iter().map(stored_instance).collect()
+    })
+}
+
+/// Stored DICOM JSON of the selected instances, each as the JSON text it was stored as,
+/// in the same order as [`instances`].
+pub async fn metadata(
+    db: &Db,
+    study_uid: &str,
+    series_uid: Option<&str>,
+    sop_instance_uid: Option<&str>,
+) -> Result<Vec<String>> {
+    let sql = "SELECT metadata FROM instances WHERE study_uid = $1 \
+         AND ($2 IS NULL OR series_uid = $2) AND ($3 IS NULL OR sop_instance_uid = $3) \
+         ORDER BY series_uid, instance_number, sop_instance_uid";
+    on_db!(db, |pool| {
+        let rows: Vec<String> = sqlx::query_scalar(sql)
+            .bind(study_uid)
+            .bind(series_uid)
+            .bind(sop_instance_uid)
+            .fetch_all(pool)
+            .await?;
+        Ok(rows)
+    })
+}

@@ -1,0 +1,73 @@
+//! Storage of the regional hub: the metadata index (sqlx, SQLite or PostgreSQL) and the
+//! blob store for original DICOM files (object_store, local directory or S3).
+//!
+//! The rest of the code sees one API, [`Storage`], whichever backends configuration chose.
+
+pub mod blobs;
+mod db;
+pub mod exams;
+pub mod index;
+pub mod qido;
+
+pub use blobs::{BlobConfig, BlobStore};
+pub use db::{now_ms, Backend, Db};
+
+/// Errors from the storage layer, classified so callers can tell a retryable outage from
+/// a refusal.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database refused or failed a statement.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration could not be applied.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The blob store failed.
+    #[error("blob store error: {0}")]
+    Blob(#[from] object_store::Error),
+    /// A blob does not exist.
+    #[error("blob {0} not found")]
+    BlobNotFound(String),
+    /// Reading or writing a local file failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The configuration names something we cannot use.
+    #[error("invalid storage configuration: {0}")]
+    Config(String),
+    /// Stored data could not be decoded (e.g. metadata that is not JSON).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// Result type of this crate.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Where the metadata database and the blobs live.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// `sqlite://path/to/hub.db` or `postgres://user@host:port/db`.
+    pub database_url: String,
+    /// Maximum database connections of this process.
+    pub max_connections: u32,
+    /// Blob store location.
+    pub blobs: BlobConfig,
+}
+
+/// The index and the blob store together.
+#[derive(Clone)]
+pub struct Storage {
+    /// Metadata database.
+    pub db: Db,
+    /// Original files.
+    pub blobs: BlobStore,
+}
+
+impl Storage {
+    /// Connect to both backends and run the database migrations.
+    pub async fn open(config: &StorageConfig) -> Result<Self> {
+        let db = Db::connect(&config.database_url, config.max_connections).await?;
+        db.migrate().await?;
+        let blobs = BlobStore::open(&config.blobs)?;
+        Ok(Storage { db, blobs })
+    }
+}

@@ -1,0 +1,65 @@
+//! The one place where errors become HTTP responses: a status, a stable machine-readable
+//! code and a message naming the problem. The full cause goes to the log.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use storage::StorageError;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code, e.g. `invalid_uid`.
+    pub code: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl ApiError {
+    /// 400 with a code and message.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, code, message: message.into() }
+    }
+
+    /// 404: also used for data of another site, so existence does not leak.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into() }
+    }
+
+    /// Any status.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        tracing::error!(error = %e, "storage failure");
+        match e {
+            StorageError::BlobNotFound(_) => ApiError::not_found("stored original is missing"),
+            _ => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "storage is unavailable, retry later"),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(serde_json::json!({
+            "error": self.code,
+            "message": self.message,
+        }))
+    }
+}
+
+/// Parse a UID from a path or query, naming which one is malformed.
+pub fn parse_uid(what: &str, raw: &str) -> Result<String, ApiError> {
+    formats::dicom::Uid::parse(raw)
+        .map(formats::dicom::Uid::into_string)
+        .map_err(|e| ApiError::bad_request("invalid_uid", format!("{what}: {e}")))
+}

@@ -1,0 +1,44 @@
+//! The read side of the hub: DICOMweb QIDO-RS and WADO-RS over the index and the blob
+//! store. Routes are exposed as a function configuring an actix-web `App`, so the
+//! embedded default mounts them beside the hub's and the scale-out deployment runs them
+//! in their own process behind the same origin.
+
+pub mod dicom_json;
+pub mod error;
+mod qido;
+mod wado;
+
+use actix_web::web;
+use storage::Storage;
+
+pub use error::ApiError;
+
+/// Shared state of the read-side routes.
+#[derive(Clone)]
+pub struct ViewerState {
+    /// Index and blobs.
+    pub storage: Storage,
+}
+
+/// Mount the DICOMweb read routes under `/dicomweb`. The caller registers
+/// `web::Data<ViewerState>`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/dicomweb")
+            .route("/studies", web::get().to(qido::studies))
+            .route("/series", web::get().to(qido::all_series))
+            .route("/instances", web::get().to(qido::all_instances))
+            .route("/studies/{study}", web::get().to(wado::study))
+            .route("/studies/{study}/metadata", web::get().to(wado::study_metadata))
+            .route("/studies/{study}/series", web::get().to(qido::study_series))
+            .route("/studies/{study}/instances", web::get().to(qido::study_instances))
+            .route("/studies/{study}/series/{series}", web::get().to(wado::series))
+            .route("/studies/{study}/series/{series}/metadata", web::get().to(wado::series_metadata))
+            .route("/studies/{study}/series/{series}/instances", web::get().to(qido::series_instances))
+            .route("/studies/{study}/series/{series}/instances/{instance}", web::get().to(wado::instance))
+            .route(
+                "/studies/{study}/series/{series}/instances/{instance}/metadata",
+                web::get().to(wado::instance_metadata),
+            ),
+    );
+}
