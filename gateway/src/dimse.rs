@@ -420,7 +420,7 @@ mod tests {
         let comment = comment.expect("comment");
         assert!(comment.starts_with("not DICOM"));
         assert!(!comment.contains('\\'), "backslash is the LO value separator");
-        assert!(bytes.len() % 2 == 0);
+        assert!(bytes.len().is_multiple_of(2));
         // and our own parser sees a response command field
         let cmd = parse_command(&bytes).expect("parses as command");
         assert_eq!(cmd.command_field, command_field::C_STORE_RSP);

@@ -1,1 +1,204 @@
-//! placeholder
+//! The township gateway: receives DICOM instances from the township's modalities
+//! (C-ECHO, C-STORE), keeps each one durably in a local spool and outbox before
+//! answering, and forwards them to the county hub by STOW-RS; tells the hub when a
+//! study is complete; keeps what cannot be delivered in a visible quarantine.
+//!
+//! Modules, in the order an instance meets them:
+//! - [`scp`]: the listener and association negotiation;
+//! - [`receive`]: one association, from P-DATA to a durable instance;
+//! - [`dimse`]: command sets (C-ECHO, C-STORE) and statuses;
+//! - [`spool`]: the Part 10 files on disk and the quarantine directory;
+//! - [`outbox`]: the SQLite outbox with its group-committing writer;
+//! - [`forwarder`]: batching, STOW-RS and the hub's verdicts;
+//! - [`completion`]: study completion notices;
+//! - [`status`]: the operator's view; [`config`], [`backoff`]: support.
+
+pub mod backoff;
+pub mod completion;
+pub mod config;
+pub mod dimse;
+pub mod forwarder;
+pub mod outbox;
+pub mod receive;
+pub mod scp;
+pub mod spool;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+use crate::completion::Completion;
+use crate::forwarder::Forwarder;
+use crate::outbox::{Outbox, OutboxError};
+use crate::scp::ScpContext;
+use crate::spool::Spool;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The data directory or spool could not be prepared.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The outbox database could not be opened or recovered.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// The DICOM listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// A running gateway. Dropping it does not stop it; call [`Gateway::shutdown`].
+#[derive(Debug)]
+pub struct Gateway {
+    dicom_addr: SocketAddr,
+    ae_title: String,
+    outbox: Outbox,
+    spool: Arc<Spool>,
+    shutdown: CancellationToken,
+    scp: JoinHandle<()>,
+    forwarder: JoinHandle<()>,
+    completion: JoinHandle<()>,
+    committer: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Recover the outbox, bind the DICOM listener and start receiving, forwarding and
+    /// completion. Returns once the listener is bound (see [`Gateway::dicom_addr`]).
+    pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let data_dir_err = |source| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&config.data_dir).map_err(data_dir_err)?;
+        let spool = Spool::open(&config.data_dir).map_err(data_dir_err)?;
+        let (outbox, committer, recovered) = Outbox::open(&config.data_dir, &spool).await?;
+        tracing::info!(
+            pending = recovered.pending,
+            verified = recovered.verified,
+            dropped = recovered.dropped.len(),
+            swept = recovered.swept,
+            "outbox recovered"
+        );
+        {
+            let spool = Arc::clone(&spool);
+            tokio::task::spawn_blocking(move || spool.prefill())
+                .await
+                .map_err(|e| data_dir_err(std::io::Error::other(e)))?
+                .map_err(data_dir_err)?;
+        }
+        let committer = tokio::spawn(committer.run());
+
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen.clone(),
+                source,
+            })?;
+        let dicom_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(120))
+            .user_agent(concat!("township-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let shutdown = CancellationToken::new();
+        let ctx = Arc::new(ScpContext {
+            options: scp::association_options(&config),
+            config: Arc::clone(&config),
+            spool: Arc::clone(&spool),
+            outbox: outbox.clone(),
+        });
+        let scp = tokio::spawn(scp::serve(listener, ctx, shutdown.clone()));
+        let forwarder = tokio::spawn(
+            Forwarder::new(outbox.clone(), Arc::clone(&spool), client.clone(), Arc::clone(&config))
+                .run(shutdown.clone()),
+        );
+        let completion = tokio::spawn(
+            Completion::new(outbox.clone(), client, Arc::clone(&config)).run(shutdown.clone()),
+        );
+        tracing::info!(%dicom_addr, ae = %config.ae_title, hub = %config.hub_url, "gateway started");
+        Ok(Gateway {
+            dicom_addr,
+            ae_title: config.ae_title.clone(),
+            outbox,
+            spool,
+            shutdown,
+            scp,
+            forwarder,
+            completion,
+            committer,
+        })
+    }
+
+    /// The address the DICOM listener is bound to (the real port when 0 was asked).
+    pub fn dicom_addr(&self) -> SocketAddr {
+        self.dicom_addr
+    }
+
+    /// Our AE title.
+    pub fn ae_title(&self) -> &str {
+        &self.ae_title
+    }
+
+    /// The outbox (for inspection in tests).
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// The spool (for inspection in tests).
+    pub fn spool(&self) -> &Arc<Spool> {
+        &self.spool
+    }
+
+    /// Stop accepting, let running associations and requests finish (bounded grace
+    /// periods), drain the committer and close the database.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for (name, task) in [
+            ("dicom listener", self.scp),
+            ("forwarder", self.forwarder),
+            ("completion", self.completion),
+        ] {
+            if let Err(e) = task.await {
+                tracing::error!(task = name, error = %e, "task ended abnormally");
+            }
+        }
+        // The committer ends when the last outbox handle is gone.
+        let Gateway {
+            outbox, committer, ..
+        } = self;
+        outbox.close().await;
+        drop(outbox);
+        if let Err(e) = committer.await {
+            tracing::error!(error = %e, "outbox writer ended abnormally");
+        }
+        tracing::info!("gateway stopped");
+    }
+}

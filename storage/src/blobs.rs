@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::io::AsyncReadExt;
 
@@ -29,6 +30,8 @@ pub enum BlobConfig {
         endpoint: Option<String>,
         /// Bucket name.
         bucket: String,
+        /// Key prefix inside the bucket (several hubs or test runs can share a bucket).
+        prefix: Option<String>,
         /// Region (any string for most S3-compatible servers).
         region: String,
         /// Access key ID.
@@ -40,14 +43,15 @@ pub enum BlobConfig {
 
 impl BlobConfig {
     /// Parse a storage URL: a path or `file:///path` for a local directory, or
-    /// `s3://bucket?endpoint=http://host:port&region=r` with credentials taken from
+    /// `s3://bucket[/prefix]?endpoint=http://host:port&region=r` with credentials taken from
     /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
     pub fn from_url(url: &str) -> Result<Self> {
         if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, query) = rest.split_once('?').unwrap_or((rest, ""));
-            let bucket = bucket.trim_end_matches('/');
-            if bucket.is_empty() || bucket.contains('/') {
-                return Err(StorageError::Config(format!("S3 URL needs a bucket name only: {url:?}")));
+            let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+            let prefix = prefix.trim_matches('/');
+            if bucket.is_empty() {
+                return Err(StorageError::Config(format!("S3 URL has no bucket name: {url:?}")));
             }
             let mut endpoint = None;
             let mut region = "us-east-1".to_string();
@@ -64,6 +68,7 @@ impl BlobConfig {
             Ok(BlobConfig::S3 {
                 endpoint,
                 bucket: bucket.to_string(),
+                prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
                 region,
                 access_key_id: env("AWS_ACCESS_KEY_ID")?,
                 secret_access_key: env("AWS_SECRET_ACCESS_KEY")?,
@@ -93,7 +98,7 @@ impl BlobStore {
                 // fsync: a STOW-RS success is an acknowledgement that the file is durable.
                 Arc::new(LocalFileSystem::new_with_prefix(dir)?.with_fsync(true))
             }
-            BlobConfig::S3 { endpoint, bucket, region, access_key_id, secret_access_key } => {
+            BlobConfig::S3 { endpoint, bucket, prefix, region, access_key_id, secret_access_key } => {
                 let mut b = AmazonS3Builder::new()
                     .with_bucket_name(bucket)
                     .with_region(region)
@@ -105,7 +110,11 @@ impl BlobStore {
                         .with_allow_http(endpoint.starts_with("http://"))
                         .with_virtual_hosted_style_request(false);
                 }
-                Arc::new(b.build()?)
+                let s3 = b.build()?;
+                match prefix {
+                    Some(p) => Arc::new(PrefixStore::new(s3, p.as_str())),
+                    None => Arc::new(s3),
+                }
             }
         };
         Ok(BlobStore { store })

@@ -12,6 +12,7 @@ use actix_web::web;
 use storage::Storage;
 
 pub use error::ApiError;
+pub use qido::base_url;
 
 /// Shared state of the read-side routes.
 #[derive(Clone)]

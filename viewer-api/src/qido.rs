@@ -143,7 +143,7 @@ fn check_accept(req: &HttpRequest) -> Result<(), ApiError> {
 }
 
 /// Scheme, host and the DICOMweb root of this request, honouring proxy headers.
-pub(crate) fn base_url(req: &HttpRequest) -> String {
+pub fn base_url(req: &HttpRequest) -> String {
     let info = req.connection_info();
     format!("{}://{}/dicomweb", info.scheme(), info.host())
 }

@@ -199,9 +199,6 @@ impl<R: Read> Walker<R> {
                 }
                 return Ok(if tag == ITEM_DELIMITER { Stop::ItemDelimiter } else { Stop::SequenceDelimiter });
             }
-            if depth == 0 && tag == PIXEL_DATA {
-                return Ok(Stop::PixelData);
-            }
             let (vr, len) = if self.explicit {
                 read_explicit_vr_len(&mut self.r, self.big_endian)?
             } else {
@@ -212,6 +209,13 @@ impl<R: Read> Walker<R> {
                 (vr, self.read_u32()?)
             };
             let bound = end.unwrap_or(self.end_of_data);
+            if depth == 0 && tag == PIXEL_DATA {
+                // Not parsed for indexing, but a file cut short must not pass as whole.
+                if len != UNDEFINED {
+                    check_fits(tag, u64::from(len), self.r.pos, bound)?;
+                }
+                return Ok(Stop::PixelData);
+            }
             if vr == VR::SQ || (len == UNDEFINED && vr == VR::UN) {
                 // An undefined-length UN is a sequence in implicit VR (PS3.5 6.2.2).
                 let saved = self.explicit;

@@ -1,0 +1,1076 @@
+#!/usr/bin/env python3
+"""Re-runnable performance benchmark of the hub and the township gateway, side by side
+with Orthanc (when the Debian packages `orthanc` and `orthanc-dicomweb` are installed).
+
+    python3 bench/run.py [--workdir DIR] [--ct-slices 300] [--skip-orthanc]
+                         [--only cstore,stow,qido,metadata,memory] [--no-build]
+                         [--memory-mb 1024] [--keep]
+
+Loads (each reported as ours, Orthanc's, the ratio and the target):
+  cstore    C-STORE of the CT series over ONE association (dcmtk /usr/bin/storescu)
+            into our gateway vs Orthanc's DICOM port; instances/s of the storescu run.
+            Target: ours >= 2x Orthanc.
+  stow      STOW-RS of the CT series (a --salt copy, so it is new to both servers):
+            4 client threads, 10 instances per request; instances/s. Target: >= 2x.
+  qido      QIDO-RS study search, 16 clients x 50 requests over the qido studies
+            (loaded by STOW first), a mix of PatientID / PatientName wildcard /
+            StudyDate range / ModalitiesInStudy / plain limit queries; p50 and p99.
+            Target: our p99 <= 1/5 of Orthanc's.
+  metadata  WADO-RS series metadata of the CT series, 1 warm-up + 30 sequential
+            requests; median and p99. Target: ours >= 10x faster (median).
+  memory    ~1 GB study (copies of the CT series with new UIDs) sent by storescu into
+            a fresh gateway, forwarded to a fresh hub; peak RSS (VmHWM) of each.
+            Target: each < 200 MB (10^6 bytes). Orthanc's peak for the same study
+            is shown for information.
+
+Every server runs on 127.0.0.1 with a fresh data directory under the work directory.
+The final table is printed and written to <workdir>/results.json. The exit status is 0
+even when a target is missed (this is a report); it is 1 when the product failed to
+build, start or do what a load asked, 130 on Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import hashlib
+import json
+import math
+import os
+import platform
+import queue
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+import requests
+from pydicom.uid import generate_uid
+
+REPO = Path(__file__).resolve().parent.parent
+MAKE_CORPUS = (REPO / ".." / "shared" / "tools" / "make_corpus.py").resolve()
+STORESCU = "/usr/bin/storescu"  # dcmtk; a pynetdicom script of the same name may shadow it on PATH
+ORTHANC_BIN = "/usr/sbin/Orthanc"
+ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+LOADS = ["cstore", "stow", "qido", "metadata", "memory"]
+DICOM_JSON = "application/dicom+json"
+
+# Load parameters (kept here so the report and docs/benchmark.md agree).
+STOW_CLIENTS = 4
+STOW_BATCH = 10
+QIDO_CLIENTS = 16
+QIDO_REQUESTS_PER_CLIENT = 50
+METADATA_REQUESTS = 30
+MEMORY_LIMIT_MB = 200
+
+# Bounds on every wait, in seconds.
+START_TIMEOUT = 60
+HTTP_TIMEOUT = 300
+STORESCU_TIMEOUT = 3600
+FORWARD_TIMEOUT = 1800
+
+
+class ProductError(Exception):
+    """The product (hub, gateway) or the reference server failed to do what was asked."""
+
+
+# Set on Ctrl-C/SIGTERM: client threads stop before their next request.
+STOP = threading.Event()
+
+
+def check_stop() -> None:
+    if STOP.is_set():
+        raise KeyboardInterrupt
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------------------
+# Processes: the one place that starts and stops servers
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+    ready_line: str = ""
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Hub:
+    proc: Proc
+    url: str  # http://127.0.0.1:PORT
+
+    @property
+    def dicomweb(self) -> str:
+        return self.url + "/dicomweb"
+
+
+@dataclass
+class GatewayProc:
+    proc: Proc
+    host: str
+    port: int
+    ae: str
+
+
+@dataclass
+class Orthanc:
+    proc: Proc
+    http: str
+    dicom_port: int
+    ae: str = "ORTHANC"
+
+    @property
+    def dicomweb(self) -> str:
+        return self.http + "/dicom-web"
+
+
+class Processes:
+    """Starts hub, gateway and Orthanc processes in fresh data dirs; stops them all."""
+
+    def __init__(self, run_dir: Path, bin_dir: Path):
+        self.run_dir = run_dir
+        self.bin_dir = bin_dir
+        self.procs: list[Proc] = []
+        self.lock = threading.Lock()
+
+    def _spawn(self, name: str, argv: list[str], env: dict, ready_prefix: str | None) -> Proc:
+        log_path = self.run_dir / f"{name}.log"
+        logf = open(log_path, "ab")
+        popen = subprocess.Popen(
+            argv, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if ready_prefix else logf, stderr=logf,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop them in order
+        )
+        logf.close()
+        proc = Proc(name, popen, log_path)
+        with self.lock:
+            self.procs.append(proc)
+        if ready_prefix is None:
+            return proc
+        # Read stdout in a thread (bounded wait for the ready line), then keep draining it.
+        lines: queue.Queue = queue.Queue()
+
+        def pump():
+            with open(log_path.with_suffix(".stdout"), "ab") as out:
+                for raw in popen.stdout:
+                    out.write(raw)
+                    out.flush()
+                    lines.put(raw.decode(errors="replace").rstrip("\n"))
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True, name=f"{name}-stdout").start()
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                line = lines.get(timeout=max(0.1, remaining)) if remaining > 0 else None
+            except queue.Empty:
+                line = None
+            if line is None:
+                raise ProductError(f"{name} did not print '{ready_prefix}' within {START_TIMEOUT}s "
+                                   f"(exit code {popen.poll()}); log tail:\n{proc.log_tail()}")
+            if line.startswith(ready_prefix):
+                proc.ready_line = line
+                return proc
+
+    def start_hub(self, tag: str) -> Hub:
+        data = self.run_dir / f"hub-{tag}"
+        exe = self.bin_dir / "hub"
+        if not exe.exists():
+            raise ProductError(f"{exe} is missing (build with cargo build --release -p hub)")
+        proc = self._spawn(f"hub-{tag}", [str(exe), "serve", "--listen", "127.0.0.1:0"],
+                           {"HUB_DATA_DIR": str(data)}, "hub ready:")
+        url = proc.ready_line.split("http=", 1)[1].strip()
+        hub = Hub(proc, url)
+        wait_http_ok(hub.url + "/healthz", f"hub-{tag}")
+        log(f"started hub-{tag} pid {proc.pid} at {url}")
+        return hub
+
+    def start_gateway(self, tag: str, hub: Hub, quiet_period_secs: int = 5) -> GatewayProc:
+        data = self.run_dir / f"gateway-{tag}"
+        exe = self.bin_dir / "gateway"
+        if not exe.exists():
+            raise ProductError(f"{exe} is missing (build with cargo build --release -p gateway)")
+        cfg = self.run_dir / f"gateway-{tag}.toml"
+        cfg.write_text(
+            f'ae_title = "BENCH_GW"\n'
+            f'listen = "127.0.0.1:0"\n'
+            f'hub_url = "{hub.url}"\n'
+            f'site = "bench"\n'
+            f'data_dir = "{data}"\n'
+            f"quiet_period_secs = {quiet_period_secs}\n"
+        )
+        proc = self._spawn(f"gateway-{tag}", [str(exe), "run", "--config", str(cfg)], {}, "gateway ready:")
+        # gateway ready: dicom=127.0.0.1:PORT ae=BENCH_GW
+        fields = dict(kv.split("=", 1) for kv in proc.ready_line.split()[2:] if "=" in kv)
+        host, port = fields["dicom"].rsplit(":", 1)
+        gw = GatewayProc(proc, host, int(port), fields.get("ae", "BENCH_GW"))
+        log(f"started gateway-{tag} pid {proc.pid} at {host}:{port} ae={gw.ae}")
+        return gw
+
+    def start_orthanc(self, tag: str) -> Orthanc:
+        data = self.run_dir / f"orthanc-{tag}"
+        data.mkdir(parents=True)
+        http_port, dicom_port = free_port(), free_port()
+        # Orthanc's defaults, plus what the benchmark needs: its own storage, free ports,
+        # DICOMweb on, no authentication (only 127.0.0.1 can reach it), no compression.
+        config = {
+            "Name": f"bench-{tag}",
+            "StorageDirectory": str(data),
+            "IndexDirectory": str(data),
+            "StorageCompression": False,
+            "HttpPort": http_port,
+            "DicomPort": dicom_port,
+            "DicomAet": "ORTHANC",
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "Plugins": [ORTHANC_DICOMWEB],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        }
+        cfg = self.run_dir / f"orthanc-{tag}.json"
+        cfg.write_text(json.dumps(config, indent=2))
+        proc = self._spawn(f"orthanc-{tag}", [ORTHANC_BIN, str(cfg)], {"TCP_NODELAY": "1"}, None)
+        orthanc = Orthanc(proc, f"http://127.0.0.1:{http_port}", dicom_port)
+        wait_http_ok(orthanc.http + "/system", f"orthanc-{tag}", proc)
+        plugins = requests.get(orthanc.http + "/plugins", timeout=10).json()
+        if "dicom-web" not in plugins:
+            raise ProductError(f"Orthanc started without its DICOMweb plugin (plugins: {plugins})")
+        log(f"started orthanc-{tag} pid {proc.pid} http={orthanc.http} dicom=127.0.0.1:{dicom_port}")
+        return orthanc
+
+    def stop(self, proc: Proc, grace: float = 20.0) -> None:
+        p = proc.popen
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+                p.wait(timeout=10)
+        with self.lock:
+            if proc in self.procs:
+                self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        with self.lock:
+            procs = list(reversed(self.procs))
+        for proc in procs:
+            try:
+                self.stop(proc)
+            except Exception as e:  # keep stopping the others
+                print(f"warning: could not stop {proc.name} (pid {proc.pid}): {e}", file=sys.stderr)
+
+    def check_alive(self) -> None:
+        with self.lock:
+            procs = list(self.procs)
+        for proc in procs:
+            if proc.popen.poll() is not None:
+                raise ProductError(f"{proc.name} exited with code {proc.popen.returncode}; "
+                                   f"log tail:\n{proc.log_tail()}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http_ok(url: str, what: str, proc: Proc | None = None) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.popen.poll() is not None:
+            raise ProductError(f"{what} exited with code {proc.popen.returncode}; log tail:\n{proc.log_tail()}")
+        try:
+            r = requests.get(url, timeout=5)
+            if r.status_code == 200:
+                return
+            last = f"HTTP {r.status_code}"
+        except requests.RequestException as e:
+            last = str(e)
+        time.sleep(0.2)
+    raise ProductError(f"{what} not healthy at {url} within {START_TIMEOUT}s: {last}")
+
+
+# --------------------------------------------------------------------------------------
+# Targets: what one load is run against ("ours" and "orthanc")
+# --------------------------------------------------------------------------------------
+
+class Target:
+    """One system under test: a DICOMweb root for STOW/QIDO/WADO and a C-STORE SCP."""
+
+    def __init__(self, name: str, dicomweb: str, dicom=None):
+        self.name = name
+        self.dicomweb = dicomweb
+        self._dicom = dicom  # callable returning (host, port, ae), started lazily
+
+    def dicom(self) -> tuple[str, int, str]:
+        return self._dicom()
+
+
+class Targets:
+    """Our hub (+ lazily started gateway) and, when available, one Orthanc, shared by
+    the cstore/stow/qido/metadata loads of one run."""
+
+    def __init__(self, procs: Processes, want_orthanc: bool):
+        self.procs = procs
+        self.hub = procs.start_hub("main")
+        self.gateway: GatewayProc | None = None
+        self.ours = Target("ours", self.hub.dicomweb, self._gateway_addr)
+        self.orthanc_proc = procs.start_orthanc("main") if want_orthanc else None
+        self.orthanc = None
+        if self.orthanc_proc:
+            o = self.orthanc_proc
+            self.orthanc = Target("orthanc", o.dicomweb, lambda: ("127.0.0.1", o.dicom_port, o.ae))
+
+    def _gateway_addr(self):
+        if self.gateway is None:
+            self.gateway = self.procs.start_gateway("main", self.hub)
+        return self.gateway.host, self.gateway.port, self.gateway.ae
+
+    def all(self) -> list[Target]:
+        return [t for t in (self.ours, self.orthanc) if t is not None]
+
+
+# --------------------------------------------------------------------------------------
+# Corpus
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class Series:
+    study_uid: str
+    series_uid: str
+    files: list[Path]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files)
+
+
+@dataclass
+class Corpus:
+    root: Path
+    ct: Series
+    qido_files: list[Path]
+
+
+def run_make_corpus(out: Path, ct_slices: int, extra: list[str]) -> None:
+    if not MAKE_CORPUS.exists():
+        raise SystemExit(f"corpus generator not found: {MAKE_CORPUS}")
+    cmd = [sys.executable, str(MAKE_CORPUS), str(out), "--ct-slices", str(ct_slices), "--quiet", *extra]
+    log("generating corpus: " + " ".join(cmd))
+    subprocess.run(cmd, check=True, timeout=3600)
+
+
+def load_corpus(out: Path, ct_slices: int, extra: list[str]) -> Corpus:
+    """Generate (or reuse) a corpus with make_corpus.py and read its manifest."""
+    manifest = out / "MANIFEST.tsv"
+
+    def read():
+        with open(manifest, newline="") as f:
+            return list(csv.DictReader(f, delimiter="\t"))
+
+    rows = read() if manifest.exists() else []
+    n_ct = sum(1 for r in rows if r["path"].startswith("ct/"))
+    if n_ct != ct_slices:
+        if out.exists():
+            shutil.rmtree(out)
+        run_make_corpus(out, ct_slices, extra)
+        rows = read()
+    else:
+        log(f"reusing corpus {out}")
+    ct_rows = sorted((r for r in rows if r["path"].startswith("ct/")), key=lambda r: r["path"])
+    qido = sorted(out / r["path"] for r in rows if r["path"].startswith("qido/"))
+    if not ct_rows:
+        raise SystemExit(f"corpus {out} has no ct/ series")
+    ct = Series(ct_rows[0]["study_uid"], ct_rows[0]["series_uid"], [out / r["path"] for r in ct_rows])
+    return Corpus(out, ct, qido)
+
+
+def make_big_study(src: Series, out: Path, target_mb: int) -> Series:
+    """Copies of the CT series with new UIDs, all in one new study, until target_mb
+    (10^6 bytes) is reached. Deterministic UIDs; reused when already complete."""
+    marker = out / "COMPLETE.json"
+    key = {"target_mb": target_mb, "source_series": src.series_uid, "slices": len(src.files)}
+    if marker.exists():
+        info = json.loads(marker.read_text())
+        if info.get("key") == key:
+            log(f"reusing big study {out} ({len(info['files'])} instances)")
+            return Series(info["study_uid"], "", [out / f for f in info["files"]])
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    seed = f"hub-bench-big-{target_mb}-{src.series_uid}"
+    uid = lambda *parts: generate_uid(prefix=None, entropy_srcs=[seed, *map(str, parts)])  # noqa: E731
+    study_uid = uid("study")
+    target = target_mb * 1_000_000
+    total, files, copy = 0, [], 0
+    log(f"writing a ~{target_mb} MB study into {out}")
+    while total < target:
+        series_uid = uid("series", copy)
+        for i, f in enumerate(src.files):
+            ds = pydicom.dcmread(f)
+            sop = uid("instance", copy, i)
+            ds.StudyInstanceUID = study_uid
+            ds.SeriesInstanceUID = series_uid
+            ds.SOPInstanceUID = sop
+            ds.file_meta.MediaStorageSOPInstanceUID = sop
+            ds.SeriesNumber = copy + 1
+            ds.SeriesDescription = f"BENCH COPY {copy + 1}"
+            name = f"BIG_{copy:02d}_{i:04d}.dcm"
+            ds.save_as(out / name, enforce_file_format=True)
+            files.append(name)
+            total += (out / name).stat().st_size
+            if total >= target:
+                break
+        copy += 1
+        if copy > 10_000:
+            raise SystemExit("big study: source series is empty?")
+    marker.write_text(json.dumps({"key": key, "study_uid": study_uid, "bytes": total, "files": files}))
+    return Series(study_uid, "", [out / f for f in files])
+
+
+def warm_page_cache(files: list[Path]) -> None:
+    """Read the files once so neither server's run pays for cold client-side reads."""
+    for f in files:
+        with open(f, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+
+
+# --------------------------------------------------------------------------------------
+# DICOM helpers: storescu, STOW-RS, QIDO counts
+# --------------------------------------------------------------------------------------
+
+def storescu(files: list[Path], host: str, port: int, ae: str) -> float:
+    """Send all files over one association; returns the wall time in seconds."""
+    argv = [STORESCU, "-aet", "BENCHSCU", "-aec", ae, host, str(port), *map(str, files)]
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=STORESCU_TIMEOUT,
+                           env={**os.environ, "TCP_NODELAY": "1"})
+    except subprocess.TimeoutExpired:
+        raise ProductError(f"storescu to {host}:{port} did not finish within {STORESCU_TIMEOUT}s")
+    wall = time.perf_counter() - t0
+    output = (p.stdout + p.stderr).strip()
+    errors = [line for line in output.splitlines() if line.startswith(("E:", "F:"))]
+    if p.returncode != 0 or errors:
+        raise ProductError(f"storescu to {ae}@{host}:{port} failed (exit {p.returncode}):\n"
+                           + "\n".join((errors or output.splitlines())[:15]))
+    return wall
+
+
+def multipart_body(files: list[Path], boundary: str, chunk: int = 1 << 20):
+    """multipart/related body streamed from the files (never all in memory)."""
+    for f in files:
+        yield f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        with open(f, "rb") as fh:
+            while True:
+                data = fh.read(chunk)
+                if not data:
+                    break
+                yield data
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode()
+
+
+def stow(session: requests.Session, dicomweb: str, files: list[Path]) -> None:
+    check_stop()
+    boundary = uuid.uuid4().hex
+    r = session.post(
+        dicomweb + "/studies",
+        data=multipart_body(files, boundary),
+        headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+                 "Accept": DICOM_JSON},
+        timeout=HTTP_TIMEOUT,
+    )
+    if r.status_code != 200:
+        raise ProductError(f"STOW-RS of {len(files)} instances to {dicomweb}: HTTP {r.status_code}: {r.text[:500]}")
+    failed = (r.json() or {}).get("00081198", {}).get("Value") if r.content else None
+    if failed:
+        raise ProductError(f"STOW-RS to {dicomweb}: {len(failed)} instances failed: {json.dumps(failed)[:500]}")
+
+
+def stow_all(dicomweb: str, files: list[Path], clients: int = 2, batch: int = 50) -> None:
+    """Untimed loading: STOW the files in batches with a few clients."""
+    batches = [files[i:i + batch] for i in range(0, len(files), batch)]
+
+    def worker(part):
+        with requests.Session() as s:
+            for b in part:
+                stow(s, dicomweb, b)
+
+    with ThreadPoolExecutor(clients) as ex:
+        for fut in [ex.submit(worker, batches[i::clients]) for i in range(clients)]:
+            fut.result()
+
+
+def study_instance_count(dicomweb: str, study_uid: str) -> int:
+    r = requests.get(dicomweb + "/studies", params={"StudyInstanceUID": study_uid, "includefield": "00201208"},
+                     headers={"Accept": DICOM_JSON}, timeout=60)
+    if r.status_code == 204 or not r.content:
+        return 0
+    r.raise_for_status()
+    hits = r.json()
+    if not hits:
+        return 0
+    return int(hits[0].get("00201208", {}).get("Value", [0])[0])
+
+
+def wait_study_count(target: Target, study_uid: str, n: int, timeout: float, procs: Processes) -> float:
+    """Poll QIDO until the study has n instances; returns when it did (monotonic time)."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        procs.check_alive()
+        try:
+            last = study_instance_count(target.dicomweb, study_uid)
+        except requests.RequestException:
+            pass
+        if last >= n:
+            return time.monotonic()
+        time.sleep(0.25)
+    raise ProductError(f"{target.name}: study {study_uid} has {last} of {n} instances after {timeout:.0f}s")
+
+
+def ensure_series(target: Target, series: Series, procs: Processes) -> None:
+    """Make sure the target holds the series' study (STOW it, untimed, if not)."""
+    if study_instance_count(target.dicomweb, series.study_uid) >= len(series.files):
+        return
+    log(f"{target.name}: loading {len(series.files)} instances by STOW-RS (untimed setup)")
+    stow_all(target.dicomweb, series.files)
+    wait_study_count(target, series.study_uid, len(series.files), 60, procs)
+
+
+def pct(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    s = sorted(values)
+    return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
+
+
+# --------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    load: str
+    metric: str
+    unit: str
+    ours: float | None
+    orthanc: float | None
+    ratio: float | None  # "how many times better ours is", per the target's direction
+    target: str
+    passed: bool | None  # None: not decidable (no Orthanc)
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+    errors: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def compare(self, load, metric, unit, ours, orthanc, better: str, factor: float, target: str):
+        """better='higher': ratio = ours/orthanc; 'lower': ratio = orthanc/ours."""
+        ratio = None
+        if ours is not None and orthanc is not None and ours > 0 and orthanc > 0:
+            ratio = ours / orthanc if better == "higher" else orthanc / ours
+        passed = None if ratio is None else ratio >= factor
+        self.rows.append(Row(load, metric, unit, ours, orthanc, ratio, target, passed))
+
+
+# --------------------------------------------------------------------------------------
+# Loads
+# --------------------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args, procs: Processes, corpus: Corpus, report: Report):
+        self.args = args
+        self.procs = procs
+        self.corpus = corpus
+        self.report = report
+        self._targets: Targets | None = None
+
+    @property
+    def targets(self) -> Targets:
+        if self._targets is None:
+            self._targets = Targets(self.procs, self.args.orthanc)
+        return self._targets
+
+    # a. C-STORE ---------------------------------------------------------------------
+    def cstore(self):
+        ct = self.corpus.ct
+        n = len(ct.files)
+        res = {}
+        for t in self.targets.all():
+            host, port, ae = t.dicom()
+            warm_page_cache(ct.files)
+            log(f"cstore: {n} instances ({ct.nbytes / 1e6:.0f} MB) -> {t.name} {ae}@{host}:{port}, one association")
+            t0 = time.monotonic()
+            wall = storescu(ct.files, host, port, ae)
+            done = wait_study_count(t, ct.study_uid, n, FORWARD_TIMEOUT, self.procs)
+            res[t.name] = {"storescu_s": wall, "instances_per_s": n / wall,
+                           "mb_per_s": ct.nbytes / 1e6 / wall, "in_dicomweb_after_s": done - t0}
+            log(f"cstore: {t.name}: {n / wall:.1f} instances/s (storescu {wall:.2f}s; "
+                f"all {n} visible by QIDO after {done - t0:.2f}s)")
+        self.report.details["cstore"] = res
+        self.report.compare("cstore", f"C-STORE {n} CT slices, 1 association", "inst/s",
+                            res["ours"]["instances_per_s"], res.get("orthanc", {}).get("instances_per_s"),
+                            "higher", 2, "ours >= 2x")
+        self.report.compare("cstore", "  (info) until all queryable at hub", "s",
+                            res["ours"]["in_dicomweb_after_s"], res.get("orthanc", {}).get("in_dicomweb_after_s"),
+                            "lower", 0, "info")
+        self.report.rows[-1].passed = None
+
+    # b. STOW-RS ---------------------------------------------------------------------
+    def stow(self):
+        series = load_corpus(Path(self.args.workdir) / "corpus-stow", self.args.ct_slices,
+                             ["--salt", "stow", "--only", "ct"]).ct
+        n = len(series.files)
+        parts = [series.files[i * n // STOW_CLIENTS:(i + 1) * n // STOW_CLIENTS] for i in range(STOW_CLIENTS)]
+        res = {}
+        for t in self.targets.all():
+            if study_instance_count(t.dicomweb, series.study_uid):
+                raise ProductError(f"{t.name} already holds the STOW study; it must be new")
+            warm_page_cache(series.files)
+            barrier = threading.Barrier(STOW_CLIENTS + 1)
+
+            def client(files, dicomweb=t.dicomweb):
+                with requests.Session() as s:
+                    barrier.wait(timeout=60)
+                    for i in range(0, len(files), STOW_BATCH):
+                        stow(s, dicomweb, files[i:i + STOW_BATCH])
+
+            log(f"stow: {n} instances -> {t.name}, {STOW_CLIENTS} clients x {STOW_BATCH} per request")
+            with ThreadPoolExecutor(STOW_CLIENTS) as ex:
+                futs = [ex.submit(client, p) for p in parts]
+                barrier.wait(timeout=60)
+                t0 = time.perf_counter()
+                for f in futs:
+                    f.result()
+                wall = time.perf_counter() - t0
+            count = study_instance_count(t.dicomweb, series.study_uid)
+            if count != n:
+                raise ProductError(f"stow: {t.name} reports {count} of {n} instances after STOW")
+            res[t.name] = {"wall_s": wall, "instances_per_s": n / wall, "mb_per_s": series.nbytes / 1e6 / wall}
+            log(f"stow: {t.name}: {n / wall:.1f} instances/s ({wall:.2f}s)")
+        self.report.details["stow"] = res
+        self.report.compare("stow", f"STOW-RS {n} CT slices, {STOW_CLIENTS} clients x {STOW_BATCH}/req",
+                            "inst/s", res["ours"]["instances_per_s"],
+                            res.get("orthanc", {}).get("instances_per_s"), "higher", 2, "ours >= 2x")
+
+    # c. QIDO-RS ---------------------------------------------------------------------
+    def qido_queries(self) -> list[tuple[str, dict]]:
+        """A deterministic, realistic mix of study searches over the qido studies."""
+        patients, families, months = set(), set(), set()
+        for f in self.corpus.qido_files:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            patients.add(str(ds.PatientID))
+            families.add(str(ds.PatientName).split("^")[0].split("=")[0])
+            months.add(str(ds.StudyDate)[:6])
+        patients, families, months = sorted(patients), sorted(families), sorted(months)
+        rng = random.Random(20240620)
+
+        def month_range(m):
+            return f"{m}01-{m}31" if rng.random() < 0.5 else f"{m}01-{m}10"
+
+        kinds = [  # (weight, name, params factory)
+            (30, "PatientID", lambda: {"PatientID": rng.choice(patients)}),
+            (25, "PatientName*", lambda: {"PatientName": rng.choice(families) + "*"}),
+            (20, "StudyDate range", lambda: {"StudyDate": month_range(rng.choice(months))}),
+            (15, "ModalitiesInStudy+date", lambda: {"ModalitiesInStudy": "CT",
+                                                    "StudyDate": month_range(rng.choice(months))}),
+            (10, "limit=100", lambda: {"limit": "100"}),
+        ]
+        weights = [k[0] for k in kinds]
+        total = QIDO_CLIENTS * QIDO_REQUESTS_PER_CLIENT
+        out = []
+        for _ in range(total):
+            _, name, make = rng.choices(kinds, weights)[0]
+            out.append((name, make()))
+        return out
+
+    def qido(self):
+        files = self.corpus.qido_files
+        if not files:
+            raise SystemExit("the corpus has no qido/ studies")
+        queries = self.qido_queries()
+        res, counts = {}, {}
+        for t in self.targets.all():
+            # Setup (untimed): load the qido studies if this server does not hold them yet.
+            first = pydicom.dcmread(files[-1], stop_before_pixels=True)
+            if study_instance_count(t.dicomweb, str(first.StudyInstanceUID)) == 0:
+                log(f"qido: loading {len(files)} studies into {t.name} by STOW-RS (untimed setup)")
+                stow_all(t.dicomweb, files)
+            # Warm-up: one request of each kind, not measured; then record result sizes.
+            counts[t.name] = {}
+            with requests.Session() as s:
+                for name, params in queries:
+                    key = json.dumps(params, sort_keys=True)
+                    if key in counts[t.name]:
+                        continue
+                    r = s.get(t.dicomweb + "/studies", params=params, headers={"Accept": DICOM_JSON},
+                              timeout=HTTP_TIMEOUT)
+                    if r.status_code not in (200, 204):
+                        raise ProductError(f"qido: {t.name} {params}: HTTP {r.status_code}: {r.text[:300]}")
+                    counts[t.name][key] = len(r.json()) if r.content else 0
+            latencies: dict[str, list[float]] = {}
+            lock = threading.Lock()
+            barrier = threading.Barrier(QIDO_CLIENTS + 1)
+
+            def client(mine, dicomweb=t.dicomweb, name_=t.name):
+                local = []
+                with requests.Session() as s:
+                    barrier.wait(timeout=60)
+                    for kind, params in mine:
+                        check_stop()
+                        t0 = time.perf_counter()
+                        r = s.get(dicomweb + "/studies", params=params, headers={"Accept": DICOM_JSON},
+                                  timeout=HTTP_TIMEOUT)
+                        _ = r.content
+                        dt = time.perf_counter() - t0
+                        if r.status_code not in (200, 204):
+                            raise ProductError(f"qido: {name_} {params}: HTTP {r.status_code}")
+                        local.append((kind, dt))
+                with lock:
+                    for kind, dt in local:
+                        latencies.setdefault(kind, []).append(dt)
+
+            log(f"qido: {len(queries)} searches -> {t.name}, {QIDO_CLIENTS} clients")
+            with ThreadPoolExecutor(QIDO_CLIENTS) as ex:
+                futs = [ex.submit(client, queries[i::QIDO_CLIENTS]) for i in range(QIDO_CLIENTS)]
+                barrier.wait(timeout=60)
+                t0 = time.perf_counter()
+                for f in futs:
+                    f.result()
+                wall = time.perf_counter() - t0
+            every = [x for v in latencies.values() for x in v]
+            res[t.name] = {
+                "requests": len(every), "wall_s": wall, "requests_per_s": len(every) / wall,
+                "p50_ms": pct(every, 50) * 1e3, "p99_ms": pct(every, 99) * 1e3, "max_ms": max(every) * 1e3,
+                "by_kind": {k: {"n": len(v), "p50_ms": pct(v, 50) * 1e3, "p99_ms": pct(v, 99) * 1e3}
+                            for k, v in sorted(latencies.items())},
+            }
+            log(f"qido: {t.name}: p50 {res[t.name]['p50_ms']:.1f} ms, p99 {res[t.name]['p99_ms']:.1f} ms, "
+                f"{len(every) / wall:.0f} req/s")
+        if "orthanc" in counts:
+            diff = {k: (counts["ours"][k], counts["orthanc"].get(k)) for k in counts["ours"]
+                    if counts["ours"][k] != counts["orthanc"].get(k)}
+            if diff:
+                self.report.notes.append(
+                    f"qido: {len(diff)} of {len(counts['ours'])} distinct queries returned a different number "
+                    f"of studies (ours, orthanc): " + "; ".join(f"{k} -> {v}" for k, v in list(diff.items())[:5]))
+        res["result_counts"] = {k: counts["ours"][k] for k in sorted(counts["ours"])}
+        self.report.details["qido"] = res
+        o = res.get("orthanc", {})
+        self.report.compare("qido", f"QIDO p99, {QIDO_CLIENTS} clients x {QIDO_REQUESTS_PER_CLIENT}", "ms",
+                            res["ours"]["p99_ms"], o.get("p99_ms"), "lower", 5, "ours <= 1/5")
+        self.report.compare("qido", "  (info) QIDO p50", "ms", res["ours"]["p50_ms"], o.get("p50_ms"),
+                            "lower", 0, "info")
+        self.report.rows[-1].passed = None
+
+    # d. WADO-RS series metadata -------------------------------------------------------
+    def metadata(self):
+        ct = self.corpus.ct
+        n = len(ct.files)
+        res = {}
+        for t in self.targets.all():
+            ensure_series(t, ct, self.procs)
+            url = f"{t.dicomweb}/studies/{ct.study_uid}/series/{ct.series_uid}/metadata"
+            times = []
+            with requests.Session() as s:
+                for i in range(METADATA_REQUESTS + 1):
+                    t0 = time.perf_counter()
+                    r = s.get(url, headers={"Accept": DICOM_JSON}, timeout=HTTP_TIMEOUT)
+                    body = r.content
+                    dt = time.perf_counter() - t0
+                    if r.status_code != 200:
+                        raise ProductError(f"metadata: {t.name}: HTTP {r.status_code}: {r.text[:300]}")
+                    if i == 0:
+                        got = len(json.loads(body))
+                        if got != n:
+                            raise ProductError(f"metadata: {t.name} returned {got} of {n} instances")
+                        size = len(body)
+                        continue  # warm-up
+                    times.append(dt)
+            res[t.name] = {"median_ms": statistics.median(times) * 1e3, "p99_ms": pct(times, 99) * 1e3,
+                           "min_ms": min(times) * 1e3, "response_bytes": size, "requests": len(times)}
+            log(f"metadata: {t.name}: median {res[t.name]['median_ms']:.1f} ms, p99 {res[t.name]['p99_ms']:.1f} ms, "
+                f"{size / 1e3:.0f} kB")
+        self.report.details["metadata"] = res
+        o = res.get("orthanc", {})
+        self.report.compare("metadata", f"series metadata ({n} inst) median", "ms",
+                            res["ours"]["median_ms"], o.get("median_ms"), "lower", 10, "ours >= 10x faster")
+        self.report.compare("metadata", "  (info) series metadata p99", "ms",
+                            res["ours"]["p99_ms"], o.get("p99_ms"), "lower", 0, "info")
+        self.report.rows[-1].passed = None
+
+    # e. Memory ------------------------------------------------------------------------
+    def memory(self):
+        big = make_big_study(self.corpus.ct, Path(self.args.workdir) / f"big-{self.args.memory_mb}mb",
+                             self.args.memory_mb)
+        n, nbytes = len(big.files), big.nbytes
+        res = {"instances": n, "bytes": nbytes}
+        # Fresh processes: VmHWM is the peak since the process started.
+        hub = self.procs.start_hub("mem")
+        gw = self.procs.start_gateway("mem", hub)
+        target = Target("ours", hub.dicomweb)
+        warm_page_cache(big.files)
+        with RssSampler({"hub": hub.proc.pid, "gateway": gw.proc.pid}) as rss:
+            log(f"memory: {n} instances ({nbytes / 1e6:.0f} MB) -> gateway -> hub")
+            t0 = time.monotonic()
+            wall = storescu(big.files, gw.host, gw.port, gw.ae)
+            done = wait_study_count(target, big.study_uid, n, FORWARD_TIMEOUT, self.procs)
+        res["ours"] = {"storescu_s": wall, "at_hub_after_s": done - t0, **rss.result()}
+        log(f"memory: hub peak {rss.peak_mb('hub'):.0f} MB, gateway peak {rss.peak_mb('gateway'):.0f} MB "
+            f"(storescu {wall:.1f}s, all at hub after {done - t0:.1f}s)")
+        self.procs.stop(gw.proc)
+        self.procs.stop(hub.proc)
+        orthanc_peak = None
+        if self.args.orthanc:
+            orthanc = self.procs.start_orthanc("mem")
+            otarget = Target("orthanc", orthanc.dicomweb)
+            with RssSampler({"orthanc": orthanc.proc.pid}) as orss:
+                t0 = time.monotonic()
+                wall = storescu(big.files, "127.0.0.1", orthanc.dicom_port, orthanc.ae)
+                done = wait_study_count(otarget, big.study_uid, n, FORWARD_TIMEOUT, self.procs)
+            res["orthanc"] = {"storescu_s": wall, "queryable_after_s": done - t0, **orss.result()}
+            orthanc_peak = orss.peak_mb("orthanc")
+            log(f"memory: orthanc peak {orthanc_peak:.0f} MB (storescu {wall:.1f}s)")
+            self.procs.stop(orthanc.proc)
+        self.report.details["memory"] = res
+        for name in ("hub", "gateway"):
+            peak = res["ours"][f"{name}_vmhwm_mb"]
+            self.report.rows.append(Row("memory", f"peak RSS of {name}, {nbytes / 1e9:.2f} GB study",
+                                        "MB", peak, orthanc_peak, None, f"< {MEMORY_LIMIT_MB} MB",
+                                        peak < MEMORY_LIMIT_MB))
+
+
+class RssSampler:
+    """Samples VmRSS of some processes and reads their VmHWM (peak RSS) at the end."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 0.2):
+        self.pids = pids
+        self.interval = interval
+        self.max_rss_kb = {k: 0 for k in pids}
+        self.hwm_kb = {k: 0 for k in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="rss")
+
+    @staticmethod
+    def _status(pid: int) -> dict[str, int]:
+        out = {}
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith(("VmRSS:", "VmHWM:")):
+                        k, v = line.split(":", 1)
+                        out[k] = int(v.split()[0])
+        except OSError:
+            pass
+        return out
+
+    def _sample(self):
+        for name, pid in self.pids.items():
+            st = self._status(pid)
+            self.max_rss_kb[name] = max(self.max_rss_kb[name], st.get("VmRSS", 0))
+            self.hwm_kb[name] = max(self.hwm_kb[name], st.get("VmHWM", 0))
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sample()  # final VmHWM while the processes are still alive
+
+    def peak_mb(self, name: str) -> float:
+        return max(self.hwm_kb[name], self.max_rss_kb[name]) * 1024 / 1e6
+
+    def result(self) -> dict:
+        out = {}
+        for name in self.pids:
+            out[f"{name}_vmhwm_mb"] = self.peak_mb(name)
+            out[f"{name}_max_sampled_rss_mb"] = self.max_rss_kb[name] * 1024 / 1e6
+        return out
+
+
+# --------------------------------------------------------------------------------------
+# Report output
+# --------------------------------------------------------------------------------------
+
+def fmt(v, unit=""):
+    if v is None:
+        return "-"
+    if unit == "inst/s" or abs(v) >= 100:
+        return f"{v:.0f}"
+    return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
+
+
+def print_table(report: Report, orthanc: bool) -> None:
+    header = ["load", "metric", "unit", "ours", "orthanc", "ratio", "target", "result"]
+    lines = []
+    for r in report.rows:
+        result = {True: "PASS", False: "FAIL", None: "-" if r.target == "info" else "n/a"}[r.passed]
+        lines.append([r.load, r.metric, r.unit, fmt(r.ours, r.unit), fmt(r.orthanc, r.unit),
+                      "-" if r.ratio is None else f"{r.ratio:.2f}x", r.target, result])
+    for load, err in report.errors.items():
+        lines.append([load, "ERROR: " + err.splitlines()[0][:60], "", "", "", "", "", "ERROR"])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
+    print()
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join("-" * w for w in widths))
+    for line in lines:
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)))
+    print("\nratio: how many times better ours is (throughput ours/Orthanc; latency Orthanc/ours).")
+    if not orthanc:
+        print("Orthanc was not run (not installed or --skip-orthanc): our figures only; ratios n/a.")
+    for n in report.notes:
+        print("note: " + n)
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:
+        return "?"
+
+
+# --------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "hub-bench"),
+                    help="corpus, big study, run data and results.json (default: %(default)s)")
+    ap.add_argument("--ct-slices", type=int, default=300)
+    ap.add_argument("--skip-orthanc", action="store_true", help="do not run Orthanc even if installed")
+    ap.add_argument("--only", default=",".join(LOADS), help="comma list of loads (default: all)")
+    ap.add_argument("--no-build", action="store_true", help="use the existing target/release binaries")
+    ap.add_argument("--memory-mb", type=int, default=1000, help="size of the memory-load study (10^6 bytes)")
+    ap.add_argument("--keep", action="store_true", help="keep the run's data directories and logs")
+    args = ap.parse_args(argv)
+    args.loads = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = set(args.loads) - set(LOADS)
+    if unknown:
+        ap.error(f"unknown loads {sorted(unknown)}; choose from {','.join(LOADS)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    args.workdir = str(workdir)
+
+    have_orthanc = Path(ORTHANC_BIN).exists() and Path(ORTHANC_DICOMWEB).exists()
+    args.orthanc = have_orthanc and not args.skip_orthanc
+    if not have_orthanc and not args.skip_orthanc:
+        log(f"Orthanc not found ({ORTHANC_BIN} + {ORTHANC_DICOMWEB}; Debian packages orthanc, "
+            f"orthanc-dicomweb): reporting our figures alone")
+    if not Path(STORESCU).exists() and {"cstore", "memory"} & set(args.loads):
+        raise SystemExit(f"{STORESCU} (dcmtk) is required for the cstore and memory loads")
+
+    if not args.no_build:
+        log("building: cargo build --release -p hub -p gateway")
+        if subprocess.run(["cargo", "build", "--release", "-p", "hub", "-p", "gateway"], cwd=REPO).returncode:
+            log("build failed")
+            return 1
+    bin_dir = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release"
+
+    corpus = load_corpus(workdir / "corpus", args.ct_slices, [])
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
+    procs = Processes(run_dir, bin_dir)
+    report = Report()
+    bench = Bench(args, procs, corpus, report)
+    interrupted = False
+
+    def on_signal(signum, frame):
+        STOP.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    started = time.time()
+    try:
+        for load in [x for x in LOADS if x in args.loads]:
+            log(f"=== {load} ===")
+            try:
+                getattr(bench, load)()
+            except ProductError as e:
+                report.errors[load] = str(e)
+                log(f"{load} FAILED: {e}")
+            except (requests.RequestException, OSError) as e:
+                report.errors[load] = f"{type(e).__name__}: {e}"
+                log(f"{load} FAILED: {type(e).__name__}: {e}")
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted; stopping servers")
+    finally:
+        procs.stop_all()
+
+    print_table(report, args.orthanc)
+    results = {
+        "meta": {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "duration_s": round(time.time() - started, 1),
+            "git": git_rev(), "host": platform.node(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "ct_slices": len(corpus.ct.files),
+            "qido_studies": len(corpus.qido_files), "loads": args.loads,
+            "orthanc": args.orthanc, "interrupted": interrupted,
+        },
+        "rows": [r.__dict__ for r in report.rows],
+        "details": report.details,
+        "errors": report.errors,
+        "notes": report.notes,
+    }
+    out = workdir / "results.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nresults: {out}")
+    if report.errors or interrupted or args.keep:
+        print(f"run directory (data, logs) kept: {run_dir}")
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if interrupted:
+        return 130
+    return 1 if report.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+//! The forwarder: sends pending instances to the hub by STOW-RS, several per request,
+//! a bounded number of requests at once, STAT first, and records each instance's fate
+//! only from what the hub answered.
+//!
+//! Which items are in flight is kept in memory: after a restart nothing is in flight
+//! and every pending item is simply due again (the hub answers an identical re-send
+//! as stored, so a request cut off by a crash costs only bandwidth).
+
+pub mod batch;
+pub mod stow;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::outbox::{now_ms, DueItem, ItemUpdate, Outbox};
+use crate::spool::Spool;
+use batch::{form_batches, BatchLimits};
+use stow::{InstanceOutcome, Part, Verdict};
+
+/// Largest hub response body we read (a STOW response lists each instance briefly).
+const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+/// After a wake-up caused by a new instance, wait this long so that instances arriving
+/// in a burst share requests instead of going one per request.
+const LINGER: Duration = Duration::from_millis(100);
+/// How long in-flight requests may finish after shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Sends the outbox to the hub.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    outbox: Outbox,
+    spool: Arc<Spool>,
+    client: reqwest::Client,
+    config: Arc<Config>,
+    backoff: Backoff,
+}
+
+impl Forwarder {
+    /// A forwarder for this outbox and spool.
+    pub fn new(outbox: Outbox, spool: Arc<Spool>, client: reqwest::Client, config: Arc<Config>) -> Self {
+        let backoff = Backoff::from_millis(config.backoff_base_ms, config.backoff_max_ms);
+        Forwarder {
+            outbox,
+            spool,
+            client,
+            config,
+            backoff,
+        }
+    }
+
+    /// Forward until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let wake = self.outbox.forwarder_wake();
+        let concurrency = self.config.forward_concurrency.max(1);
+        let limits = BatchLimits {
+            max_instances: self.config.batch_max_instances.max(1),
+            max_bytes: self.config.batch_max_bytes.max(1),
+        };
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut in_flight: HashMap<tokio::task::Id, Vec<(i64, String)>> = HashMap::new();
+        let mut busy_ids: HashSet<i64> = HashSet::new();
+        let mut busy_uids: HashSet<String> = HashSet::new();
+        loop {
+            if tasks.len() < concurrency {
+                let limit = (concurrency * limits.max_instances + busy_ids.len()) as i64;
+                match self.outbox.due_items(now_ms(), limit).await {
+                    Ok(due) => {
+                        let free = concurrency - tasks.len();
+                        for batch in form_batches(due, &busy_ids, &busy_uids, limits, free) {
+                            let members: Vec<(i64, String)> = batch
+                                .iter()
+                                .map(|i| (i.id, i.sop_instance_uid.clone()))
+                                .collect();
+                            for (id, uid) in &members {
+                                busy_ids.insert(*id);
+                                busy_uids.insert(uid.clone());
+                            }
+                            let me = self.clone();
+                            let handle = tasks.spawn(async move { me.send_batch(batch).await });
+                            in_flight.insert(handle.id(), members);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not read the outbox"),
+                }
+            }
+            let idle_wait = self.idle_wait(tasks.len() < concurrency).await;
+            tokio::select! {
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let id = match done {
+                        Ok((id, ())) => id,
+                        Err(e) => {
+                            tracing::error!(error = %e, "forwarding task failed");
+                            e.id()
+                        }
+                    };
+                    for (item, uid) in in_flight.remove(&id).unwrap_or_default() {
+                        busy_ids.remove(&item);
+                        busy_uids.remove(&uid);
+                    }
+                }
+                _ = wake.notified() => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(LINGER) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+                _ = tokio::time::sleep(idle_wait) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        if tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            // Unacknowledged items simply stay pending and are sent again next run.
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+
+    /// How long to sleep when nothing else wakes us: until the next item is due.
+    async fn idle_wait(&self, has_capacity: bool) -> Duration {
+        const MAX_IDLE: Duration = Duration::from_secs(1);
+        if !has_capacity {
+            return MAX_IDLE;
+        }
+        match self.outbox.next_due_at().await {
+            Ok(Some(at)) => {
+                let wait = at - now_ms();
+                if wait <= 0 {
+                    // Due but in flight (or no capacity): a finishing task wakes us.
+                    MAX_IDLE
+                } else {
+                    Duration::from_millis(wait as u64).min(MAX_IDLE)
+                }
+            }
+            _ => MAX_IDLE,
+        }
+    }
+
+    /// Send one batch and record what happened to each of its items.
+    async fn send_batch(&self, batch: Vec<DueItem>) {
+        let mut updates = Vec::with_capacity(batch.len());
+        let mut parts = Vec::with_capacity(batch.len());
+        let mut sent = Vec::with_capacity(batch.len());
+        for item in batch {
+            match self.open_part(&item).await {
+                Ok(part) => {
+                    parts.push(part);
+                    sent.push(item);
+                }
+                Err(PartError::Missing(why)) => updates.push(ItemUpdate::Rejected {
+                    id: item.id,
+                    reason: why,
+                    quarantine_path: None,
+                }),
+                Err(PartError::Io(why)) => updates.push(self.retry(&item, why)),
+            }
+        }
+        let verdict = if sent.is_empty() {
+            None
+        } else {
+            Some(self.post(parts, sent.len()).await)
+        };
+        let mut delete_after = Vec::new();
+        if let Some(verdict) = &verdict {
+            if let Verdict::Transient(why) = verdict {
+                tracing::warn!(instances = sent.len(), error = %why, "STOW-RS request failed; will retry");
+            }
+            for item in &sent {
+                match verdict.outcome_for(&item.sop_instance_uid) {
+                    InstanceOutcome::Stored => {
+                        updates.push(ItemUpdate::Delivered { id: item.id });
+                        delete_after.push(item.path.clone());
+                    }
+                    InstanceOutcome::Retry(why) => updates.push(self.retry(item, why)),
+                    InstanceOutcome::SendAlone(why) => updates.push(ItemUpdate::SendAlone { id: item.id, error: why }),
+                    InstanceOutcome::Reject(why) => {
+                        tracing::warn!(sop_instance_uid = %item.sop_instance_uid, reason = %why, "hub rejected instance; quarantined");
+                        // Link into quarantine before the row says so; the spool name
+                        // goes only after the commit.
+                        match self.spool.link_into_quarantine(&item.path).await {
+                            Ok(q) => {
+                                updates.push(ItemUpdate::Rejected {
+                                    id: item.id,
+                                    reason: why,
+                                    quarantine_path: Some(q),
+                                });
+                                delete_after.push(item.path.clone());
+                            }
+                            Err(e) => updates.push(self.retry(
+                                item,
+                                format!("{why}; could not move the file to quarantine: {e}"),
+                            )),
+                        }
+                    }
+                }
+            }
+        }
+        match self.outbox.apply(updates).await {
+            Ok(()) => {
+                for path in delete_after {
+                    self.spool.remove(&path).await;
+                }
+            }
+            // Nothing recorded: the items stay pending and are sent again; the hub
+            // answers an identical re-send as stored.
+            Err(e) => tracing::error!(error = %e, "could not record delivery results"),
+        }
+    }
+
+    fn retry(&self, item: &DueItem, error: String) -> ItemUpdate {
+        let delay = self.backoff.delay(item.attempts.saturating_add(1));
+        ItemUpdate::Retry {
+            id: item.id,
+            next_attempt_at: now_ms() + delay.as_millis() as i64,
+            error,
+        }
+    }
+
+    async fn open_part(&self, item: &DueItem) -> Result<Part, PartError> {
+        let path = self.spool.absolute(&item.path);
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PartError::Missing(format!(
+                    "spool file {} is missing; the instance cannot be sent",
+                    item.path
+                )))
+            }
+            Err(e) => return Err(PartError::Io(format!("cannot open spool file: {e}"))),
+        };
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| PartError::Io(format!("cannot stat spool file: {e}")))?
+            .len();
+        if len != item.size {
+            return Err(PartError::Missing(format!(
+                "spool file {} is {len} bytes, recorded as {}: damaged",
+                item.path, item.size
+            )));
+        }
+        Ok(Part {
+            file,
+            size: item.size,
+        })
+    }
+
+    /// POST the batch and classify the answer; transport failures are transient.
+    async fn post(&self, parts: Vec<Part>, count: usize) -> Verdict {
+        let boundary = format!("gw{}", uuid::Uuid::new_v4().simple());
+        let (body, length) = stow::multipart_body(parts, &boundary);
+        let content_type = format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
+        let url = format!("{}/dicomweb/studies", self.config.hub_base());
+        // Generous for slow township links: a minute plus 32 KiB/s for the body.
+        let timeout = Duration::from_secs(60 + length / (32 * 1024));
+        let mut request = self
+            .client
+            .post(&url)
+            .timeout(timeout)
+            .header(CONTENT_TYPE, content_type)
+            .header(ACCEPT, "application/dicom+json")
+            .header(CONTENT_LENGTH, length)
+            .body(reqwest::Body::wrap_stream(body));
+        if let Ok(site) = HeaderValue::from_str(&self.config.site) {
+            request = request.header("X-Site", site);
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return Verdict::Transient(format!("cannot reach the hub: {}", error_chain(&e))),
+        };
+        let status = response.status().as_u16();
+        match read_limited(response, MAX_RESPONSE_BYTES).await {
+            Ok(body) => {
+                let verdict = stow::classify(status, &body, count);
+                tracing::debug!(status, instances = count, "STOW-RS answered");
+                verdict
+            }
+            Err(e) => Verdict::Transient(format!("HTTP {status}, response unreadable: {e}")),
+        }
+    }
+}
+
+enum PartError {
+    /// The file is gone or damaged: retrying cannot help.
+    Missing(String),
+    /// A passing I/O problem.
+    Io(String),
+}
+
+/// Read a response body, refusing more than `limit` bytes.
+pub async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("response larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// An error with its causes, e.g. "error sending request: connection refused".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        source = cause.source();
+    }
+    s
+}

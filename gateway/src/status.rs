@@ -1,0 +1,298 @@
+//! `gateway status`: what the technician needs to see, read from the outbox database
+//! read-only (safe while the gateway runs).
+
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sqlx::sqlite::SqlitePool;
+use sqlx::Row;
+
+use crate::outbox::{self, now_ms, OutboxError};
+
+/// How many quarantine entries are listed (newest first).
+const QUARANTINE_LISTED: i64 = 50;
+
+/// Count and bytes of a set of items.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Queue {
+    /// Items.
+    pub count: i64,
+    /// Sum of their file sizes.
+    pub bytes: i64,
+}
+
+/// The item waiting longest.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Oldest {
+    /// SOP Instance UID.
+    pub sop_instance_uid: String,
+    /// When it was received (RFC 3339).
+    pub received_at: String,
+    /// Seconds since then.
+    pub age_secs: i64,
+    /// Failed attempts so far.
+    pub attempts: i64,
+}
+
+/// The most recent delivery error of a pending item.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LastError {
+    /// When (RFC 3339).
+    pub at: String,
+    /// Which instance.
+    pub sop_instance_uid: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// One quarantine entry.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct QuarantineRow {
+    /// When (RFC 3339).
+    pub at: String,
+    /// "receive" or "hub".
+    pub source: String,
+    /// SOP Instance UID, if known.
+    pub sop_instance_uid: Option<String>,
+    /// Sender's AE title, if known.
+    pub calling_ae: Option<String>,
+    /// Kept file relative to the data directory.
+    pub path: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// Everything `gateway status` reports.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StatusReport {
+    /// Data directory inspected.
+    pub data_dir: String,
+    /// Pending items (waiting for the hub).
+    pub pending: Queue,
+    /// Of which STAT.
+    pub pending_stat: Queue,
+    /// The item waiting longest.
+    pub oldest_pending: Option<Oldest>,
+    /// The most recent error among pending items.
+    pub last_error: Option<LastError>,
+    /// Instances the hub acknowledged.
+    pub delivered: i64,
+    /// Instances the hub rejected.
+    pub rejected: i64,
+    /// Studies received but not yet reported complete.
+    pub studies_awaiting_completion: i64,
+    /// The most recent completion-notice error, if any study is still failing.
+    pub last_completion_error: Option<String>,
+    /// All quarantine entries.
+    pub quarantined: i64,
+    /// The newest quarantine entries.
+    pub quarantine: Vec<QuarantineRow>,
+}
+
+/// Read the status of the gateway whose data directory is `data_dir`.
+pub async fn collect(data_dir: &Path) -> Result<StatusReport, OutboxError> {
+    let pool = outbox::open_read_only(data_dir).await?;
+    let report = collect_from(&pool, data_dir).await;
+    pool.close().await;
+    report
+}
+
+async fn collect_from(pool: &SqlitePool, data_dir: &Path) -> Result<StatusReport, OutboxError> {
+    let now = now_ms();
+    let row = sqlx::query(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0),
+                COALESCE(SUM(priority = 1), 0), COALESCE(SUM(CASE WHEN priority = 1 THEN size ELSE 0 END), 0)
+         FROM items WHERE state = 'pending'",
+    )
+    .fetch_one(pool)
+    .await?;
+    let pending = Queue {
+        count: row.try_get(0)?,
+        bytes: row.try_get(1)?,
+    };
+    let pending_stat = Queue {
+        count: row.try_get(2)?,
+        bytes: row.try_get(3)?,
+    };
+    let oldest_pending = sqlx::query(
+        "SELECT sop_instance_uid, received_at, attempts FROM items
+         WHERE state = 'pending' ORDER BY received_at, id LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?
+    .map(|r| -> Result<Oldest, sqlx::Error> {
+        let received: i64 = r.try_get(1)?;
+        Ok(Oldest {
+            sop_instance_uid: r.try_get(0)?,
+            received_at: rfc3339(received),
+            age_secs: (now - received).max(0) / 1000,
+            attempts: r.try_get(2)?,
+        })
+    })
+    .transpose()?;
+    let last_error = sqlx::query(
+        "SELECT last_error_at, sop_instance_uid, last_error FROM items
+         WHERE state = 'pending' AND last_error IS NOT NULL
+         ORDER BY last_error_at DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?
+    .map(|r| -> Result<LastError, sqlx::Error> {
+        Ok(LastError {
+            at: rfc3339(r.try_get::<Option<i64>, _>(0)?.unwrap_or(0)),
+            sop_instance_uid: r.try_get(1)?,
+            error: r.try_get(2)?,
+        })
+    })
+    .transpose()?;
+    let counts = sqlx::query(
+        "SELECT COALESCE(SUM(state = 'delivered'), 0), COALESCE(SUM(state = 'rejected'), 0) FROM items",
+    )
+    .fetch_one(pool)
+    .await?;
+    let studies = sqlx::query(
+        "SELECT COUNT(*),
+                (SELECT last_notify_error FROM studies WHERE notified_at IS NULL
+                   AND last_notify_error IS NOT NULL ORDER BY next_notify_at DESC LIMIT 1)
+         FROM studies s WHERE s.notified_at IS NULL
+           AND EXISTS (SELECT 1 FROM items i WHERE i.study_uid = s.study_uid AND i.state != 'rejected')",
+    )
+    .fetch_one(pool)
+    .await?;
+    let quarantined: i64 = sqlx::query("SELECT COUNT(*) FROM quarantine")
+        .fetch_one(pool)
+        .await?
+        .try_get(0)?;
+    let quarantine = sqlx::query(
+        "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason FROM quarantine
+         ORDER BY created_at DESC, id DESC LIMIT ?",
+    )
+    .bind(QUARANTINE_LISTED)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| -> Result<QuarantineRow, sqlx::Error> {
+        Ok(QuarantineRow {
+            at: rfc3339(r.try_get(0)?),
+            source: r.try_get(1)?,
+            sop_instance_uid: r.try_get(2)?,
+            calling_ae: r.try_get(3)?,
+            path: r.try_get(4)?,
+            reason: r.try_get(5)?,
+        })
+    })
+    .collect::<Result<Vec<_>, _>>()?;
+    Ok(StatusReport {
+        data_dir: data_dir.display().to_string(),
+        pending,
+        pending_stat,
+        oldest_pending,
+        last_error,
+        delivered: counts.try_get(0)?,
+        rejected: counts.try_get(1)?,
+        studies_awaiting_completion: studies.try_get(0)?,
+        last_completion_error: studies.try_get(1)?,
+        quarantined,
+        quarantine,
+    })
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn human_bytes(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes.max(0) as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn human_age(secs: i64) -> String {
+    humantime::format_duration(Duration::from_secs(secs.max(0) as u64)).to_string()
+}
+
+impl fmt::Display for StatusReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "gateway status ({})", self.data_dir)?;
+        writeln!(
+            f,
+            "queue: {} pending ({}), of which {} STAT ({})",
+            self.pending.count,
+            human_bytes(self.pending.bytes),
+            self.pending_stat.count,
+            human_bytes(self.pending_stat.bytes)
+        )?;
+        match &self.oldest_pending {
+            Some(o) => writeln!(
+                f,
+                "oldest waiting: {} ago, SOP {} (received {}, {} failed attempts)",
+                human_age(o.age_secs),
+                o.sop_instance_uid,
+                o.received_at,
+                o.attempts
+            )?,
+            None => writeln!(f, "oldest waiting: none")?,
+        }
+        match &self.last_error {
+            Some(e) => writeln!(f, "last error: {} SOP {}: {}", e.at, e.sop_instance_uid, e.error)?,
+            None => writeln!(f, "last error: none")?,
+        }
+        writeln!(f, "delivered: {}", self.delivered)?;
+        write!(f, "studies awaiting completion: {}", self.studies_awaiting_completion)?;
+        match &self.last_completion_error {
+            Some(e) => writeln!(f, " (last notice error: {e})")?,
+            None => writeln!(f)?,
+        }
+        writeln!(
+            f,
+            "rejected by hub: {}; quarantined: {}",
+            self.rejected, self.quarantined
+        )?;
+        for q in &self.quarantine {
+            writeln!(
+                f,
+                "  {} [{}] SOP {} from {}: {}{}",
+                q.at,
+                q.source,
+                q.sop_instance_uid.as_deref().unwrap_or("?"),
+                q.calling_ae.as_deref().unwrap_or("?"),
+                q.reason,
+                q.path
+                    .as_deref()
+                    .map(|p| format!(" (file: {p})"))
+                    .unwrap_or_default()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Now, as RFC 3339 (for callers printing a timestamp next to the report).
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_ages_are_human() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 * 1024 * 1024 + 512 * 1024), "3.5 MiB");
+        assert_eq!(human_age(3725), "1h 2m 5s");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+}

@@ -1,0 +1,88 @@
+//! Assembling the HTTP application from configuration.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use storage::Storage;
+use tokio::sync::Semaphore;
+use viewer_api::ViewerState;
+
+use crate::HubConfig;
+
+/// Shared state of the hub's routes.
+#[derive(Clone)]
+pub struct HubState {
+    /// Index and blobs.
+    pub storage: Storage,
+    /// Where request bodies are spooled while they are checked.
+    pub tmp_dir: PathBuf,
+    /// Largest instance accepted.
+    pub max_instance_bytes: u64,
+    /// Caps header parses running at once (each may hold a header in memory).
+    pub parse_slots: Arc<Semaphore>,
+}
+
+impl HubState {
+    /// State for the given storage and configuration; creates the temporary directory.
+    pub fn new(storage: Storage, config: &HubConfig) -> std::io::Result<Self> {
+        let tmp_dir = config.tmp_dir();
+        std::fs::create_dir_all(&tmp_dir)?;
+        // Leftovers of a crash are partial uploads nobody acknowledged.
+        for entry in std::fs::read_dir(&tmp_dir)?.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Ok(HubState {
+            storage,
+            tmp_dir,
+            max_instance_bytes: config.max_instance_bytes,
+            parse_slots: Arc::new(Semaphore::new(cores * 2)),
+        })
+    }
+}
+
+/// Mount the hub's own routes (ingest). The caller registers `web::Data<HubState>`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/dicomweb/studies", web::post().to(crate::stow::store))
+        .route("/dicomweb/studies/{study}", web::post().to(crate::stow::store_into_study))
+        .route("/ingest/studies/{study}/complete", web::post().to(crate::ingest::complete))
+        .route("/api/exams", web::get().to(crate::ingest::list_exams))
+        .route("/healthz", web::get().to(health));
+}
+
+async fn health(state: web::Data<HubState>) -> HttpResponse {
+    match state.storage.db.ping().await {
+        Ok(()) => HttpResponse::Ok().body("ok"),
+        Err(e) => HttpResponse::ServiceUnavailable().body(format!("database unavailable: {e}")),
+    }
+}
+
+/// Build the server on an already bound listener (so tests can bind port 0).
+pub fn build_server(listener: TcpListener, storage: Storage, config: &HubConfig) -> std::io::Result<Server> {
+    let hub = web::Data::new(HubState::new(storage.clone(), config)?);
+    let viewer = web::Data::new(ViewerState { storage });
+    let serve_viewer = config.serve_viewer;
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("hub::http"))
+            .app_data(hub.clone())
+            .app_data(viewer.clone())
+            // Bodies are streamed; the default 256 KiB payload limit applies only to
+            // extractors that buffer (JSON), which stay small.
+            .app_data(web::JsonConfig::default().limit(64 * 1024))
+            .configure(configure)
+            .configure(|cfg| {
+                if serve_viewer {
+                    viewer_api::configure(cfg)
+                }
+            })
+    })
+    .listen(listener)?;
+    if let Some(w) = config.workers {
+        server = server.workers(w);
+    }
+    Ok(server.run())
+}

@@ -1,0 +1,74 @@
+//! Hub configuration: defaults, then a TOML file, then `HUB_*` environment variables.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use storage::{BlobConfig, StorageConfig};
+
+/// Everything the hub process needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HubConfig {
+    /// Address to listen on for HTTP.
+    pub listen: String,
+    /// Data directory: SQLite file, local blobs and temporary files by default.
+    pub data_dir: PathBuf,
+    /// Database URL; default `sqlite://{data_dir}/hub.db`.
+    pub database_url: Option<String>,
+    /// Blob store URL (directory or `s3://bucket?endpoint=...`); default `{data_dir}/blobs`.
+    pub blob_url: Option<String>,
+    /// Largest instance accepted by STOW-RS, in bytes.
+    pub max_instance_bytes: u64,
+    /// Database connections of this process.
+    pub max_db_connections: u32,
+    /// Also serve the DICOMweb read routes (embedded default); off when viewer-api runs apart.
+    pub serve_viewer: bool,
+    /// HTTP worker threads; default: one per core.
+    pub workers: Option<usize>,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data/hub"),
+            database_url: None,
+            blob_url: None,
+            max_instance_bytes: 4 * 1024 * 1024 * 1024,
+            max_db_connections: 8,
+            serve_viewer: true,
+            workers: None,
+        }
+    }
+}
+
+impl HubConfig {
+    /// Load from an optional TOML file and the environment (`HUB_LISTEN`, `HUB_DATABASE_URL`, ...).
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
+        let mut fig = Figment::from(Serialized::defaults(HubConfig::default()));
+        if let Some(file) = file {
+            fig = fig.merge(Toml::file_exact(file));
+        }
+        fig.merge(Env::prefixed("HUB_")).extract().map_err(Box::new)
+    }
+
+    /// The storage configuration this resolves to.
+    pub fn storage(&self) -> Result<StorageConfig, storage::StorageError> {
+        let database_url = self
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("hub.db").display()));
+        let blobs = match &self.blob_url {
+            Some(url) => BlobConfig::from_url(url)?,
+            None => BlobConfig::Local(self.data_dir.join("blobs")),
+        };
+        Ok(StorageConfig { database_url, max_connections: self.max_db_connections, blobs })
+    }
+
+    /// Directory for request bodies being received.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.data_dir.join("tmp")
+    }
+}

@@ -1,0 +1,74 @@
+//! `viewer-api`: the DICOMweb read side as its own process (scale-out deployment).
+
+use std::path::PathBuf;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context;
+use clap::Parser;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use viewer_api::ViewerState;
+
+/// Configuration: defaults, a TOML file, then `VIEWER_*` environment variables.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default)]
+struct Config {
+    listen: String,
+    database_url: String,
+    blob_url: String,
+    max_db_connections: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8081".into(),
+            database_url: "sqlite://./data/hub/hub.db".into(),
+            blob_url: "./data/hub/blobs".into(),
+            max_db_connections: 8,
+        }
+    }
+}
+
+#[derive(Parser)]
+#[command(name = "viewer-api", about = "DICOMweb read side of the county hub")]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut fig = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(file) = &cli.config {
+        fig = fig.merge(Toml::file_exact(file));
+    }
+    let config: Config = fig.merge(Env::prefixed("VIEWER_")).extract().context("configuration")?;
+    let storage = storage::Storage::open(&storage::StorageConfig {
+        database_url: config.database_url.clone(),
+        max_connections: config.max_db_connections,
+        blobs: storage::BlobConfig::from_url(&config.blob_url)?,
+    })
+    .await
+    .context("opening storage")?;
+    let state = web::Data::new(ViewerState { storage });
+    let listener = std::net::TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
+    println!("viewer-api ready: http=http://{}", listener.local_addr()?);
+    HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(viewer_api::configure)
+            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
+    })
+    .listen(listener)?
+    .run()
+    .await?;
+    Ok(())
+}
