@@ -390,7 +390,7 @@ async fn prepare(state: &HubState, study: Option<&str>, tmp: NamedTempFile, size
             return Prepared::Failed(Failure::of(&header, reason::OUT_OF_RESOURCES, "index unavailable, retry later".into()));
         }
     }
-    let key = blob_key(&header, &sha256);
+    let key = blob_key(&sha256);
     if let Err(e) = state.storage.blobs.put_file(&key, tmp.path(), size).await {
         tracing::error!(error = %e, key = %key, "STOW-RS: blob store write failed");
         return Prepared::Failed(Failure::of(&header, reason::OUT_OF_RESOURCES, "blob store unavailable, retry later".into()));

@@ -1,6 +1,6 @@
 //! The instance index: what STOW-RS writes and WADO-RS reads.
 //!
-//! Blobs are content-addressed (the key holds the SHA-256), so a second, different
+//! Blobs are content-addressed (the key is the SHA-256), so a second, different
 //! version of a SOP Instance UID can never overwrite the original: the database's
 //! primary key on the SOP Instance UID decides which version is the instance, and the
 //! loser's blob is deleted.
@@ -76,15 +76,14 @@ pub struct StoredInstance {
     pub site: String,
 }
 
-/// The blob key of an original: `dicom/{study}/{series}/{sop}/{sha256}.dcm`.
+/// The blob key of an original: `dicom/{sha[..2]}/{sha256}.dcm`.
 ///
-/// The UIDs in a header are validated by `formats::dicom` (digits and dots only), so
-/// they cannot escape the prefix.
-pub fn blob_key(h: &InstanceHeader, sha256: &str) -> String {
-    format!(
-        "dicom/{}/{}/{}/{}.dcm",
-        h.study_instance_uid, h.series_instance_uid, h.sop_instance_uid, sha256
-    )
+/// Content-addressed: a different version of an instance can never overwrite the stored
+/// original, identical re-sends land on the same key, and keys stay short whatever the
+/// UIDs (some S3-compatible stores limit key length). The index maps UIDs to keys.
+pub fn blob_key(sha256: &str) -> String {
+    let fan = sha256.get(..2).unwrap_or("00");
+    format!("dicom/{fan}/{sha256}.dcm")
 }
 
 /// Pattern for a patient name match column: upper case, so matching ignores case the

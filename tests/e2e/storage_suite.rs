@@ -18,7 +18,7 @@ fn instance(rel: &str, sha: &str) -> Result<NewInstance> {
     let path = testdata(rel);
     let len = std::fs::metadata(&path)?.len();
     let header = read_instance_header(std::fs::File::open(&path)?, len, Limits::default())?;
-    let blob_key = blob_key(&header, sha);
+    let blob_key = blob_key(sha);
     Ok(NewInstance { header, size_bytes: len, sha256: sha.into(), blob_key })
 }
 
