@@ -49,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -570,6 +571,12 @@ def ensure_series(target: Target, series: Series, procs: Processes) -> None:
     wait_study_count(target, series.study_uid, len(series.files), 60, procs)
 
 
+def qs(params: dict) -> str:
+    """Query string with DICOM wildcards and list commas left literal: Orthanc 1.10 does not
+    match a percent-encoded '*' (PatientName=ZHAO%2A finds nothing)."""
+    return urllib.parse.urlencode(params, safe="*,")
+
+
 def pct(values: list[float], p: float) -> float:
     """Nearest-rank percentile."""
     s = sorted(values)
@@ -716,7 +723,7 @@ class Bench:
         out = []
         for _ in range(total):
             _, name, make = rng.choices(kinds, weights)[0]
-            out.append((name, make()))
+            out.append((name, qs(make())))
         return out
 
     def qido(self):
@@ -735,10 +742,10 @@ class Bench:
             counts[t.name] = {}
             with requests.Session() as s:
                 for name, params in queries:
-                    key = json.dumps(params, sort_keys=True)
+                    key = params
                     if key in counts[t.name]:
                         continue
-                    r = s.get(t.dicomweb + "/studies", params=params, headers={"Accept": DICOM_JSON},
+                    r = s.get(f"{t.dicomweb}/studies?{params}", headers={"Accept": DICOM_JSON},
                               timeout=HTTP_TIMEOUT)
                     if r.status_code not in (200, 204):
                         raise ProductError(f"qido: {t.name} {params}: HTTP {r.status_code}: {r.text[:300]}")
@@ -754,7 +761,7 @@ class Bench:
                     for kind, params in mine:
                         check_stop()
                         t0 = time.perf_counter()
-                        r = s.get(dicomweb + "/studies", params=params, headers={"Accept": DICOM_JSON},
+                        r = s.get(f"{dicomweb}/studies?{params}", headers={"Accept": DICOM_JSON},
                                   timeout=HTTP_TIMEOUT)
                         _ = r.content
                         dt = time.perf_counter() - t0

@@ -71,12 +71,16 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(7);
         for attempt in 1..12 {
             let ceiling = b.ceiling(attempt);
-            let samples: Vec<Duration> = (0..500).map(|_| b.delay_with(attempt, &mut rng)).collect();
+            let samples: Vec<Duration> =
+                (0..500).map(|_| b.delay_with(attempt, &mut rng)).collect();
             assert!(samples.iter().all(|d| *d <= ceiling));
             // full jitter: spread over the whole range, not clustered at the top
             let low = samples.iter().filter(|d| **d < ceiling / 4).count();
             let high = samples.iter().filter(|d| **d > ceiling * 3 / 4).count();
-            assert!(low > 50 && high > 50, "attempt {attempt}: {low} low, {high} high");
+            assert!(
+                low > 50 && high > 50,
+                "attempt {attempt}: {low} low, {high} high"
+            );
         }
     }
 }

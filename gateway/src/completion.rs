@@ -135,6 +135,9 @@ mod tests {
             instance_count: 12,
         })
         .expect("serializes");
-        assert_eq!(body, serde_json::json!({"priority": "stat", "instance_count": 12}));
+        assert_eq!(
+            body,
+            serde_json::json!({"priority": "stat", "instance_count": 12})
+        );
     }
 }

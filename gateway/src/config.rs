@@ -104,8 +104,7 @@ impl Config {
     /// Reject values that would make the gateway misbehave rather than fail loudly.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let ae = self.ae_title.trim();
-        if ae.is_empty() || ae.len() > 16 || !ae.chars().all(|c| c.is_ascii_graphic() || c == ' ')
-        {
+        if ae.is_empty() || ae.len() > 16 || !ae.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
             return Err(ConfigError::Invalid(format!(
                 "ae_title {:?} must be 1-16 printable ASCII characters",
                 self.ae_title
@@ -117,7 +116,9 @@ impl Config {
             ));
         }
         if self.max_associations == 0 {
-            return Err(ConfigError::Invalid("max_associations must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "max_associations must be at least 1".into(),
+            ));
         }
         if !(4096..=16 * 1024 * 1024).contains(&self.max_pdu) {
             return Err(ConfigError::Invalid(format!(
@@ -129,6 +130,13 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "backoff_base_ms must be positive and at most backoff_max_ms".into(),
             ));
+        }
+        if self.site.is_empty() || !self.site.chars().all(|c| c.is_ascii_graphic()) {
+            // Sent as the X-Site header: visible ASCII only.
+            return Err(ConfigError::Invalid(format!(
+                "site {:?} must be non-empty visible ASCII without spaces",
+                self.site
+            )));
         }
         if !(self.hub_url.starts_with("http://") || self.hub_url.starts_with("https://")) {
             return Err(ConfigError::Invalid(format!(

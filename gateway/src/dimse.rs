@@ -361,11 +361,14 @@ impl CommandWriter {
 mod tests {
     use super::*;
 
-    /// A C-ECHO-RQ as dcmtk's echoscu sends it (captured bytes, implicit VR LE).
+    /// A C-ECHO-RQ exactly as dcmtk 3.6.7 echoscu sends it (captured from the wire,
+    /// MessageID changed from 1 to 7).
     const DCMTK_ECHO_RQ: &[u8] = &[
-        0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x38, 0x00, 0x00, 0x00, // group length 56
+        0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x38, 0x00, 0x00,
+        0x00, // group length 56
         0x00, 0x00, 0x02, 0x00, 0x12, 0x00, 0x00, 0x00, b'1', b'.', b'2', b'.', b'8', b'4', b'0',
-        b'.', b'1', b'0', b'0', b'0', b'8', b'.', b'1', b'.', b'1', 0x00, // affected SOP class
+        b'.', b'1', b'0', b'0', b'0', b'8', b'.', b'1', b'.', b'1',
+        0x00, // affected SOP class
         0x00, 0x00, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x30, 0x00, // command field
         0x00, 0x00, 0x10, 0x01, 0x02, 0x00, 0x00, 0x00, 0x07, 0x00, // message id 7
         0x00, 0x00, 0x00, 0x08, 0x02, 0x00, 0x00, 0x00, 0x01, 0x01, // no data set
@@ -419,7 +422,10 @@ mod tests {
         assert_eq!(responded_to, Some(9));
         let comment = comment.expect("comment");
         assert!(comment.starts_with("not DICOM"));
-        assert!(!comment.contains('\\'), "backslash is the LO value separator");
+        assert!(
+            !comment.contains('\\'),
+            "backslash is the LO value separator"
+        );
         assert!(bytes.len().is_multiple_of(2));
         // and our own parser sees a response command field
         let cmd = parse_command(&bytes).expect("parses as command");
@@ -450,10 +456,7 @@ mod tests {
             parse_command(&bytes),
             Err(DimseError::Truncated(_))
         ));
-        assert_eq!(
-            parse_command(&bytes[..5]),
-            Err(DimseError::Truncated(0))
-        );
+        assert_eq!(parse_command(&bytes[..5]), Err(DimseError::Truncated(0)));
     }
 
     #[test]
@@ -473,7 +476,9 @@ mod tests {
             parse_command(&bytes),
             Err(DimseError::Missing("CommandField"))
         );
-        let bytes = [0x00, 0x00, 0x00, 0x01, 0x04, 0x00, 0x00, 0x00, 0x01, 0x00, 0, 0];
+        let bytes = [
+            0x00, 0x00, 0x00, 0x01, 0x04, 0x00, 0x00, 0x00, 0x01, 0x00, 0, 0,
+        ];
         assert_eq!(
             parse_command(&bytes),
             Err(DimseError::BadLength("CommandField", 4))

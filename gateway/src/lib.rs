@@ -137,8 +137,13 @@ impl Gateway {
         });
         let scp = tokio::spawn(scp::serve(listener, ctx, shutdown.clone()));
         let forwarder = tokio::spawn(
-            Forwarder::new(outbox.clone(), Arc::clone(&spool), client.clone(), Arc::clone(&config))
-                .run(shutdown.clone()),
+            Forwarder::new(
+                outbox.clone(),
+                Arc::clone(&spool),
+                client.clone(),
+                Arc::clone(&config),
+            )
+            .run(shutdown.clone()),
         );
         let completion = tokio::spawn(
             Completion::new(outbox.clone(), client, Arc::clone(&config)).run(shutdown.clone()),

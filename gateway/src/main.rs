@@ -61,7 +61,9 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_file.as_deref())?;
-    let gateway = Gateway::start(config).await.context("starting the gateway")?;
+    let gateway = Gateway::start(config)
+        .await
+        .context("starting the gateway")?;
     {
         // The one line on stdout: scripts and tests wait for it to learn the port.
         let mut out = std::io::stdout().lock();
@@ -95,10 +97,14 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         None => Config::load(args.config.as_deref())?.data_dir,
     };
     let report = gateway::status::collect(&data_dir).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string_pretty(&report)?)
     } else {
-        print!("{report}");
+        report.to_string()
+    };
+    // `gateway status | head` closes the pipe early: that is not an error.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
-    Ok(())
 }

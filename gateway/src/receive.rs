@@ -194,10 +194,17 @@ impl Session {
 
     /// Handle one presentation data value; returns the next phase, or why to abort
     /// (after cleaning up the current phase).
-    async fn on_pdv(&mut self, assoc: &mut Assoc, phase: Phase, pdv: PDataValue) -> Result<Phase, String> {
+    async fn on_pdv(
+        &mut self,
+        assoc: &mut Assoc,
+        phase: Phase,
+        pdv: PDataValue,
+    ) -> Result<Phase, String> {
         match phase {
             Phase::Data(mut rx) => {
-                if pdv.value_type != PDataValueType::Data || pdv.presentation_context_id != rx.context_id {
+                if pdv.value_type != PDataValueType::Data
+                    || pdv.presentation_context_id != rx.context_id
+                {
                     discard(&self.ctx, Phase::Data(rx)).await;
                     return Err("command fragment or foreign context inside a data set".into());
                 }
@@ -219,8 +226,12 @@ impl Session {
                         "C-STORE failed"
                     );
                 }
-                let response =
-                    dimse::store_response(rx.message_id, &rx.sop_class_uid, &rx.sop_instance_uid, &status);
+                let response = dimse::store_response(
+                    rx.message_id,
+                    &rx.sop_class_uid,
+                    &rx.sop_instance_uid,
+                    &status,
+                );
                 send_command(assoc, rx.context_id, response).await?;
                 Ok(Phase::Idle)
             }
@@ -236,7 +247,9 @@ impl Session {
                     return Err("command fragments on different presentation contexts".into());
                 }
                 if bytes.len() + pdv.data.len() > MAX_COMMAND_SET_LEN {
-                    return Err(format!("command set longer than {MAX_COMMAND_SET_LEN} bytes"));
+                    return Err(format!(
+                        "command set longer than {MAX_COMMAND_SET_LEN} bytes"
+                    ));
                 }
                 bytes.extend_from_slice(&pdv.data);
                 if !pdv.is_last {
@@ -247,13 +260,18 @@ impl Session {
         }
     }
 
-    async fn on_command(&mut self, assoc: &mut Assoc, context_id: u8, bytes: &[u8]) -> Result<Phase, String> {
-        let cmd = dimse::parse_command(bytes).map_err(|e| format!("unreadable command set: {e}"))?;
-        let context = self
-            .contexts
-            .get(&context_id)
-            .cloned()
-            .ok_or_else(|| format!("command on presentation context {context_id}, which was not accepted"))?;
+    async fn on_command(
+        &mut self,
+        assoc: &mut Assoc,
+        context_id: u8,
+        bytes: &[u8],
+    ) -> Result<Phase, String> {
+        tracing::trace!(context_id, command = %hex::encode(bytes), "command set");
+        let cmd =
+            dimse::parse_command(bytes).map_err(|e| format!("unreadable command set: {e}"))?;
+        let context = self.contexts.get(&context_id).cloned().ok_or_else(|| {
+            format!("command on presentation context {context_id}, which was not accepted")
+        })?;
         match cmd.command_field {
             command_field::C_ECHO_RQ => {
                 let message_id = cmd.message_id.ok_or("C-ECHO-RQ without MessageID")?;
@@ -286,8 +304,10 @@ impl Session {
         let sop_class_uid = cmd.affected_sop_class_uid.clone().unwrap_or_default();
         let sop_instance_uid = cmd.affected_sop_instance_uid.clone().unwrap_or_default();
         if !cmd.has_data_set() {
-            let status = Status::failure(Status::CANNOT_UNDERSTAND, "C-STORE-RQ without a data set");
-            let response = dimse::store_response(message_id, &sop_class_uid, &sop_instance_uid, &status);
+            let status =
+                Status::failure(Status::CANNOT_UNDERSTAND, "C-STORE-RQ without a data set");
+            let response =
+                dimse::store_response(message_id, &sop_class_uid, &sop_instance_uid, &status);
             send_command(assoc, context_id, response).await?;
             return Ok(Phase::Idle);
         }
@@ -340,7 +360,10 @@ impl Session {
             Ok(w) => w,
             Err((rel, e)) => {
                 self.ctx.spool.remove(&rel).await;
-                return Status::failure(Status::OUT_OF_RESOURCES, format!("spool write failed: {e}"));
+                return Status::failure(
+                    Status::OUT_OF_RESOURCES,
+                    format!("spool write failed: {e}"),
+                );
             }
         };
         // The fsync runs while we parse and commit: the answer waits for both, and a
@@ -402,7 +425,10 @@ impl Session {
                             // The row stays unsynced and is verified at start-up.
                             Err(e) => tracing::error!(error = %e, "could not withdraw item {id}"),
                         }
-                        Status::failure(Status::OUT_OF_RESOURCES, format!("fsync of spool file failed: {e}"))
+                        Status::failure(
+                            Status::OUT_OF_RESOURCES,
+                            format!("fsync of spool file failed: {e}"),
+                        )
                     }
                 }
             }
@@ -414,7 +440,10 @@ impl Session {
             }
             Err(e) => {
                 self.ctx.spool.remove(&written.rel_path).await;
-                Status::failure(Status::OUT_OF_RESOURCES, format!("outbox write failed: {e}"))
+                Status::failure(
+                    Status::OUT_OF_RESOURCES,
+                    format!("outbox write failed: {e}"),
+                )
             }
         }
     }
@@ -485,8 +514,9 @@ async fn validate(written: &WrittenFile, rx: &Receiving) -> Result<InstanceHeade
     if header.sop_class_uid != rx.sop_class_uid {
         return Err(Status::failure(
             Status::DATA_SET_DOES_NOT_MATCH,
+            // Key words first: the DIMSE Error Comment is clipped to 64 characters.
             format!(
-                "data set SOP Class {} differs from command's {}",
+                "SOP Class differs: data set {}, command {}",
                 header.sop_class_uid, rx.sop_class_uid
             ),
         ));
@@ -495,7 +525,7 @@ async fn validate(written: &WrittenFile, rx: &Receiving) -> Result<InstanceHeade
         return Err(Status::failure(
             Status::DATA_SET_DOES_NOT_MATCH,
             format!(
-                "data set SOP Instance UID {} differs from AffectedSOPInstanceUID {}",
+                "SOP Instance UID differs: data set {}, command {}",
                 header.sop_instance_uid, rx.sop_instance_uid
             ),
         ));

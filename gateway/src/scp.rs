@@ -26,33 +26,33 @@ use crate::spool::Spool;
 /// Storage SOP classes we accept (PS3.4 B.5), plus Verification.
 pub const ABSTRACT_SYNTAXES: &[&str] = &[
     crate::dimse::VERIFICATION_SOP_CLASS,
-    "1.2.840.10008.5.1.4.1.1.2",       // CT Image
-    "1.2.840.10008.5.1.4.1.1.2.1",     // Enhanced CT Image
-    "1.2.840.10008.5.1.4.1.1.4",       // MR Image
-    "1.2.840.10008.5.1.4.1.1.4.1",     // Enhanced MR Image
-    "1.2.840.10008.5.1.4.1.1.1",       // Computed Radiography
-    "1.2.840.10008.5.1.4.1.1.1.1",     // Digital X-Ray, for presentation
-    "1.2.840.10008.5.1.4.1.1.1.1.1",   // Digital X-Ray, for processing
-    "1.2.840.10008.5.1.4.1.1.1.2",     // Digital Mammography, for presentation
-    "1.2.840.10008.5.1.4.1.1.1.2.1",   // Digital Mammography, for processing
-    "1.2.840.10008.5.1.4.1.1.6.1",     // Ultrasound Image
-    "1.2.840.10008.5.1.4.1.1.3.1",     // Ultrasound Multi-frame Image
-    "1.2.840.10008.5.1.4.1.1.7",       // Secondary Capture
-    "1.2.840.10008.5.1.4.1.1.7.1",     // Multi-frame Single Bit SC
-    "1.2.840.10008.5.1.4.1.1.7.2",     // Multi-frame Grayscale Byte SC
-    "1.2.840.10008.5.1.4.1.1.7.3",     // Multi-frame Grayscale Word SC
-    "1.2.840.10008.5.1.4.1.1.7.4",     // Multi-frame True Color SC
-    "1.2.840.10008.5.1.4.1.1.12.1",    // X-Ray Angiographic Image
-    "1.2.840.10008.5.1.4.1.1.20",      // Nuclear Medicine Image
-    "1.2.840.10008.5.1.4.1.1.128",     // PET Image
-    "1.2.840.10008.5.1.4.1.1.9.1.1",   // 12-lead ECG Waveform
-    "1.2.840.10008.5.1.4.1.1.9.1.2",   // General ECG Waveform
-    "1.2.840.10008.5.1.4.1.1.9.1.3",   // Ambulatory ECG Waveform
-    "1.2.840.10008.5.1.4.1.1.9.2.1",   // Hemodynamic Waveform
-    "1.2.840.10008.5.1.4.1.1.104.1",   // Encapsulated PDF
-    "1.2.840.10008.5.1.4.1.1.88.11",   // Basic Text SR
-    "1.2.840.10008.5.1.4.1.1.88.22",   // Enhanced SR
-    "1.2.840.10008.5.1.4.1.1.88.33",   // Comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.2",     // CT Image
+    "1.2.840.10008.5.1.4.1.1.2.1",   // Enhanced CT Image
+    "1.2.840.10008.5.1.4.1.1.4",     // MR Image
+    "1.2.840.10008.5.1.4.1.1.4.1",   // Enhanced MR Image
+    "1.2.840.10008.5.1.4.1.1.1",     // Computed Radiography
+    "1.2.840.10008.5.1.4.1.1.1.1",   // Digital X-Ray, for presentation
+    "1.2.840.10008.5.1.4.1.1.1.1.1", // Digital X-Ray, for processing
+    "1.2.840.10008.5.1.4.1.1.1.2",   // Digital Mammography, for presentation
+    "1.2.840.10008.5.1.4.1.1.1.2.1", // Digital Mammography, for processing
+    "1.2.840.10008.5.1.4.1.1.6.1",   // Ultrasound Image
+    "1.2.840.10008.5.1.4.1.1.3.1",   // Ultrasound Multi-frame Image
+    "1.2.840.10008.5.1.4.1.1.7",     // Secondary Capture
+    "1.2.840.10008.5.1.4.1.1.7.1",   // Multi-frame Single Bit SC
+    "1.2.840.10008.5.1.4.1.1.7.2",   // Multi-frame Grayscale Byte SC
+    "1.2.840.10008.5.1.4.1.1.7.3",   // Multi-frame Grayscale Word SC
+    "1.2.840.10008.5.1.4.1.1.7.4",   // Multi-frame True Color SC
+    "1.2.840.10008.5.1.4.1.1.12.1",  // X-Ray Angiographic Image
+    "1.2.840.10008.5.1.4.1.1.20",    // Nuclear Medicine Image
+    "1.2.840.10008.5.1.4.1.1.128",   // PET Image
+    "1.2.840.10008.5.1.4.1.1.9.1.1", // 12-lead ECG Waveform
+    "1.2.840.10008.5.1.4.1.1.9.1.2", // General ECG Waveform
+    "1.2.840.10008.5.1.4.1.1.9.1.3", // Ambulatory ECG Waveform
+    "1.2.840.10008.5.1.4.1.1.9.2.1", // Hemodynamic Waveform
+    "1.2.840.10008.5.1.4.1.1.104.1", // Encapsulated PDF
+    "1.2.840.10008.5.1.4.1.1.88.11", // Basic Text SR
+    "1.2.840.10008.5.1.4.1.1.88.22", // Enhanced SR
+    "1.2.840.10008.5.1.4.1.1.88.33", // Comprehensive SR
 ];
 
 /// Transfer syntaxes we accept, all stored as received (never transcoded). dicom-ul
@@ -60,19 +60,19 @@ pub const ABSTRACT_SYNTAXES: &[&str] = &[
 /// `deflate` feature, enabled in Cargo.toml); the proposer's order decides which of
 /// several proposed ones is chosen.
 pub const TRANSFER_SYNTAXES: &[&str] = &[
-    "1.2.840.10008.1.2",        // Implicit VR Little Endian
-    "1.2.840.10008.1.2.1",      // Explicit VR Little Endian
-    "1.2.840.10008.1.2.2",      // Explicit VR Big Endian (retired, still sent)
-    "1.2.840.10008.1.2.1.99",   // Deflated Explicit VR Little Endian
-    "1.2.840.10008.1.2.4.50",   // JPEG Baseline
-    "1.2.840.10008.1.2.4.51",   // JPEG Extended
-    "1.2.840.10008.1.2.4.57",   // JPEG Lossless
-    "1.2.840.10008.1.2.4.70",   // JPEG Lossless SV1
-    "1.2.840.10008.1.2.4.80",   // JPEG-LS Lossless
-    "1.2.840.10008.1.2.4.81",   // JPEG-LS Near-lossless
-    "1.2.840.10008.1.2.4.90",   // JPEG 2000 Lossless
-    "1.2.840.10008.1.2.4.91",   // JPEG 2000
-    "1.2.840.10008.1.2.5",      // RLE Lossless
+    "1.2.840.10008.1.2",      // Implicit VR Little Endian
+    "1.2.840.10008.1.2.1",    // Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",    // Explicit VR Big Endian (retired, still sent)
+    "1.2.840.10008.1.2.1.99", // Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.4.50", // JPEG Baseline
+    "1.2.840.10008.1.2.4.51", // JPEG Extended
+    "1.2.840.10008.1.2.4.57", // JPEG Lossless
+    "1.2.840.10008.1.2.4.70", // JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80", // JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81", // JPEG-LS Near-lossless
+    "1.2.840.10008.1.2.4.90", // JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91", // JPEG 2000
+    "1.2.840.10008.1.2.5",    // RLE Lossless
 ];
 
 /// How long a busy-rejected peer gets to send its association request.
@@ -96,7 +96,12 @@ impl AccessControl for CalledAeAccess {
         _user_identity: Option<&UserIdentity>,
     ) -> Result<(), AssociationRJServiceUserReason> {
         let called = called_ae_title.trim();
-        if !self.require || self.titles.iter().any(|t| t.trim().eq_ignore_ascii_case(called)) {
+        if !self.require
+            || self
+                .titles
+                .iter()
+                .any(|t| t.trim().eq_ignore_ascii_case(called))
+        {
             Ok(())
         } else {
             Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized)

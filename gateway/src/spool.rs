@@ -11,7 +11,7 @@
 //! instance costs one file fsync, overlapped with the outbox commit.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -79,7 +79,10 @@ impl Spool {
         for entry in fs::read_dir(self.data_dir.join(SPOOL_DIR))? {
             let entry = entry?;
             if entry.file_type()?.is_file() {
-                out.push(format!("{SPOOL_DIR}/{}", entry.file_name().to_string_lossy()));
+                out.push(format!(
+                    "{SPOOL_DIR}/{}",
+                    entry.file_name().to_string_lossy()
+                ));
             }
         }
         Ok(out)
@@ -138,7 +141,9 @@ impl Spool {
                 let mut files = tokio::task::spawn_blocking(move || me.precreate(1))
                     .await
                     .map_err(io::Error::other)??;
-                files.pop().ok_or_else(|| io::Error::other("no spool file created"))
+                files
+                    .pop()
+                    .ok_or_else(|| io::Error::other("no spool file created"))
             }
         }
     }
@@ -291,7 +296,13 @@ pub fn part10_prefix(meta: &FileMeta<'_>) -> Vec<u8> {
     meta_text(&mut group, 0x0003, *b"UI", meta.sop_instance_uid, 0);
     meta_text(&mut group, 0x0010, *b"UI", meta.transfer_syntax_uid, 0);
     meta_text(&mut group, 0x0012, *b"UI", IMPLEMENTATION_CLASS_UID, 0);
-    meta_text(&mut group, 0x0013, *b"SH", IMPLEMENTATION_VERSION_NAME, b' ');
+    meta_text(
+        &mut group,
+        0x0013,
+        *b"SH",
+        IMPLEMENTATION_VERSION_NAME,
+        b' ',
+    );
     let ae = meta.source_ae_title.trim();
     if !ae.is_empty() {
         meta_text(&mut group, 0x0016, *b"AE", ae, b' ');
@@ -319,16 +330,32 @@ fn meta_text(out: &mut Vec<u8>, element: u16, vr: [u8; 2], value: &str, pad: u8)
     }
 }
 
-/// Check that a spool file still holds exactly the data set we hashed on receipt.
-/// Used at start-up for rows whose fsync may not have completed before a crash.
-pub fn verify_file(path: &Path, size: u64, dataset_offset: u64, sha256: &str) -> io::Result<bool> {
+/// The state of a spool file compared with what was recorded on receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Integrity {
+    /// Size and data set hash match.
+    Intact,
+    /// The file does not exist.
+    Missing,
+    /// It exists but differs; says how.
+    Damaged(String),
+}
+
+/// Compare a spool file with its recorded size and data set SHA-256 (blocking).
+pub fn verify_dataset(
+    path: &Path,
+    size: u64,
+    dataset_offset: u64,
+    sha256: &str,
+) -> io::Result<Integrity> {
     let mut file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Integrity::Missing),
         Err(e) => return Err(e),
     };
-    if file.metadata()?.len() != size {
-        return Ok(false);
+    let len = file.metadata()?.len();
+    if len != size {
+        return Ok(Integrity::Damaged(format!("{len} bytes, {size} recorded")));
     }
     file.seek(SeekFrom::Start(dataset_offset))?;
     let mut hasher = Sha256::new();
@@ -340,12 +367,25 @@ pub fn verify_file(path: &Path, size: u64, dataset_offset: u64, sha256: &str) ->
         }
         hasher.update(&buf[..n]);
     }
-    if hex::encode(hasher.finalize()) != sha256 {
+    let actual = hex::encode(hasher.finalize());
+    if actual != sha256 {
+        return Ok(Integrity::Damaged(format!(
+            "data set SHA-256 {actual} differs from {sha256} recorded on receipt"
+        )));
+    }
+    Ok(Integrity::Intact)
+}
+
+/// Check that a spool file still holds exactly the data set we hashed on receipt and
+/// make it durable. Used at start-up for rows whose fsync may not have completed
+/// before a crash.
+pub fn verify_file(path: &Path, size: u64, dataset_offset: u64, sha256: &str) -> io::Result<bool> {
+    if verify_dataset(path, size, dataset_offset, sha256)? != Integrity::Intact {
         return Ok(false);
     }
     // The bytes may be only in the page cache (the process died, not the machine):
     // make them durable before the row is trusted.
-    file.sync_all()?;
+    File::open(path)?.sync_all()?;
     Ok(true)
 }
 
@@ -356,17 +396,6 @@ pub fn read_dataset(path: &Path, dataset_offset: u64) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     file.read_to_end(&mut out)?;
     Ok(out)
-}
-
-/// Write a whole file durably (used for small files created outside the C-STORE path).
-pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -393,12 +422,19 @@ mod tests {
             let vr = &bytes[pos + 4..pos + 6];
             let (len, header) = if vr == b"OB" {
                 (
-                    u32::from_le_bytes([bytes[pos + 8], bytes[pos + 9], bytes[pos + 10], bytes[pos + 11]])
-                        as usize,
+                    u32::from_le_bytes([
+                        bytes[pos + 8],
+                        bytes[pos + 9],
+                        bytes[pos + 10],
+                        bytes[pos + 11],
+                    ]) as usize,
                     12,
                 )
             } else {
-                (u16::from_le_bytes([bytes[pos + 6], bytes[pos + 7]]) as usize, 8)
+                (
+                    u16::from_le_bytes([bytes[pos + 6], bytes[pos + 7]]) as usize,
+                    8,
+                )
             };
             assert_eq!(len % 2, 0);
             pos += header + len;

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 use sqlx::sqlite::SqlitePool;
@@ -246,11 +246,19 @@ impl fmt::Display for StatusReport {
             None => writeln!(f, "oldest waiting: none")?,
         }
         match &self.last_error {
-            Some(e) => writeln!(f, "last error: {} SOP {}: {}", e.at, e.sop_instance_uid, e.error)?,
+            Some(e) => writeln!(
+                f,
+                "last error: {} SOP {}: {}",
+                e.at, e.sop_instance_uid, e.error
+            )?,
             None => writeln!(f, "last error: none")?,
         }
         writeln!(f, "delivered: {}", self.delivered)?;
-        write!(f, "studies awaiting completion: {}", self.studies_awaiting_completion)?;
+        write!(
+            f,
+            "studies awaiting completion: {}",
+            self.studies_awaiting_completion
+        )?;
         match &self.last_completion_error {
             Some(e) => writeln!(f, " (last notice error: {e})")?,
             None => writeln!(f)?,
@@ -277,11 +285,6 @@ impl fmt::Display for StatusReport {
         }
         Ok(())
     }
-}
-
-/// Now, as RFC 3339 (for callers printing a timestamp next to the report).
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
 #[cfg(test)]

@@ -15,10 +15,12 @@ on_both_backends!(modality_to_dicomweb, hub_down_then_back, gateway_killed_mid_f
 fn sample_files() -> Vec<(PathBuf, &'static [&'static str])> {
     vec![
         (testdata("dicom/single/CT_small.dcm"), &[]),
-        (testdata("dicom/single/MR_small.dcm"), &[]),
         (testdata("dicom/single/SC_rgb_small_odd.dcm"), &[]),
+        (testdata("dicom/single/examples_rgb_color.dcm"), &[]),
+        (testdata("dicom/compressed/MR_small_RLE.dcm"), &["-xr"]),
         (testdata("dicom/compressed/JPEG2000.dcm"), &["-xw"]),
-        (testdata("dicom/compressed/RLE.dcm"), &["-xr"]),
+        (testdata("dicom/compressed/SC_rgb_jpeg_dcmtk.dcm"), &["-xy"]),
+        (testdata("dicom/compressed/image_dfl.dcm"), &["-xd"]),
     ]
 }
 
@@ -45,13 +47,11 @@ pub async fn modality_to_dicomweb(backend: Backend) -> Result<()> {
     ensure!(echo.status.success(), "echoscu failed: {:?}", echo);
 
     let files = sample_files();
-    let available: Vec<_> = files.iter().filter(|(p, _)| p.exists()).collect();
-    ensure!(available.len() >= 3, "test data missing under {}", testdata("").display());
-    for (file, opts) in &available {
+    for (file, opts) in &files {
         gw.storescu(opts, std::slice::from_ref(file)).with_context(|| format!("sending {}", file.display()))?;
     }
 
-    for (file, _) in &available {
+    for (file, _) in &files {
         let original = std::fs::read(file)?;
         let obj = dicom_object::open_file(file)?;
         let study = obj.element_by_name("StudyInstanceUID")?.to_str()?.trim_end_matches('\0').to_string();

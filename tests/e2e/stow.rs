@@ -93,7 +93,7 @@ pub async fn bad_input_is_refused_and_the_rest_stored(backend: Backend) -> Resul
         ("not DICOM", b"this is not a DICOM file at all, just text".to_vec(), "not a DICOM Part 10 file"),
         ("truncated", truncated, "truncated"),
         ("no UIDs", no_uids, "missing required attribute"),
-        ("malformed UID", bad_uid, "SOPInstanceUID"),
+        ("malformed UID", bad_uid, "invalid MediaStorageSOPInstanceUID: UID \"1.2.3.4.abc\" contains a character other than digits and dots"),
         ("gigabyte lengths", hostile_lengths(), "declares 1073741824 bytes"),
         ("pixel data cut short", truncated_pixels, "element (7FE0,0010) declares"),
     ];

@@ -399,7 +399,8 @@ pub fn sop_uids(resp: &Value, seq: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Every data element of a Part 10 file as DICOM JSON, group lengths left out: equal for
+/// Every data element of a Part 10 file as DICOM JSON, group lengths and trailing padding
+/// (which dcmtk drops on the wire) left out: equal for
 /// two files that carry the same values, however each sender padded and grouped them.
 pub fn elements_json(file: &[u8]) -> Result<Value> {
     let obj = dicom_object::OpenFileOptions::new()
@@ -407,7 +408,7 @@ pub fn elements_json(file: &[u8]) -> Result<Value> {
         .from_reader(file)?;
     let mut v = dicom_json::to_value(&*obj)?;
     if let Some(map) = v.as_object_mut() {
-        map.retain(|tag, _| !tag.ends_with("0000"));
+        map.retain(|tag, _| !tag.ends_with("0000") && tag != "FFFCFFFC");
     }
     Ok(v)
 }

@@ -106,7 +106,7 @@ pub fn read_instance_header<R: Read + Seek>(
         .read_preamble(ReadPreamble::Always)
         .read_until(tags::PIXEL_DATA)
         .from_reader(BufReader::new(reader))
-        .map_err(|e| DicomError::Parse(e.to_string()))?;
+        .map_err(|e| DicomError::Parse(error_chain(&e)))?;
     let ds: &InMemDicomObject = &obj;
 
     let mut metadata = dicom_json::to_value(ds).map_err(|e| DicomError::Parse(format!("to DICOM JSON: {e}")))?;
@@ -154,6 +154,22 @@ pub fn read_instance_header<R: Read + Seek>(
     Ok(header)
 }
 
+/// An error and its causes, "outer: inner: innermost": dicom-rs puts the useful part
+/// (which element, which value) in the causes.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// The whole value of a text attribute (all values joined by `\`), trimmed; None when absent
 /// or empty.
 fn text(ds: &InMemDicomObject, tag: Tag) -> Option<String> {
@@ -189,5 +205,71 @@ fn strip_bulk_binary(value: &mut Value, max_inline_binary: usize) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn testdata(rel: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/dicom").join(rel);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn header(bytes: &[u8]) -> Result<InstanceHeader, DicomError> {
+        read_instance_header(Cursor::new(bytes), bytes.len() as u64, Limits::default())
+    }
+
+    #[test]
+    fn reads_every_real_transfer_syntax() {
+        for rel in [
+            "single/CT_small.dcm",
+            "single/MR_small_implicit.dcm",
+            "compressed/JPEG2000.dcm",
+            "compressed/MR_small_RLE.dcm",
+            "compressed/MR_small_jpeg_ls_lossless.dcm",
+            "compressed/SC_rgb_jpeg_dcmtk.dcm",
+            "compressed/image_dfl.dcm",
+        ] {
+            let bytes = testdata(rel);
+            let h = header(&bytes).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            assert!(!h.sop_instance_uid.is_empty(), "{rel}");
+            assert!(h.metadata.get("0020000D").is_some(), "{rel}: metadata has StudyInstanceUID");
+            assert!(h.metadata.get("7FE00010").is_none(), "{rel}: pixel data is not metadata");
+        }
+    }
+
+    #[test]
+    fn truncated_and_hostile_files_name_the_problem() {
+        let ct = testdata("single/CT_small.dcm");
+        let err = header(&ct[..ct.len() / 2]).unwrap_err().to_string();
+        assert!(err.contains("declares") && err.contains("remain"), "{err}");
+        let err = header(&ct[..100]).unwrap_err().to_string();
+        assert!(err.contains("not a DICOM Part 10 file"), "{err}");
+
+        let mut hostile = ct[..ct.len().min(400)].to_vec();
+        // A 1 GiB OB element after the meta group: refused from the header alone.
+        let meta_end = 144 + u32::from_le_bytes([ct[140], ct[141], ct[142], ct[143]]) as usize;
+        hostile.truncate(meta_end);
+        hostile.extend_from_slice(&[0x08, 0x00, 0x05, 0x00, b'O', b'B', 0, 0]);
+        hostile.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        hostile.extend_from_slice(&[0; 16]);
+        let err = header(&hostile).unwrap_err().to_string();
+        assert!(err.contains("declares 1073741824 bytes but only 16 remain"), "{err}");
+    }
+
+    #[test]
+    fn sequences_nested_too_deep_are_refused() {
+        let ct = testdata("single/CT_small.dcm");
+        let meta_end = 144 + u32::from_le_bytes([ct[140], ct[141], ct[142], ct[143]]) as usize;
+        let mut f = ct[..meta_end].to_vec();
+        for _ in 0..40 {
+            f.extend_from_slice(&[0x08, 0x00, 0x15, 0x92, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+            f.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        }
+        let err = header(&f).unwrap_err().to_string();
+        assert!(err.contains("nested deeper"), "{err}");
     }
 }

@@ -13,7 +13,7 @@ use dicom_core::dictionary::DataDictionary;
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::StandardDataDictionary;
 
-use super::DicomError;
+use super::{DicomError, Uid, UidError};
 
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 const ITEM: Tag = Tag(0xFFFE, 0xE000);
@@ -122,20 +122,29 @@ fn scan_meta_group<R: Read>(r: &mut Counted<R>, total_len: u64) -> Result<String
             return Err(DicomError::Malformed(format!("file meta element {tag} has undefined length")));
         }
         check_fits(tag, u64::from(len), r.pos, total_len)?;
-        if tag == TRANSFER_SYNTAX_UID {
-            if len > 64 + 2 {
-                return Err(DicomError::Malformed(format!("TransferSyntaxUID of {len} bytes")));
+        let uid_attribute = match tag.element() {
+            0x0002 => Some("MediaStorageSOPClassUID"),
+            0x0003 => Some("MediaStorageSOPInstanceUID"),
+            0x0010 => Some("TransferSyntaxUID"),
+            _ => None,
+        };
+        if let Some(attribute) = uid_attribute {
+            // A UID is at most 64 characters plus padding; refuse before reading more.
+            if len > 66 {
+                return Err(DicomError::InvalidUid { attribute, source: UidError::TooLong(format!("{len} bytes")) });
             }
             let mut buf = vec![0u8; len as usize];
-            r.read_exact(&mut buf)?;
-            let text = String::from_utf8_lossy(&buf).trim_end_matches(['\0', ' ']).to_string();
-            ts = Some(text);
+            r.read_exact(&mut buf).map_err(truncated_header)?;
+            let uid = Uid::parse(&String::from_utf8_lossy(&buf))
+                .map_err(|source| DicomError::InvalidUid { attribute, source })?;
+            if tag == TRANSFER_SYNTAX_UID {
+                ts = Some(uid.into_string());
+            }
         } else {
             r.skip(u64::from(len))?;
         }
     }
-    ts.filter(|t| !t.is_empty())
-        .ok_or_else(|| DicomError::NotPart10("file meta group has no TransferSyntaxUID (0002,0010)".into()))
+    ts.ok_or_else(|| DicomError::NotPart10("file meta group has no TransferSyntaxUID (0002,0010)".into()))
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]

@@ -83,6 +83,8 @@ mod tests {
             priority,
             attempts: 0,
             solo: false,
+            dataset_offset: 0,
+            sha256: String::new(),
         }
     }
 
@@ -92,7 +94,10 @@ mod tests {
     };
 
     fn ids(batches: &[Vec<DueItem>]) -> Vec<Vec<i64>> {
-        batches.iter().map(|b| b.iter().map(|i| i.id).collect()).collect()
+        batches
+            .iter()
+            .map(|b| b.iter().map(|i| i.id).collect())
+            .collect()
     }
 
     #[test]

@@ -44,7 +44,12 @@ pub struct Forwarder {
 
 impl Forwarder {
     /// A forwarder for this outbox and spool.
-    pub fn new(outbox: Outbox, spool: Arc<Spool>, client: reqwest::Client, config: Arc<Config>) -> Self {
+    pub fn new(
+        outbox: Outbox,
+        spool: Arc<Spool>,
+        client: reqwest::Client,
+        config: Arc<Config>,
+    ) -> Self {
         let backoff = Backoff::from_millis(config.backoff_base_ms, config.backoff_max_ms);
         Forwarder {
             outbox,
@@ -150,6 +155,7 @@ impl Forwarder {
     /// Send one batch and record what happened to each of its items.
     async fn send_batch(&self, batch: Vec<DueItem>) {
         let mut updates = Vec::with_capacity(batch.len());
+        let mut delete_after = Vec::new();
         let mut parts = Vec::with_capacity(batch.len());
         let mut sent = Vec::with_capacity(batch.len());
         for item in batch {
@@ -158,11 +164,19 @@ impl Forwarder {
                     parts.push(part);
                     sent.push(item);
                 }
-                Err(PartError::Missing(why)) => updates.push(ItemUpdate::Rejected {
-                    id: item.id,
-                    reason: why,
-                    quarantine_path: None,
-                }),
+                Err(PartError::Damaged(why)) => {
+                    tracing::error!(sop_instance_uid = %item.sop_instance_uid, reason = %why, "spool file damaged; quarantined");
+                    // Keep what is left of the file for the operator, if anything.
+                    let kept = self.spool.link_into_quarantine(&item.path).await.ok();
+                    if kept.is_some() {
+                        delete_after.push(item.path.clone());
+                    }
+                    updates.push(ItemUpdate::Rejected {
+                        id: item.id,
+                        reason: why,
+                        quarantine_path: kept,
+                    });
+                }
                 Err(PartError::Io(why)) => updates.push(self.retry(&item, why)),
             }
         }
@@ -171,7 +185,6 @@ impl Forwarder {
         } else {
             Some(self.post(parts, sent.len()).await)
         };
-        let mut delete_after = Vec::new();
         if let Some(verdict) = &verdict {
             if let Verdict::Transient(why) = verdict {
                 tracing::warn!(instances = sent.len(), error = %why, "STOW-RS request failed; will retry");
@@ -183,7 +196,10 @@ impl Forwarder {
                         delete_after.push(item.path.clone());
                     }
                     InstanceOutcome::Retry(why) => updates.push(self.retry(item, why)),
-                    InstanceOutcome::SendAlone(why) => updates.push(ItemUpdate::SendAlone { id: item.id, error: why }),
+                    InstanceOutcome::SendAlone(why) => updates.push(ItemUpdate::SendAlone {
+                        id: item.id,
+                        error: why,
+                    }),
                     InstanceOutcome::Reject(why) => {
                         tracing::warn!(sop_instance_uid = %item.sop_instance_uid, reason = %why, "hub rejected instance; quarantined");
                         // Link into quarantine before the row says so; the spool name
@@ -227,29 +243,37 @@ impl Forwarder {
         }
     }
 
+    /// Open an item's spool file for sending, after checking that its data set is
+    /// still exactly what was received: a damaged file must never reach the hub as if
+    /// it were the instance (a flipped bit in pixel data is a different image).
     async fn open_part(&self, item: &DueItem) -> Result<Part, PartError> {
         let path = self.spool.absolute(&item.path);
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(PartError::Missing(format!(
+        let (size, offset, sha) = (item.size, item.dataset_offset, item.sha256.clone());
+        let check_path = path.clone();
+        let intact = tokio::task::spawn_blocking(move || {
+            crate::spool::verify_dataset(&check_path, size, offset, &sha)
+        })
+        .await
+        .map_err(|e| PartError::Io(format!("integrity check did not complete: {e}")))?;
+        match intact {
+            Ok(crate::spool::Integrity::Intact) => {}
+            Ok(crate::spool::Integrity::Missing) => {
+                return Err(PartError::Damaged(format!(
                     "spool file {} is missing; the instance cannot be sent",
                     item.path
                 )))
             }
-            Err(e) => return Err(PartError::Io(format!("cannot open spool file: {e}"))),
-        };
-        let len = file
-            .metadata()
-            .await
-            .map_err(|e| PartError::Io(format!("cannot stat spool file: {e}")))?
-            .len();
-        if len != item.size {
-            return Err(PartError::Missing(format!(
-                "spool file {} is {len} bytes, recorded as {}: damaged",
-                item.path, item.size
-            )));
+            Ok(crate::spool::Integrity::Damaged(why)) => {
+                return Err(PartError::Damaged(format!(
+                    "spool file {} is damaged: {why}",
+                    item.path
+                )))
+            }
+            Err(e) => return Err(PartError::Io(format!("cannot read spool file: {e}"))),
         }
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| PartError::Io(format!("cannot open spool file: {e}")))?;
         Ok(Part {
             file,
             size: item.size,
@@ -260,7 +284,8 @@ impl Forwarder {
     async fn post(&self, parts: Vec<Part>, count: usize) -> Verdict {
         let boundary = format!("gw{}", uuid::Uuid::new_v4().simple());
         let (body, length) = stow::multipart_body(parts, &boundary);
-        let content_type = format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
+        let content_type =
+            format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
         let url = format!("{}/dicomweb/studies", self.config.hub_base());
         // Generous for slow township links: a minute plus 32 KiB/s for the body.
         let timeout = Duration::from_secs(60 + length / (32 * 1024));
@@ -277,7 +302,9 @@ impl Forwarder {
         }
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return Verdict::Transient(format!("cannot reach the hub: {}", error_chain(&e))),
+            Err(e) => {
+                return Verdict::Transient(format!("cannot reach the hub: {}", error_chain(&e)))
+            }
         };
         let status = response.status().as_u16();
         match read_limited(response, MAX_RESPONSE_BYTES).await {
@@ -293,13 +320,16 @@ impl Forwarder {
 
 enum PartError {
     /// The file is gone or damaged: retrying cannot help.
-    Missing(String),
+    Damaged(String),
     /// A passing I/O problem.
     Io(String),
 }
 
 /// Read a response body, refusing more than `limit` bytes.
-pub async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+pub async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
         if body.len() + chunk.len() > limit {

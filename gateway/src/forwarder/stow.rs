@@ -35,10 +35,11 @@ pub fn multipart_body(parts: Vec<Part>, boundary: &str) -> (BodyStream, u64) {
     let mut pieces: Vec<BodyStream> = Vec::with_capacity(parts.len() * 2 + 1);
     for (i, part) in parts.into_iter().enumerate() {
         let lead = if i == 0 { "" } else { "\r\n" };
-        let header =
-            format!("{lead}--{boundary}\r\nContent-Type: application/dicom\r\n\r\n");
+        let header = format!("{lead}--{boundary}\r\nContent-Type: application/dicom\r\n\r\n");
         length += header.len() as u64 + part.size;
-        pieces.push(Box::pin(stream::once(async move { Ok(Bytes::from(header)) })));
+        pieces.push(Box::pin(stream::once(
+            async move { Ok(Bytes::from(header)) },
+        )));
         // `take` guarantees we never send more than the length we announced; a file
         // that shrank makes the body short and the request fail (retried later).
         let reader = part.file.take(part.size);
@@ -46,7 +47,9 @@ pub fn multipart_body(parts: Vec<Part>, boundary: &str) -> (BodyStream, u64) {
     }
     let closing = format!("\r\n--{boundary}--\r\n");
     length += closing.len() as u64;
-    pieces.push(Box::pin(stream::once(async move { Ok(Bytes::from(closing)) })));
+    pieces.push(Box::pin(stream::once(
+        async move { Ok(Bytes::from(closing)) },
+    )));
     (Box::pin(stream::iter(pieces).flatten()), length)
 }
 
@@ -151,7 +154,9 @@ impl Verdict {
                 } else if listing.stored.contains(sop_instance_uid) {
                     InstanceOutcome::Stored
                 } else {
-                    InstanceOutcome::Retry("the hub's response did not mention this instance".into())
+                    InstanceOutcome::Retry(
+                        "the hub's response did not mention this instance".into(),
+                    )
                 }
             }
             Verdict::SplitBatch(why) => InstanceOutcome::SendAlone(why.clone()),
@@ -191,7 +196,9 @@ pub fn parse_listing(body: &[u8]) -> Result<Listing, String> {
     Ok(listing)
 }
 
-fn sequence_items(attribute: Option<&Value>) -> impl Iterator<Item = &serde_json::Map<String, Value>> {
+fn sequence_items(
+    attribute: Option<&Value>,
+) -> impl Iterator<Item = &serde_json::Map<String, Value>> {
     attribute
         .and_then(|a| a.get("Value"))
         .and_then(Value::as_array)
@@ -262,10 +269,17 @@ mod tests {
             }
             other => panic!("expected reject, got {other:?}"),
         }
-        assert!(matches!(v.outcome_for("1.2.3.3"), InstanceOutcome::Retry(r) if r.contains("0xA700")));
-        assert!(matches!(v.outcome_for("1.2.3.4"), InstanceOutcome::Retry(r) if r.contains("0x0110")));
+        assert!(
+            matches!(v.outcome_for("1.2.3.3"), InstanceOutcome::Retry(r) if r.contains("0xA700"))
+        );
+        assert!(
+            matches!(v.outcome_for("1.2.3.4"), InstanceOutcome::Retry(r) if r.contains("0x0110"))
+        );
         // not mentioned at all: never delivered
-        assert!(matches!(v.outcome_for("1.2.3.9"), InstanceOutcome::Retry(_)));
+        assert!(matches!(
+            v.outcome_for("1.2.3.9"),
+            InstanceOutcome::Retry(_)
+        ));
     }
 
     #[test]
@@ -291,7 +305,9 @@ mod tests {
         let v = classify(415, b"unsupported media type", 3);
         assert!(matches!(v.outcome_for("1.1"), InstanceOutcome::SendAlone(r) if r.contains("415")));
         let v = classify(400, br#"{"error":"no DICM prefix"}"#, 1);
-        assert!(matches!(v.outcome_for("1.1"), InstanceOutcome::Reject(r) if r.contains("no DICM prefix")));
+        assert!(
+            matches!(v.outcome_for("1.1"), InstanceOutcome::Reject(r) if r.contains("no DICM prefix"))
+        );
         let v = classify(413, b"", 2);
         assert!(matches!(v, Verdict::SplitBatch(_)));
     }
@@ -300,10 +316,15 @@ mod tests {
     fn server_errors_and_bad_bodies_are_transient() {
         for status in [500, 502, 503, 504, 401, 403, 404, 429] {
             let v = classify(status, b"down", 2);
-            assert!(matches!(v.outcome_for("1.1"), InstanceOutcome::Retry(_)), "{status}");
+            assert!(
+                matches!(v.outcome_for("1.1"), InstanceOutcome::Retry(_)),
+                "{status}"
+            );
         }
         let v = classify(200, b"<html>proxy login</html>", 2);
-        assert!(matches!(v.outcome_for("1.1"), InstanceOutcome::Retry(r) if r.contains("unreadable")));
+        assert!(
+            matches!(v.outcome_for("1.1"), InstanceOutcome::Retry(r) if r.contains("unreadable"))
+        );
         // a 204 or other 2xx does not prove storage either
         let v = classify(204, b"", 1);
         assert!(matches!(v.outcome_for("1.1"), InstanceOutcome::Retry(_)));

@@ -247,6 +247,10 @@ pub struct DueItem {
     pub attempts: u32,
     /// Must be sent in a request of its own.
     pub solo: bool,
+    /// Where the data set starts in the file.
+    pub dataset_offset: u64,
+    /// Hex SHA-256 of the data set as received.
+    pub sha256: String,
 }
 
 /// A study ready to be reported complete.
@@ -428,7 +432,8 @@ impl Outbox {
     /// order they were received.
     pub async fn due_items(&self, now: i64, limit: i64) -> Result<Vec<DueItem>, OutboxError> {
         let rows = sqlx::query(
-            "SELECT id, sop_instance_uid, study_uid, calling_ae, path, size, priority, attempts, solo
+            "SELECT id, sop_instance_uid, study_uid, calling_ae, path, size, priority, attempts, solo,
+                    dataset_offset, sha256
              FROM items i
              WHERE state = 'pending' AND next_attempt_at <= ?
                AND NOT EXISTS (SELECT 1 FROM items o WHERE o.sop_instance_uid = i.sop_instance_uid
@@ -467,6 +472,9 @@ impl Outbox {
                AND s.last_received_at <= ? AND s.next_notify_at <= ?
                AND NOT EXISTS (SELECT 1 FROM items p WHERE p.study_uid = s.study_uid
                                AND p.state = 'pending')
+               -- All instances rejected: there is nothing at the hub to complete.
+               AND EXISTS (SELECT 1 FROM items d WHERE d.study_uid = s.study_uid
+                           AND d.state = 'delivered')
              ORDER BY s.priority DESC, s.last_received_at
              LIMIT 64",
         )
@@ -474,22 +482,17 @@ impl Outbox {
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let delivered: i64 = row.try_get("delivered")?;
-            // All instances rejected: there is nothing at the hub to complete.
-            if delivered == 0 {
-                continue;
-            }
-            out.push(CompleteStudy {
-                study_uid: row.try_get("study_uid")?,
-                priority: Priority::from_i64(row.try_get("priority")?),
-                last_received_at: row.try_get("last_received_at")?,
-                notify_attempts: row.try_get::<i64, _>("notify_attempts")?.max(0) as u32,
-                delivered_instances: delivered,
-            });
-        }
-        Ok(out)
+        rows.iter()
+            .map(|row| {
+                Ok(CompleteStudy {
+                    study_uid: row.try_get("study_uid")?,
+                    priority: Priority::from_i64(row.try_get("priority")?),
+                    last_received_at: row.try_get("last_received_at")?,
+                    notify_attempts: row.try_get::<i64, _>("notify_attempts")?.max(0) as u32,
+                    delivered_instances: row.try_get("delivered")?,
+                })
+            })
+            .collect()
     }
 
     /// Close the read pool (the committer closes its own connection when it stops).
@@ -509,6 +512,8 @@ fn due_item(row: &SqliteRow) -> Result<DueItem, OutboxError> {
         priority: Priority::from_i64(row.try_get("priority")?),
         attempts: row.try_get::<i64, _>("attempts")?.clamp(0, u32::MAX as i64) as u32,
         solo: row.try_get::<i64, _>("solo")? != 0,
+        dataset_offset: row.try_get::<i64, _>("dataset_offset")?.max(0) as u64,
+        sha256: row.try_get("sha256")?,
     })
 }
 

@@ -75,13 +75,12 @@ pub(super) async fn recover(
     }
 
     // Sweep spool files no pending item refers to.
-    let referenced: HashSet<String> =
-        sqlx::query("SELECT path FROM items WHERE state = 'pending'")
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<_, _>>()?;
+    let referenced: HashSet<String> = sqlx::query("SELECT path FROM items WHERE state = 'pending'")
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?;
     for rel in spool.list_spool_files()? {
         if !referenced.contains(&rel) {
             std::fs::remove_file(spool.absolute(&rel))?;

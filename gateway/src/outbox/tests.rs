@@ -64,7 +64,10 @@ async fn count(outbox: &Outbox, sql: &'static str) -> i64 {
 
 /// Ride a no-op write through the committer so deferred `file_synced` marks land.
 async fn settle(outbox: &Outbox) {
-    outbox.apply(vec![ItemUpdate::Delivered { id: -1 }]).await.expect("settle");
+    outbox
+        .apply(vec![ItemUpdate::Delivered { id: -1 }])
+        .await
+        .expect("settle");
 }
 
 #[tokio::test]
@@ -73,29 +76,52 @@ async fn identical_resend_is_not_queued_twice_but_a_new_version_is() {
     let o = open(dir.path()).await;
     let ob = &o.outbox;
 
-    let first = ob.store(item("1.1", "9.1", "aa", "spool/a"), true).await.expect("store");
-    let StoreOutcome::Stored(id) = first else { panic!("expected stored, got {first:?}") };
+    let first = ob
+        .store(item("1.1", "9.1", "aa", "spool/a"), true)
+        .await
+        .expect("store");
+    let StoreOutcome::Stored(id) = first else {
+        panic!("expected stored, got {first:?}")
+    };
 
     // Before its fsync is confirmed a row is not trusted for deduplication: the
     // re-send is kept as its own item (the hub will answer it as already stored).
-    let early = ob.store(item("1.1", "9.1", "aa", "spool/b"), false).await.expect("store");
+    let early = ob
+        .store(item("1.1", "9.1", "aa", "spool/b"), false)
+        .await
+        .expect("store");
     assert!(matches!(early, StoreOutcome::Stored(other) if other != id));
 
     ob.file_synced(id);
-    let again = ob.store(item("1.1", "9.1", "aa", "spool/c"), false).await.expect("store");
+    let again = ob
+        .store(item("1.1", "9.1", "aa", "spool/c"), false)
+        .await
+        .expect("store");
     assert_eq!(again, StoreOutcome::Duplicate(id));
 
     // Same UID, different bytes: a new pending version for the hub to judge.
-    let v2 = ob.store(item("1.1", "9.1", "bb", "spool/d"), false).await.expect("store");
+    let v2 = ob
+        .store(item("1.1", "9.1", "bb", "spool/d"), false)
+        .await
+        .expect("store");
     assert!(matches!(v2, StoreOutcome::Stored(_)));
 
     // Delivered instances are still recognised.
-    ob.apply(vec![ItemUpdate::Delivered { id }]).await.expect("apply");
-    let after = ob.store(item("1.1", "9.1", "aa", "spool/e"), false).await.expect("store");
+    ob.apply(vec![ItemUpdate::Delivered { id }])
+        .await
+        .expect("apply");
+    let after = ob
+        .store(item("1.1", "9.1", "aa", "spool/e"), false)
+        .await
+        .expect("store");
     assert_eq!(after, StoreOutcome::Duplicate(id));
 
     // A rejected one is not: re-sending it is an operator's deliberate retry.
-    let StoreOutcome::Stored(other) = ob.store(item("2.2", "9.1", "cc", "spool/f"), false).await.expect("store") else {
+    let StoreOutcome::Stored(other) = ob
+        .store(item("2.2", "9.1", "cc", "spool/f"), false)
+        .await
+        .expect("store")
+    else {
         panic!("expected stored")
     };
     ob.file_synced(other);
@@ -106,11 +132,24 @@ async fn identical_resend_is_not_queued_twice_but_a_new_version_is() {
     }])
     .await
     .expect("apply");
-    let retry = ob.store(item("2.2", "9.1", "cc", "spool/g"), false).await.expect("store");
+    let retry = ob
+        .store(item("2.2", "9.1", "cc", "spool/g"), false)
+        .await
+        .expect("store");
     assert!(matches!(retry, StoreOutcome::Stored(_)));
 
-    assert_eq!(count(ob, "SELECT COUNT(*) FROM items WHERE sop_instance_uid = '1.1'").await, 3);
-    assert_eq!(count(ob, "SELECT COUNT(*) FROM quarantine WHERE source = 'hub'").await, 1);
+    assert_eq!(
+        count(
+            ob,
+            "SELECT COUNT(*) FROM items WHERE sop_instance_uid = '1.1'"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        count(ob, "SELECT COUNT(*) FROM quarantine WHERE source = 'hub'").await,
+        1
+    );
     o.close().await;
 }
 
@@ -122,8 +161,16 @@ async fn concurrent_stores_are_group_committed_and_all_answered() {
     for i in 0..64 {
         let ob = o.outbox.clone();
         waiters.push(tokio::spawn(async move {
-            ob.store(item(&format!("1.{i}"), "9.2", &format!("{i:x}"), &format!("spool/{i}")), i == 0)
-                .await
+            ob.store(
+                item(
+                    &format!("1.{i}"),
+                    "9.2",
+                    &format!("{i:x}"),
+                    &format!("spool/{i}"),
+                ),
+                i == 0,
+            )
+            .await
         }));
     }
     let mut ids = std::collections::HashSet::new();
@@ -133,8 +180,18 @@ async fn concurrent_stores_are_group_committed_and_all_answered() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(count(&o.outbox, "SELECT COUNT(*) FROM items WHERE state = 'pending'").await, 64);
-    assert_eq!(count(&o.outbox, "SELECT open_associations FROM studies").await, 1);
+    assert_eq!(
+        count(
+            &o.outbox,
+            "SELECT COUNT(*) FROM items WHERE state = 'pending'"
+        )
+        .await,
+        64
+    );
+    assert_eq!(
+        count(&o.outbox, "SELECT open_associations FROM studies").await,
+        1
+    );
     o.close().await;
 }
 
@@ -143,19 +200,33 @@ async fn due_items_are_stat_first_then_oldest_one_version_at_a_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let o = open(dir.path()).await;
     let ob = &o.outbox;
-    ob.store(item("1.1", "9.3", "a", "spool/1"), true).await.expect("store");
-    ob.store(item("1.2", "9.3", "b", "spool/2"), false).await.expect("store");
-    ob.store(item("1.1", "9.3", "c", "spool/3"), false).await.expect("store"); // v2 of 1.1
+    ob.store(item("1.1", "9.3", "a", "spool/1"), true)
+        .await
+        .expect("store");
+    ob.store(item("1.2", "9.3", "b", "spool/2"), false)
+        .await
+        .expect("store");
+    ob.store(item("1.1", "9.3", "c", "spool/3"), false)
+        .await
+        .expect("store"); // v2 of 1.1
     let mut stat = item("1.4", "9.4", "d", "spool/4");
     stat.priority = Priority::Stat;
     ob.store(stat, true).await.expect("store");
 
     let due = ob.due_items(now_ms() + 1, 100).await.expect("due");
-    let order: Vec<(&str, &str)> = due.iter().map(|d| (d.sop_instance_uid.as_str(), d.path.as_str())).collect();
-    assert_eq!(order, vec![("1.4", "spool/4"), ("1.1", "spool/1"), ("1.2", "spool/2")]);
+    let order: Vec<(&str, &str)> = due
+        .iter()
+        .map(|d| (d.sop_instance_uid.as_str(), d.path.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        vec![("1.4", "spool/4"), ("1.1", "spool/1"), ("1.2", "spool/2")]
+    );
 
     // After v1 of 1.1 is delivered, v2 becomes eligible.
-    ob.apply(vec![ItemUpdate::Delivered { id: due[1].id }]).await.expect("apply");
+    ob.apply(vec![ItemUpdate::Delivered { id: due[1].id }])
+        .await
+        .expect("apply");
     // A retry in the future takes an item out of the due set.
     ob.apply(vec![ItemUpdate::Retry {
         id: due[2].id,
@@ -177,19 +248,37 @@ async fn completion_waits_for_closed_associations_quiet_and_delivery() {
     let dir = tempfile::tempdir().expect("tempdir");
     let o = open(dir.path()).await;
     let ob = &o.outbox;
-    let StoreOutcome::Stored(id) = ob.store(item("1.1", "9.5", "a", "spool/1"), true).await.expect("store") else {
+    let StoreOutcome::Stored(id) = ob
+        .store(item("1.1", "9.5", "a", "spool/1"), true)
+        .await
+        .expect("store")
+    else {
         panic!("stored")
     };
     let later = now_ms() + 1;
     // association still open
-    assert!(ob.complete_studies(later, later).await.expect("q").is_empty());
+    assert!(ob
+        .complete_studies(later, later)
+        .await
+        .expect("q")
+        .is_empty());
     ob.association_closed(vec!["9.5".into()]);
     settle(ob).await;
     // still pending at the hub
-    assert!(ob.complete_studies(later, later).await.expect("q").is_empty());
-    ob.apply(vec![ItemUpdate::Delivered { id }]).await.expect("apply");
+    assert!(ob
+        .complete_studies(later, later)
+        .await
+        .expect("q")
+        .is_empty());
+    ob.apply(vec![ItemUpdate::Delivered { id }])
+        .await
+        .expect("apply");
     // quiet period not over (cutoff before the last instance)
-    assert!(ob.complete_studies(later - 60_000, later).await.expect("q").is_empty());
+    assert!(ob
+        .complete_studies(later - 60_000, later)
+        .await
+        .expect("q")
+        .is_empty());
     let ready = ob.complete_studies(later, later).await.expect("q");
     assert_eq!(ready.len(), 1);
     assert_eq!(ready[0].delivered_instances, 1);
@@ -209,15 +298,23 @@ async fn completion_waits_for_closed_associations_quiet_and_delivery() {
     })
     .await
     .expect("record");
-    assert!(ob.complete_studies(later, later).await.expect("q").is_empty());
+    assert!(ob
+        .complete_studies(later, later)
+        .await
+        .expect("q")
+        .is_empty());
 
     // A late STAT instance reopens the study; it is reported again once delivered.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let mut late = item("1.2", "9.5", "b", "spool/2");
     late.priority = Priority::Stat;
-    let StoreOutcome::Stored(late_id) = ob.store(late, true).await.expect("store") else { panic!("stored") };
+    let StoreOutcome::Stored(late_id) = ob.store(late, true).await.expect("store") else {
+        panic!("stored")
+    };
     ob.association_closed(vec!["9.5".into()]);
-    ob.apply(vec![ItemUpdate::Delivered { id: late_id }]).await.expect("apply");
+    ob.apply(vec![ItemUpdate::Delivered { id: late_id }])
+        .await
+        .expect("apply");
     let later = now_ms() + 1;
     let ready = ob.complete_studies(later, later).await.expect("q");
     assert_eq!(ready.len(), 1);
@@ -232,7 +329,11 @@ async fn completion_waits_for_closed_associations_quiet_and_delivery() {
     })
     .await
     .expect("record");
-    assert!(ob.complete_studies(later, later).await.expect("q").is_empty());
+    assert!(ob
+        .complete_studies(later, later)
+        .await
+        .expect("q")
+        .is_empty());
     assert_eq!(count(ob, "SELECT notify_attempts FROM studies").await, 1);
     o.close().await;
 }
@@ -267,13 +368,24 @@ async fn restart_resumes_pending_verifies_unsynced_rows_and_sweeps_orphans() {
     let synced = spool_file(&o.spool, "1.1", b"first data set").await;
     let intact = spool_file(&o.spool, "1.2", b"second data set").await;
     let damaged = spool_file(&o.spool, "1.3", b"third data set, cut short by a crash").await;
-    let StoreOutcome::Stored(id1) = o.outbox.store(item_for(&synced, "1.1"), true).await.expect("store") else {
+    let StoreOutcome::Stored(id1) = o
+        .outbox
+        .store(item_for(&synced, "1.1"), true)
+        .await
+        .expect("store")
+    else {
         panic!("stored")
     };
     o.outbox.file_synced(id1);
     // These two never got their fsync confirmed (as if the process died meanwhile).
-    o.outbox.store(item_for(&intact, "1.2"), false).await.expect("store");
-    o.outbox.store(item_for(&damaged, "1.3"), false).await.expect("store");
+    o.outbox
+        .store(item_for(&intact, "1.2"), false)
+        .await
+        .expect("store");
+    o.outbox
+        .store(item_for(&damaged, "1.3"), false)
+        .await
+        .expect("store");
     settle(&o.outbox).await;
     let spool = Arc::clone(&o.spool);
     o.close().await;
@@ -290,8 +402,18 @@ async fn restart_resumes_pending_verifies_unsynced_rows_and_sweeps_orphans() {
     assert!(!spool.absolute("spool/orphan.dcm").exists());
     assert!(!damaged.abs_path.exists());
     assert!(synced.abs_path.exists() && intact.abs_path.exists());
-    assert_eq!(count(&o.outbox, "SELECT SUM(open_associations) FROM studies").await, 0);
-    assert_eq!(count(&o.outbox, "SELECT COUNT(*) FROM items WHERE file_synced = 0").await, 0);
+    assert_eq!(
+        count(&o.outbox, "SELECT SUM(open_associations) FROM studies").await,
+        0
+    );
+    assert_eq!(
+        count(
+            &o.outbox,
+            "SELECT COUNT(*) FROM items WHERE file_synced = 0"
+        )
+        .await,
+        0
+    );
     let due = o.outbox.due_items(now_ms() + 1, 10).await.expect("due");
     let uids: Vec<&str> = due.iter().map(|d| d.sop_instance_uid.as_str()).collect();
     assert_eq!(uids, vec!["1.1", "1.2"]);

@@ -17,6 +17,7 @@ use tempfile::TempDir;
 
 pub const STORESCU: &str = "/usr/bin/storescu";
 pub const ECHOSCU: &str = "/usr/bin/echoscu";
+pub const STORESCP: &str = "/usr/bin/storescp";
 
 /// The shared sample files (`../shared/testdata/dicom` from the repository root).
 pub fn testdata(relative: &str) -> PathBuf {
@@ -46,11 +47,16 @@ pub fn transfer_syntax_of(part10: &[u8]) -> String {
             let l = &part10[pos + 8..pos + 12];
             (u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize, 12)
         } else {
-            (u16::from_le_bytes([part10[pos + 6], part10[pos + 7]]) as usize, 8)
+            (
+                u16::from_le_bytes([part10[pos + 6], part10[pos + 7]]) as usize,
+                8,
+            )
         };
         if element == 0x0010 {
             let v = &part10[pos + header..pos + header + len];
-            return String::from_utf8_lossy(v).trim_end_matches(['\0', ' ']).to_string();
+            return String::from_utf8_lossy(v)
+                .trim_end_matches(['\0', ' '])
+                .to_string();
         }
         pos += header + len;
     }
@@ -109,7 +115,8 @@ impl DcmtkRun {
 /// The gateway running in this process.
 pub struct TestApp {
     pub gateway: Option<Gateway>,
-    pub dir: TempDir,
+    /// Holds the data directory until the app is dropped.
+    _dir: TempDir,
     pub config: Config,
 }
 
@@ -129,10 +136,12 @@ impl TestApp {
             ..Config::default()
         };
         adjust(&mut config);
-        let gateway = Gateway::start(config.clone()).await.expect("gateway starts");
+        let gateway = Gateway::start(config.clone())
+            .await
+            .expect("gateway starts");
         TestApp {
             gateway: Some(gateway),
-            dir,
+            _dir: dir,
             config,
         }
     }
@@ -155,7 +164,11 @@ impl TestApp {
             g.shutdown().await;
         }
         adjust(&mut self.config);
-        self.gateway = Some(Gateway::start(self.config.clone()).await.expect("gateway restarts"));
+        self.gateway = Some(
+            Gateway::start(self.config.clone())
+                .await
+                .expect("gateway restarts"),
+        );
     }
 
     pub async fn stop(mut self) {
@@ -176,7 +189,10 @@ impl TestApp {
     /// Run dcmtk `echoscu` against the gateway.
     pub async fn echoscu(&self, args: &[&str]) -> DcmtkRun {
         let mut cmd = tokio::process::Command::new(ECHOSCU);
-        cmd.arg("-v").args(args).arg("127.0.0.1").arg(self.port().to_string());
+        cmd.arg("-v")
+            .args(args)
+            .arg("127.0.0.1")
+            .arg(self.port().to_string());
         run(cmd).await
     }
 
@@ -284,6 +300,52 @@ async fn run(mut cmd: tokio::process::Command) -> DcmtkRun {
     }
 }
 
+/// What dcmtk's `storescu` puts on the wire for `file` with `args`, as received by
+/// dcmtk's own `storescp` in bit-preserving mode (`+B`). dcmtk re-encodes while
+/// sending (it drops Data Set Trailing Padding and gives sequences explicit lengths),
+/// so this, not the source file, is "what the modality sent".
+pub async fn dcmtk_reference(args: &[&str], file: &Path) -> Vec<u8> {
+    let out = tempfile::tempdir().expect("tempdir");
+    let port = dead_port();
+    let mut scp = tokio::process::Command::new(STORESCP)
+        .args(["+B", "+xa", "-od"])
+        .arg(out.path())
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("dcmtk storescp runs");
+    let start = Instant::now();
+    // Retried until storescp listens.
+    loop {
+        let mut attempt = tokio::process::Command::new(STORESCU);
+        attempt
+            .args(["-aet", "TESTSCU"])
+            .args(args)
+            .arg("127.0.0.1")
+            .arg(port.to_string())
+            .arg(file);
+        let run = run(attempt).await;
+        if run.success {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "storescp reference: {}",
+            run.output
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = scp.kill().await;
+    let files: Vec<PathBuf> = std::fs::read_dir(out.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "storescp wrote {files:?}");
+    std::fs::read(&files[0]).expect("read reference")
+}
+
 /// Poll `check` until it returns true or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where
@@ -374,10 +436,16 @@ impl RawScu {
     }
 
     /// C-STORE `dataset` under the given command UIDs; returns (status, comment).
-    pub async fn store(&mut self, sop_class: &str, sop_instance: &str, dataset: &[u8]) -> (u16, Option<String>) {
+    pub async fn store(
+        &mut self,
+        sop_class: &str,
+        sop_instance: &str,
+        dataset: &[u8],
+    ) -> (u16, Option<String>) {
         let id = self.next_message_id;
         self.next_message_id += 1;
-        self.send_command(dimse::store_request(id, sop_class, sop_instance)).await;
+        self.send_command(dimse::store_request(id, sop_class, sop_instance))
+            .await;
         self.send_data(dataset, true).await;
         match self.assoc.receive().await.expect("response") {
             Pdu::PData { data } => {
@@ -392,7 +460,8 @@ impl RawScu {
 
     /// Send a command and part of its data set, then abort the association.
     pub async fn store_then_abort(mut self, sop_class: &str, sop_instance: &str, partial: &[u8]) {
-        self.send_command(dimse::store_request(1, sop_class, sop_instance)).await;
+        self.send_command(dimse::store_request(1, sop_class, sop_instance))
+            .await;
         self.send_data(partial, false).await;
         let _ = self.assoc.abort().await;
     }
@@ -455,7 +524,14 @@ impl Orthanc {
         eventually(Duration::from_secs(20), "Orthanc answering", || {
             let client = client.clone();
             let url = url.clone();
-            async move { client.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false) }
+            async move {
+                client
+                    .get(&url)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            }
         })
         .await;
         Some(orthanc)
@@ -486,7 +562,12 @@ impl Orthanc {
                 .json()
                 .await
                 .expect("json");
-            uids.push(tags["SOPInstanceUID"].as_str().unwrap_or_default().to_string());
+            uids.push(
+                tags["SOPInstanceUID"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
         uids.sort();
         uids

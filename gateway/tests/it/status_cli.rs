@@ -13,7 +13,12 @@ async fn status_shows_queue_stat_oldest_last_error_and_quarantine() {
         .storescu(&["-aec", "ER_GW"], &[testdata("single/MR_small.dcm")])
         .await;
     assert_eq!(run.stored(), 1, "{}", run.output);
-    let mut scu = RawScu::connect(app.port(), "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.1.2.1").await;
+    let mut scu = RawScu::connect(
+        app.port(),
+        "1.2.840.10008.5.1.4.1.1.4",
+        "1.2.840.10008.1.2.1",
+    )
+    .await;
     let truncated = std::fs::read(testdata("edge/MR_truncated.dcm")).expect("read");
     let (status, _) = scu
         .store(
@@ -24,16 +29,21 @@ async fn status_shows_queue_stat_oldest_last_error_and_quarantine() {
         .await;
     assert_eq!(status, 0xC000);
     scu.release().await;
-    eventually(Duration::from_secs(10), "a delivery error recorded", || async {
-        app.items().await.iter().any(|i| i.last_error.is_some())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "a delivery error recorded",
+        || async { app.items().await.iter().any(|i| i.last_error.is_some()) },
+    )
     .await;
 
     let text = app.status_cli(false).await;
     assert!(text.contains("queue: 2 pending"), "{text}");
     assert!(text.contains("of which 1 STAT"), "{text}");
     assert!(text.contains("oldest waiting:"), "{text}");
-    assert!(text.contains("1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"), "oldest is the CT: {text}");
+    assert!(
+        text.contains("1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"),
+        "oldest is the CT: {text}"
+    );
     assert!(text.contains("cannot reach the hub"), "{text}");
     assert!(text.contains("delivered: 0"), "{text}");
     assert!(text.contains("quarantined: 1"), "{text}");
@@ -47,7 +57,10 @@ async fn status_shows_queue_stat_oldest_last_error_and_quarantine() {
     assert_eq!(json["quarantined"], 1);
     let reason = json["quarantine"][0]["reason"].as_str().unwrap_or("");
     assert!(!reason.is_empty());
-    assert!(json["last_error"]["error"].as_str().unwrap_or("").contains("cannot reach"));
+    assert!(json["last_error"]["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("cannot reach"));
     app.stop().await;
 }
 
