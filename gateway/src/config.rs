@@ -33,6 +33,8 @@ pub struct Config {
     /// STOW-RS requests in flight at once.
     pub forward_concurrency: usize,
     /// Called AE titles that mark what is sent to them as STAT (an "emergency" AE).
+    /// A list, or in the environment also a comma-separated string.
+    #[serde(deserialize_with = "list_or_csv")]
     pub stat_ae_titles: Vec<String>,
     /// First retry delay bound in milliseconds (doubles per attempt, full jitter).
     pub backoff_base_ms: u64,
@@ -83,6 +85,25 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("configuration: {0}")]
     Invalid(String),
+}
+
+/// Accept `["A", "B"]` or `"A,B"` (the natural way to write a list in an environment
+/// variable).
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(v) => v,
+        ListOrCsv::Csv(s) => s
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect(),
+    })
 }
 
 impl Config {
@@ -196,6 +217,24 @@ mod tests {
             assert_eq!(c.site, "township-7");
             assert!(c.is_stat_ae("er_ct "));
             assert!(!c.is_stat_ae("TOWNSHIP_GW"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    // figment's Jail API fixes the closure's error type; nothing to box on our side.
+    #[allow(clippy::result_large_err)]
+    fn stat_ae_titles_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GATEWAY_STAT_AE_TITLES", "ER_CT, ER_US");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                c.stat_ae_titles,
+                vec!["ER_CT".to_string(), "ER_US".to_string()]
+            );
+            jail.set_env("GATEWAY_STAT_AE_TITLES", "[ER_DX]");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.stat_ae_titles, vec!["ER_DX".to_string()]);
             Ok(())
         });
     }

@@ -34,7 +34,9 @@ impl HubState {
         for entry in std::fs::read_dir(&tmp_dir)?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         Ok(HubState {
             storage,
             tmp_dir,
@@ -47,8 +49,14 @@ impl HubState {
 /// Mount the hub's own routes (ingest). The caller registers `web::Data<HubState>`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/dicomweb/studies", web::post().to(crate::stow::store))
-        .route("/dicomweb/studies/{study}", web::post().to(crate::stow::store_into_study))
-        .route("/ingest/studies/{study}/complete", web::post().to(crate::ingest::complete))
+        .route(
+            "/dicomweb/studies/{study}",
+            web::post().to(crate::stow::store_into_study),
+        )
+        .route(
+            "/ingest/studies/{study}/complete",
+            web::post().to(crate::ingest::complete),
+        )
         .route("/api/exams", web::get().to(crate::ingest::list_exams))
         .route("/healthz", web::get().to(health));
 }
@@ -61,13 +69,19 @@ async fn health(state: web::Data<HubState>) -> HttpResponse {
 }
 
 /// Build the server on an already bound listener (so tests can bind port 0).
-pub fn build_server(listener: TcpListener, storage: Storage, config: &HubConfig) -> std::io::Result<Server> {
+pub fn build_server(
+    listener: TcpListener,
+    storage: Storage,
+    config: &HubConfig,
+) -> std::io::Result<Server> {
     let hub = web::Data::new(HubState::new(storage.clone(), config)?);
     let viewer = web::Data::new(ViewerState { storage });
     let serve_viewer = config.serve_viewer;
     let mut server = HttpServer::new(move || {
         App::new()
-            .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("hub::http"))
+            .wrap(
+                actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("hub::http"),
+            )
             .app_data(hub.clone())
             .app_data(viewer.clone())
             // Bodies are streamed; the default 256 KiB payload limit applies only to

@@ -64,7 +64,11 @@ impl HubConfig {
             Some(url) => BlobConfig::from_url(url)?,
             None => BlobConfig::Local(self.data_dir.join("blobs")),
         };
-        Ok(StorageConfig { database_url, max_connections: self.max_db_connections, blobs })
+        Ok(StorageConfig {
+            database_url,
+            max_connections: self.max_db_connections,
+            blobs,
+        })
     }
 
     /// Directory for request bodies being received.

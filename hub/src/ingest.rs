@@ -29,19 +29,35 @@ pub async fn complete(
     let site = site_of(&req)?;
     let study = parse_uid("StudyInstanceUID in path", &path)?;
     let priority = Priority::parse(&body.priority).ok_or_else(|| {
-        ApiError::bad_request("invalid_priority", format!("priority {:?} is not stat or routine", body.priority))
+        ApiError::bad_request(
+            "invalid_priority",
+            format!("priority {:?} is not stat or routine", body.priority),
+        )
     })?;
     if body.instance_count < 0 {
-        return Err(ApiError::bad_request("invalid_count", "instance_count must not be negative"));
+        return Err(ApiError::bad_request(
+            "invalid_count",
+            "instance_count must not be negative",
+        ));
     }
-    match storage::exams::complete_study(&state.storage.db, &site, &study, priority, body.instance_count).await? {
+    match storage::exams::complete_study(
+        &state.storage.db,
+        &site,
+        &study,
+        priority,
+        body.instance_count,
+    )
+    .await?
+    {
         Completion::Ready(exam) => Ok(HttpResponse::Ok().json(exam)),
         Completion::Incomplete { stored, expected } => Err(ApiError::new(
             actix_web::http::StatusCode::CONFLICT,
             "incomplete",
             format!("hub holds {stored} of the {expected} instances delivered for this study"),
         )),
-        Completion::NotFound => Err(ApiError::not_found(format!("no study {study} from site {site}"))),
+        Completion::NotFound => Err(ApiError::not_found(format!(
+            "no study {study} from site {site}"
+        ))),
     }
 }
 
@@ -53,11 +69,17 @@ pub struct ExamQuery {
 }
 
 /// `GET /api/exams`: exams, newest first (the worklist proper comes later).
-pub async fn list_exams(state: web::Data<HubState>, q: web::Query<ExamQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list_exams(
+    state: web::Data<HubState>,
+    q: web::Query<ExamQuery>,
+) -> Result<HttpResponse, ApiError> {
     let exams = match &q.study {
         Some(study) => {
             let study = parse_uid("study", study)?;
-            storage::exams::by_study(&state.storage.db, &study).await?.into_iter().collect()
+            storage::exams::by_study(&state.storage.db, &study)
+                .await?
+                .into_iter()
+                .collect()
         }
         None => storage::exams::list(&state.storage.db, 500).await?,
     };

@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand};
 use hub::HubConfig;
 
 #[derive(Parser)]
-#[command(name = "hub", about = "County diagnostic hub: DICOMweb ingest, index and read side")]
+#[command(
+    name = "hub",
+    about = "County diagnostic hub: DICOMweb ingest, index and read side"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,7 +34,8 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -49,8 +53,11 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> anyhow::
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let storage_config = config.storage().context("storage configuration")?;
-    let storage = storage::Storage::open(&storage_config).await.context("opening storage")?;
-    let listener = TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
+    let storage = storage::Storage::open(&storage_config)
+        .await
+        .context("opening storage")?;
+    let listener =
+        TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let server = hub::build_server(listener, storage.clone(), &config)?;
     tracing::info!(%addr, database = %redact(&storage_config.database_url), "hub started");

@@ -41,7 +41,11 @@ mod reason {
 const PIPELINE_DEPTH: usize = 4;
 
 /// `POST /dicomweb/studies`
-pub async fn store(req: HttpRequest, state: web::Data<HubState>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn store(
+    req: HttpRequest,
+    state: web::Data<HubState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     handle(req, state, None, payload).await
 }
 
@@ -65,22 +69,38 @@ pub fn site_of(req: &HttpRequest) -> Result<String, ApiError> {
     let site = v.to_str().unwrap_or_default();
     let valid = !site.is_empty()
         && site.len() <= 64
-        && site.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && site
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if valid {
         Ok(site.to_string())
     } else {
-        Err(ApiError::bad_request("invalid_site", "X-Site must be 1-64 letters, digits, '-' or '_'"))
+        Err(ApiError::bad_request(
+            "invalid_site",
+            "X-Site must be 1-64 letters, digits, '-' or '_'",
+        ))
     }
 }
 
 /// The boundary of a `multipart/related; type="application/dicom"` body.
 fn boundary_of(req: &HttpRequest) -> Result<String, ApiError> {
-    let unsupported = |what: String| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", what);
+    let unsupported = |what: String| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            what,
+        )
+    };
     let ct = req
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| unsupported("Content-Type is missing; expected multipart/related; type=\"application/dicom\"".into()))?;
+        .ok_or_else(|| {
+            unsupported(
+                "Content-Type is missing; expected multipart/related; type=\"application/dicom\""
+                    .into(),
+            )
+        })?;
     let m: mime::Mime = ct
         .parse()
         .map_err(|_| unsupported(format!("Content-Type {ct:?} is not a media type")))?;
@@ -100,13 +120,21 @@ fn boundary_of(req: &HttpRequest) -> Result<String, ApiError> {
     }
     m.get_param(mime::BOUNDARY)
         .map(|b| b.as_str().to_string())
-        .ok_or_else(|| ApiError::bad_request("missing_boundary", "multipart Content-Type has no boundary parameter"))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "missing_boundary",
+                "multipart Content-Type has no boundary parameter",
+            )
+        })
 }
 
 /// One part's fate before indexing.
 enum Prepared {
     /// Uploaded (or found identical) and ready to index.
-    Ready { instance: NewInstance, uploaded: bool },
+    Ready {
+        instance: Box<NewInstance>,
+        uploaded: bool,
+    },
     /// Identical instance already stored: nothing to write.
     AlreadyStored { header: Box<InstanceHeader> },
     /// Refused, with what we know of it.
@@ -122,7 +150,12 @@ struct Failure {
 
 impl Failure {
     fn anonymous(reason: u16, comment: String) -> Self {
-        Failure { sop_class_uid: None, sop_instance_uid: None, reason, comment }
+        Failure {
+            sop_class_uid: None,
+            sop_instance_uid: None,
+            reason,
+            comment,
+        }
     }
 
     fn of(h: &InstanceHeader, reason: u16, comment: String) -> Self {
@@ -157,7 +190,9 @@ async fn handle(
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
     let mut multipart = multer::Multipart::new(stream, boundary);
 
     let mut pending = futures_util::stream::FuturesOrdered::new();
@@ -169,7 +204,10 @@ async fn handle(
             Ok(None) => break,
             Err(e) => {
                 if part_no == 0 {
-                    return Err(ApiError::bad_request("malformed_multipart", format!("request body is not valid multipart: {e}")));
+                    return Err(ApiError::bad_request(
+                        "malformed_multipart",
+                        format!("request body is not valid multipart: {e}"),
+                    ));
                 }
                 prepared.push(Prepared::Failed(Failure::anonymous(
                     reason::CANNOT_UNDERSTAND,
@@ -185,7 +223,9 @@ async fn handle(
         // Spawned, so checking and uploading this part overlaps receiving the next.
         pending.push_back(actix_web::rt::spawn(async move {
             match received {
-                Ok((tmp, size, sha256)) => prepare(&state, study.as_deref(), tmp, size, sha256).await,
+                Ok((tmp, size, sha256)) => {
+                    prepare(&state, study.as_deref(), tmp, size, sha256).await
+                }
                 Err(f) => Prepared::Failed(f),
             }
         }));
@@ -199,23 +239,32 @@ async fn handle(
         prepared.push(joined(p));
     }
     if prepared.is_empty() {
-        return Err(ApiError::bad_request("empty_request", "the multipart body has no parts"));
+        return Err(ApiError::bad_request(
+            "empty_request",
+            "the multipart body has no parts",
+        ));
     }
 
     let to_index: Vec<NewInstance> = prepared
         .iter()
         .filter_map(|p| match p {
-            Prepared::Ready { instance, .. } => Some(instance.clone()),
+            Prepared::Ready { instance, .. } => Some(NewInstance::clone(instance)),
             _ => None,
         })
         .collect();
     let outcomes = if to_index.is_empty() {
         Vec::new()
     } else {
-        storage::index::index_batch(&state.storage.db, &site, &to_index).await.map_err(|e| {
-            tracing::error!(error = %e, "STOW-RS: indexing failed");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the index is unavailable; nothing was stored, retry later")
-        })?
+        storage::index::index_batch(&state.storage.db, &site, &to_index)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "STOW-RS: indexing failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the index is unavailable; nothing was stored, retry later",
+                )
+            })?
     };
 
     let base = viewer_api::base_url(&req);
@@ -272,7 +321,10 @@ async fn handle(
     };
     let mut body = serde_json::Map::new();
     if let Some(study) = &study {
-        body.insert("00081190".into(), json!({"vr": "UR", "Value": [format!("{base}/studies/{study}")]}));
+        body.insert(
+            "00081190".into(),
+            json!({"vr": "UR", "Value": [format!("{base}/studies/{study}")]}),
+        );
     }
     if !stored.is_empty() {
         body.insert("00081199".into(), json!({"vr": "SQ", "Value": stored}));
@@ -281,11 +333,18 @@ async fn handle(
         let items: Vec<Value> = failed.iter().map(failed_item).collect();
         body.insert("00081198".into(), json!({"vr": "SQ", "Value": items}));
     }
-    Ok(HttpResponse::build(status).content_type("application/dicom+json").json(Value::Object(body)))
+    Ok(HttpResponse::build(status)
+        .content_type("application/dicom+json")
+        .json(Value::Object(body)))
 }
 
 fn joined(r: Result<Prepared, actix_web::rt::task::JoinError>) -> Prepared {
-    r.unwrap_or_else(|e| Prepared::Failed(Failure::anonymous(reason::PROCESSING_FAILURE, format!("part processing failed: {e}"))))
+    r.unwrap_or_else(|e| {
+        Prepared::Failed(Failure::anonymous(
+            reason::PROCESSING_FAILURE,
+            format!("part processing failed: {e}"),
+        ))
+    })
 }
 
 /// Stream one part to a temporary file, hashing it; refuse parts of the wrong type or size.
@@ -306,7 +365,10 @@ async fn receive_part(
     }
     let io_failure = |e: std::io::Error| {
         tracing::error!(error = %e, "STOW-RS: cannot write temporary file");
-        Failure::anonymous(reason::OUT_OF_RESOURCES, format!("part {part_no}: hub cannot spool the upload: {e}"))
+        Failure::anonymous(
+            reason::OUT_OF_RESOURCES,
+            format!("part {part_no}: hub cannot spool the upload: {e}"),
+        )
     };
     let tmp = NamedTempFile::new_in(&state.tmp_dir).map_err(io_failure)?;
     let mut file = std::io::BufWriter::with_capacity(256 * 1024, tmp.reopen().map_err(io_failure)?);
@@ -336,7 +398,10 @@ async fn receive_part(
     if too_big {
         return Err(Failure::anonymous(
             reason::CANNOT_UNDERSTAND,
-            format!("part {part_no}: {size} bytes exceeds the {} bytes accepted per instance", state.max_instance_bytes),
+            format!(
+                "part {part_no}: {size} bytes exceeds the {} bytes accepted per instance",
+                state.max_instance_bytes
+            ),
         ));
     }
     file.flush().map_err(io_failure)?;
@@ -345,23 +410,39 @@ async fn receive_part(
 }
 
 /// Parse, check and upload one received part.
-async fn prepare(state: &HubState, study: Option<&str>, tmp: NamedTempFile, size: u64, sha256: String) -> Prepared {
+async fn prepare(
+    state: &HubState,
+    study: Option<&str>,
+    tmp: NamedTempFile,
+    size: u64,
+    sha256: String,
+) -> Prepared {
     let header = {
         let Ok(_slot) = state.parse_slots.acquire().await else {
-            return Prepared::Failed(Failure::anonymous(reason::PROCESSING_FAILURE, "hub is shutting down".into()));
+            return Prepared::Failed(Failure::anonymous(
+                reason::PROCESSING_FAILURE,
+                "hub is shutting down".into(),
+            ));
         };
         let path = tmp.path().to_path_buf();
         match tokio::task::spawn_blocking(move || parse_header(&path, size)).await {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => {
                 let code = match e {
-                    DicomError::MissingAttribute(_) | DicomError::InvalidUid { .. } => reason::DATA_SET_MISMATCH,
+                    DicomError::MissingAttribute(_) | DicomError::InvalidUid { .. } => {
+                        reason::DATA_SET_MISMATCH
+                    }
                     DicomError::Io(_) => reason::OUT_OF_RESOURCES,
                     _ => reason::CANNOT_UNDERSTAND,
                 };
                 return Prepared::Failed(Failure::anonymous(code, e.to_string()));
             }
-            Err(e) => return Prepared::Failed(Failure::anonymous(reason::PROCESSING_FAILURE, format!("parser failed: {e}"))),
+            Err(e) => {
+                return Prepared::Failed(Failure::anonymous(
+                    reason::PROCESSING_FAILURE,
+                    format!("parser failed: {e}"),
+                ))
+            }
         }
     };
     if let Some(study) = study {
@@ -375,29 +456,48 @@ async fn prepare(state: &HubState, study: Option<&str>, tmp: NamedTempFile, size
     }
     match storage::index::find_instance(&state.storage.db, &header.sop_instance_uid).await {
         Ok(Some(existing)) if existing.sha256 == sha256 => {
-            return Prepared::AlreadyStored { header: Box::new(header) };
+            return Prepared::AlreadyStored {
+                header: Box::new(header),
+            };
         }
         Ok(Some(existing)) => {
             let comment = format!(
                 "SOP Instance UID {} is already stored with different content (sha256 {}); the original was kept",
                 header.sop_instance_uid, existing.sha256
             );
-            return Prepared::Failed(Failure::of(&header, reason::DUPLICATE_SOP_INSTANCE, comment));
+            return Prepared::Failed(Failure::of(
+                &header,
+                reason::DUPLICATE_SOP_INSTANCE,
+                comment,
+            ));
         }
         Ok(None) => {}
         Err(e) => {
             tracing::error!(error = %e, "STOW-RS: index lookup failed");
-            return Prepared::Failed(Failure::of(&header, reason::OUT_OF_RESOURCES, "index unavailable, retry later".into()));
+            return Prepared::Failed(Failure::of(
+                &header,
+                reason::OUT_OF_RESOURCES,
+                "index unavailable, retry later".into(),
+            ));
         }
     }
     let key = blob_key(&sha256);
     if let Err(e) = state.storage.blobs.put_file(&key, tmp.path(), size).await {
         tracing::error!(error = %e, key = %key, "STOW-RS: blob store write failed");
-        return Prepared::Failed(Failure::of(&header, reason::OUT_OF_RESOURCES, "blob store unavailable, retry later".into()));
+        return Prepared::Failed(Failure::of(
+            &header,
+            reason::OUT_OF_RESOURCES,
+            "blob store unavailable, retry later".into(),
+        ));
     }
     drop(tmp);
     Prepared::Ready {
-        instance: NewInstance { header, size_bytes: size, sha256, blob_key: key },
+        instance: Box::new(NewInstance {
+            header,
+            size_bytes: size,
+            sha256,
+            blob_key: key,
+        }),
         uploaded: true,
     }
 }
@@ -410,7 +510,8 @@ fn parse_header(path: &Path, size: u64) -> Result<InstanceHeader, DicomError> {
 /// After a refused index write, remove our upload unless the stored instance uses the
 /// very same key (an identical file: the key is content-addressed).
 async fn discard_unreferenced_blob(state: &HubState, instance: &NewInstance) {
-    match storage::index::find_instance(&state.storage.db, &instance.header.sop_instance_uid).await {
+    match storage::index::find_instance(&state.storage.db, &instance.header.sop_instance_uid).await
+    {
         Ok(Some(stored)) if stored.blob_key == instance.blob_key => {}
         Ok(_) => {
             if let Err(e) = state.storage.blobs.delete(&instance.blob_key).await {

@@ -51,7 +51,9 @@ impl BlobConfig {
             let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
             let prefix = prefix.trim_matches('/');
             if bucket.is_empty() {
-                return Err(StorageError::Config(format!("S3 URL has no bucket name: {url:?}")));
+                return Err(StorageError::Config(format!(
+                    "S3 URL has no bucket name: {url:?}"
+                )));
             }
             let mut endpoint = None;
             let mut region = "us-east-1".to_string();
@@ -59,11 +61,16 @@ impl BlobConfig {
                 match pair.split_once('=') {
                     Some(("endpoint", v)) => endpoint = Some(v.to_string()),
                     Some(("region", v)) => region = v.to_string(),
-                    _ => return Err(StorageError::Config(format!("unknown S3 URL parameter {pair:?}"))),
+                    _ => {
+                        return Err(StorageError::Config(format!(
+                            "unknown S3 URL parameter {pair:?}"
+                        )))
+                    }
                 }
             }
             let env = |k: &str| {
-                std::env::var(k).map_err(|_| StorageError::Config(format!("{k} must be set for S3 storage")))
+                std::env::var(k)
+                    .map_err(|_| StorageError::Config(format!("{k} must be set for S3 storage")))
             };
             Ok(BlobConfig::S3 {
                 endpoint,
@@ -98,7 +105,14 @@ impl BlobStore {
                 // fsync: a STOW-RS success is an acknowledgement that the file is durable.
                 Arc::new(LocalFileSystem::new_with_prefix(dir)?.with_fsync(true))
             }
-            BlobConfig::S3 { endpoint, bucket, prefix, region, access_key_id, secret_access_key } => {
+            BlobConfig::S3 {
+                endpoint,
+                bucket,
+                prefix,
+                region,
+                access_key_id,
+                secret_access_key,
+            } => {
                 let mut b = AmazonS3Builder::new()
                     .with_bucket_name(bucket)
                     .with_region(region)
@@ -166,8 +180,13 @@ impl BlobStore {
     /// Stream a blob's bytes.
     pub async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
         match self.store.get(&Path::from(key)).await {
-            Ok(r) => Ok(r.into_stream().map(|c| c.map_err(StorageError::from)).boxed()),
-            Err(object_store::Error::NotFound { .. }) => Err(StorageError::BlobNotFound(key.to_string())),
+            Ok(r) => Ok(r
+                .into_stream()
+                .map(|c| c.map_err(StorageError::from))
+                .boxed()),
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(StorageError::BlobNotFound(key.to_string()))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -176,7 +195,9 @@ impl BlobStore {
     pub async fn get_bytes(&self, key: &str) -> Result<Bytes> {
         match self.store.get(&Path::from(key)).await {
             Ok(r) => Ok(r.bytes().await?),
-            Err(object_store::Error::NotFound { .. }) => Err(StorageError::BlobNotFound(key.to_string())),
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(StorageError::BlobNotFound(key.to_string()))
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -124,14 +124,20 @@ where
 pub async fn by_study(db: &Db, study_uid: &str) -> Result<Option<Exam>> {
     let sql = concat!(exam_select!(), " WHERE e.study_uid = $1");
     on_db!(db, |pool| {
-        let row = sqlx::query(sql).bind(study_uid).fetch_optional(pool).await?;
+        let row = sqlx::query(sql)
+            .bind(study_uid)
+            .fetch_optional(pool)
+            .await?;
         row.map(|r| exam(&r)).transpose()
     })
 }
 
 /// All exams, newest first (for status pages and tests until the worklist exists).
 pub async fn list(db: &Db, limit: i64) -> Result<Vec<Exam>> {
-    let sql = concat!(exam_select!(), " ORDER BY e.received_at DESC, e.id DESC LIMIT $1");
+    let sql = concat!(
+        exam_select!(),
+        " ORDER BY e.received_at DESC, e.id DESC LIMIT $1"
+    );
     on_db!(db, |pool| {
         let rows = sqlx::query(sql).bind(limit).fetch_all(pool).await?;
         rows.iter().map(exam).collect()
@@ -153,7 +159,11 @@ pub async fn complete_study(
     let select = concat!(exam_select!(), " WHERE e.study_uid = $1");
     on_db!(db, |pool| {
         let mut tx = pool.begin().await?;
-        let Some(row) = sqlx::query(select).bind(study_uid).fetch_optional(&mut *tx).await? else {
+        let Some(row) = sqlx::query(select)
+            .bind(study_uid)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
             return Ok(Completion::NotFound);
         };
         let current = exam(&row)?;
@@ -162,10 +172,17 @@ pub async fn complete_study(
             return Ok(Completion::NotFound);
         }
         if current.instance_count < expected_instances {
-            return Ok(Completion::Incomplete { stored: current.instance_count, expected: expected_instances });
+            return Ok(Completion::Incomplete {
+                stored: current.instance_count,
+                expected: expected_instances,
+            });
         }
         // Priority only ever rises: a STAT notice on a routine exam escalates it.
-        let priority = if current.priority == Priority::Stat.as_str() { Priority::Stat } else { priority };
+        let priority = if current.priority == Priority::Stat.as_str() {
+            Priority::Stat
+        } else {
+            priority
+        };
         let became_ready = sqlx::query(
             "UPDATE exams SET status = 'ready', priority = $1, ready_at = $2, updated_at = $2 \
              WHERE id = $3 AND status = 'receiving'",
@@ -178,8 +195,19 @@ pub async fn complete_study(
         .rows_affected()
             == 1;
         if became_ready {
-            let detail = format!("study complete, {expected_instances} instances, {}", priority.as_str());
-            record_event!(&mut *tx, current.id, "ready", format!("site:{site}"), detail, now).await?;
+            let detail = format!(
+                "study complete, {expected_instances} instances, {}",
+                priority.as_str()
+            );
+            record_event!(
+                &mut *tx,
+                current.id,
+                "ready",
+                format!("site:{site}"),
+                detail,
+                now
+            )
+            .await?;
         } else if priority != Priority::parse(&current.priority).unwrap_or(Priority::Routine) {
             sqlx::query("UPDATE exams SET priority = $1, updated_at = $2 WHERE id = $3")
                 .bind(priority.as_str())
@@ -188,7 +216,10 @@ pub async fn complete_study(
                 .execute(&mut *tx)
                 .await?;
         }
-        let row = sqlx::query(select).bind(study_uid).fetch_one(&mut *tx).await?;
+        let row = sqlx::query(select)
+            .bind(study_uid)
+            .fetch_one(&mut *tx)
+            .await?;
         let updated = exam(&row)?;
         tx.commit().await?;
         Ok(Completion::Ready(updated))

@@ -94,9 +94,16 @@ pub fn name_match_key(name: &str) -> String {
 
 /// Look up an instance by SOP Instance UID.
 pub async fn find_instance(db: &Db, sop_instance_uid: &str) -> Result<Option<StoredInstance>> {
-    let sql = concat!("SELECT ", instance_columns!(), " FROM instances WHERE sop_instance_uid = $1");
+    let sql = concat!(
+        "SELECT ",
+        instance_columns!(),
+        " FROM instances WHERE sop_instance_uid = $1"
+    );
     on_db!(db, |pool| {
-        let row = sqlx::query(sql).bind(sop_instance_uid).fetch_optional(pool).await?;
+        let row = sqlx::query(sql)
+            .bind(sop_instance_uid)
+            .fetch_optional(pool)
+            .await?;
         row.map(|r| stored_instance(&r)).transpose()
     })
 }
@@ -104,14 +111,14 @@ pub async fn find_instance(db: &Db, sop_instance_uid: &str) -> Result<Option<Sto
 /// Site owning a study, if the study exists.
 pub async fn study_site(db: &Db, study_uid: &str) -> Result<Option<String>> {
     on_db!(db, |pool| {
-        let site: Option<String> = sqlx::query_scalar("SELECT site FROM studies WHERE study_uid = $1")
-            .bind(study_uid)
-            .fetch_optional(pool)
-            .await?;
+        let site: Option<String> =
+            sqlx::query_scalar("SELECT site FROM studies WHERE study_uid = $1")
+                .bind(study_uid)
+                .fetch_optional(pool)
+                .await?;
         Ok(site)
     })
 }
-
 
 fn stored_instance<R: Row>(r: &R) -> Result<StoredInstance>
 where
@@ -145,7 +152,8 @@ pub async fn index_batch(db: &Db, site: &str, items: &[NewInstance]) -> Result<V
         let mut touched_studies: Vec<&str> = Vec::new();
         for item in items {
             let h = &item.header;
-            let metadata = serde_json::to_string(&h.metadata).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            let metadata = serde_json::to_string(&h.metadata)
+                .map_err(|e| StorageError::Corrupt(e.to_string()))?;
 
             sqlx::query(
                 "INSERT INTO studies (study_uid, site, patient_id, issuer_of_patient_id, patient_name, \
@@ -198,12 +206,15 @@ pub async fn index_batch(db: &Db, site: &str, items: &[NewInstance]) -> Result<V
             .await?
             .rows_affected()
                 == 1;
-            let series_study: String = sqlx::query_scalar("SELECT study_uid FROM series WHERE series_uid = $1")
-                .bind(&h.series_instance_uid)
-                .fetch_one(&mut *tx)
-                .await?;
+            let series_study: String =
+                sqlx::query_scalar("SELECT study_uid FROM series WHERE series_uid = $1")
+                    .bind(&h.series_instance_uid)
+                    .fetch_one(&mut *tx)
+                    .await?;
             if series_study != h.study_instance_uid {
-                outcomes.push(IndexOutcome::WrongParent { stored_study_uid: series_study });
+                outcomes.push(IndexOutcome::WrongParent {
+                    stored_study_uid: series_study,
+                });
                 continue;
             }
 
@@ -233,16 +244,31 @@ pub async fn index_batch(db: &Db, site: &str, items: &[NewInstance]) -> Result<V
             .rows_affected()
                 == 1;
             if !inserted {
-                let sql = concat!("SELECT ", instance_columns!(), " FROM instances WHERE sop_instance_uid = $1");
-                let row = sqlx::query(sql).bind(&h.sop_instance_uid).fetch_one(&mut *tx).await?;
+                let sql = concat!(
+                    "SELECT ",
+                    instance_columns!(),
+                    " FROM instances WHERE sop_instance_uid = $1"
+                );
+                let row = sqlx::query(sql)
+                    .bind(&h.sop_instance_uid)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 let stored = stored_instance(&row)?;
-                outcomes.push(if stored.study_uid != h.study_instance_uid || stored.series_uid != h.series_instance_uid {
-                    IndexOutcome::WrongParent { stored_study_uid: stored.study_uid }
-                } else if stored.sha256 == item.sha256 {
-                    IndexOutcome::AlreadyStored
-                } else {
-                    IndexOutcome::Conflict { stored_sha256: stored.sha256 }
-                });
+                outcomes.push(
+                    if stored.study_uid != h.study_instance_uid
+                        || stored.series_uid != h.series_instance_uid
+                    {
+                        IndexOutcome::WrongParent {
+                            stored_study_uid: stored.study_uid,
+                        }
+                    } else if stored.sha256 == item.sha256 {
+                        IndexOutcome::AlreadyStored
+                    } else {
+                        IndexOutcome::Conflict {
+                            stored_sha256: stored.sha256,
+                        }
+                    },
+                );
                 // The series row may have been created for nothing; it stays empty and
                 // harmless only if it has instances, so remove it when it has none.
                 if series_new {
@@ -253,10 +279,12 @@ pub async fn index_batch(db: &Db, site: &str, items: &[NewInstance]) -> Result<V
                 }
                 continue;
             }
-            sqlx::query("UPDATE series SET num_instances = num_instances + 1 WHERE series_uid = $1")
-                .bind(&h.series_instance_uid)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE series SET num_instances = num_instances + 1 WHERE series_uid = $1",
+            )
+            .bind(&h.series_instance_uid)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(
                 "UPDATE studies SET num_instances = num_instances + 1, num_series = num_series + $1, \
                  updated_at = $2 WHERE study_uid = $3",

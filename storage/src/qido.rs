@@ -263,14 +263,19 @@ fn build_sql(q: &Query) -> (String, Vec<Param>) {
             clauses.push(matcher_sql(*key, matcher, &mut params));
         }
     }
-    let where_sql = if clauses.is_empty() { "1 = 1".to_string() } else { clauses.join(" AND ") };
+    let where_sql = if clauses.is_empty() {
+        "1 = 1".to_string()
+    } else {
+        clauses.join(" AND ")
+    };
     let study_cols = "st.study_uid, st.site, st.patient_id, st.issuer_of_patient_id, st.patient_name, \
         st.patient_birth_date, st.patient_sex, st.study_date, st.study_time, st.accession_number, st.study_id, \
         st.study_description, st.referring_physician_name, st.specific_character_set, st.num_series, \
         st.num_instances AS study_num_instances";
     let series_cols = "se.series_uid, se.modality, se.series_number, se.series_description, \
         se.body_part_examined, se.num_instances AS series_num_instances";
-    let instance_cols = "i.sop_instance_uid, i.sop_class_uid, i.instance_number, i.transfer_syntax_uid, \
+    let instance_cols =
+        "i.sop_instance_uid, i.sop_class_uid, i.instance_number, i.transfer_syntax_uid, \
         i.number_of_frames, i.rows_, i.columns_";
     let (cols, from, order, sample) = match q.level {
         Level::Study => (
@@ -293,7 +298,11 @@ fn build_sql(q: &Query) -> (String, Vec<Param>) {
             "i.metadata",
         ),
     };
-    let sample = if q.with_sample_metadata { format!(", {sample} AS sample_metadata") } else { String::new() };
+    let sample = if q.with_sample_metadata {
+        format!(", {sample} AS sample_metadata")
+    } else {
+        String::new()
+    };
     params.push(Param::Int(q.limit));
     let limit_n = params.len();
     params.push(Param::Int(q.offset));
@@ -310,7 +319,13 @@ fn matcher_sql(key: Key, matcher: &Matcher, params: &mut Vec<Param>) -> String {
         params.push(p);
         format!("${}", params.len())
     };
-    let text = |s: &str| if key == Key::PatientName { name_match_key(s) } else { s.to_string() };
+    let text = |s: &str| {
+        if key == Key::PatientName {
+            name_match_key(s)
+        } else {
+            s.to_string()
+        }
+    };
     match matcher {
         Matcher::Exact(v) if key == Key::PatientName => {
             // Match the whole name or any one component group (alphabetic=ideographic=...).
@@ -335,7 +350,10 @@ fn matcher_sql(key: Key, matcher: &Matcher, params: &mut Vec<Param>) -> String {
             }
         }
         Matcher::List(values) => {
-            let placeholders: Vec<String> = values.iter().map(|v| push(Param::Text(v.clone()))).collect();
+            let placeholders: Vec<String> = values
+                .iter()
+                .map(|v| push(Param::Text(v.clone())))
+                .collect();
             format!("{col} IN ({})", placeholders.join(", "))
         }
         Matcher::Range { from, to } => {
@@ -434,8 +452,17 @@ where
     } else {
         None
     };
-    let sample_metadata = if q.with_sample_metadata { r.try_get("sample_metadata")? } else { None };
-    Ok(Hit { study, series, instance, sample_metadata })
+    let sample_metadata = if q.with_sample_metadata {
+        r.try_get("sample_metadata")?
+    } else {
+        None
+    };
+    Ok(Hit {
+        study,
+        series,
+        instance,
+        sample_metadata,
+    })
 }
 
 /// ModalitiesInStudy for every study in the result, in one query.
@@ -459,8 +486,11 @@ async fn fill_modalities(db: &Db, hits: &mut [Hit]) -> Result<()> {
         query.fetch_all(pool).await?
     });
     for h in hits.iter_mut() {
-        let mut m: Vec<String> =
-            pairs.iter().filter(|(s, _)| *s == h.study.study_uid).map(|(_, m)| m.clone()).collect();
+        let mut m: Vec<String> = pairs
+            .iter()
+            .filter(|(s, _)| *s == h.study.study_uid)
+            .map(|(_, m)| m.clone())
+            .collect();
         m.sort();
         m.dedup();
         h.study.modalities = m;
@@ -484,8 +514,17 @@ mod tests {
             level: Level::Series,
             conditions: vec![
                 (Key::PatientName, Matcher::Wildcard("wang*".into())),
-                (Key::ModalitiesInStudy, Matcher::List(vec!["CT".into(), "MR".into()])),
-                (Key::StudyDate, Matcher::Range { from: Some("20240101".into()), to: None }),
+                (
+                    Key::ModalitiesInStudy,
+                    Matcher::List(vec!["CT".into(), "MR".into()]),
+                ),
+                (
+                    Key::StudyDate,
+                    Matcher::Range {
+                        from: Some("20240101".into()),
+                        to: None,
+                    },
+                ),
             ],
             limit: 10,
             offset: 0,

@@ -36,7 +36,18 @@ pub(crate) use on_both_backends;
 /// Generate DICOM files with `tests/py/make_dicom.py`; returns their paths.
 pub fn make_dicom(args: &[&str]) -> Vec<PathBuf> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/py/make_dicom.py");
-    let out = Command::new("python3").arg(script).args(args).output().expect("python3");
-    assert!(out.status.success(), "make_dicom.py failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(PathBuf::from).collect()
+    let out = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "make_dicom.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect()
 }

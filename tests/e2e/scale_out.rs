@@ -13,18 +13,33 @@ async fn two_hubs_share_one_database_and_bucket() -> Result<()> {
     let env = Env::new(Backend::PostgresS3).await?;
     let a = Hub::start(&env, "hub-a", 0)?;
     let b = Hub::start(&env, "hub-b", 0)?;
-    let files = make_dicom(&["study", env.path("gen").to_str().context("path")?, "20", "--salt", "two"]);
+    let files = make_dicom(&[
+        "study",
+        env.path("gen").to_str().context("path")?,
+        "20",
+        "--salt",
+        "two",
+    ]);
     let parts: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
     // Both replicas receive overlapping halves at the same time, as behind a proxy with retries.
-    let (ra, rb) = tokio::join!(stow(&a.url, Some("township-a"), &parts[..14]), stow(&b.url, Some("township-a"), &parts[6..]));
+    let (ra, rb) = tokio::join!(
+        stow(&a.url, Some("township-a"), &parts[..14]),
+        stow(&b.url, Some("township-a"), &parts[6..])
+    );
     let (ra, rb) = (ra?, rb?);
     ensure!(ra.0 == 200 && rb.0 == 200, "{ra:?} {rb:?}");
-    let stored: BTreeSet<String> = sop_uids(&ra.1, "00081199").into_iter().chain(sop_uids(&rb.1, "00081199")).collect();
+    let stored: BTreeSet<String> = sop_uids(&ra.1, "00081199")
+        .into_iter()
+        .chain(sop_uids(&rb.1, "00081199"))
+        .collect();
     ensure!(stored.len() == 20);
     for hub in [&a, &b] {
         let (_, studies) = get_json(&format!("{}/studies", hub.dicomweb())).await?;
         let study = &studies.as_array().context("array")?[0];
-        ensure!(attr(study, "00201208").as_deref() == Some("20"), "each instance once, seen from both: {study}");
+        ensure!(
+            attr(study, "00201208").as_deref() == Some("20"),
+            "each instance once, seen from both: {study}"
+        );
     }
     let (_, exams) = get_json(&format!("{}/api/exams", a.url)).await?;
     ensure!(exams.as_array().map(Vec::len) == Some(1), "{exams}");
@@ -34,11 +49,28 @@ async fn two_hubs_share_one_database_and_bucket() -> Result<()> {
 #[test]
 fn compose_file_is_valid() -> Result<()> {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../compose.yaml");
-    let out = std::process::Command::new("docker-compose").args(["-f", file, "config", "--quiet"]).output()?;
-    ensure!(out.status.success(), "docker-compose config: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("docker-compose")
+        .args(["-f", file, "config", "--quiet"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "docker-compose config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(file)?;
-    for service in ["postgres", "objectstore", "hub-1", "hub-2", "viewer-api", "proxy", "gateway"] {
-        ensure!(text.contains(&format!("  {service}:")), "compose.yaml lacks service {service}");
+    for service in [
+        "postgres",
+        "objectstore",
+        "hub-1",
+        "hub-2",
+        "viewer-api",
+        "proxy",
+        "gateway",
+    ] {
+        ensure!(
+            text.contains(&format!("  {service}:")),
+            "compose.yaml lacks service {service}"
+        );
     }
     ensure!(text.matches("healthcheck:").count() >= 5, "health checks");
     Ok(())

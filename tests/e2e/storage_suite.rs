@@ -12,14 +12,22 @@ use tests::{testdata, Backend, Env};
 
 use crate::on_both_backends;
 
-on_both_backends!(index_outcomes_and_exam_lifecycle, large_blob_streams_through);
+on_both_backends!(
+    index_outcomes_and_exam_lifecycle,
+    large_blob_streams_through
+);
 
 fn instance(rel: &str, sha: &str) -> Result<NewInstance> {
     let path = testdata(rel);
     let len = std::fs::metadata(&path)?.len();
     let header = read_instance_header(std::fs::File::open(&path)?, len, Limits::default())?;
     let blob_key = blob_key(sha);
-    Ok(NewInstance { header, size_bytes: len, sha256: sha.into(), blob_key })
+    Ok(NewInstance {
+        header,
+        size_bytes: len,
+        sha256: sha.into(),
+        blob_key,
+    })
 }
 
 pub async fn index_outcomes_and_exam_lifecycle(backend: Backend) -> Result<()> {
@@ -28,38 +36,66 @@ pub async fn index_outcomes_and_exam_lifecycle(backend: Backend) -> Result<()> {
     let ct = instance("dicom/single/CT_small.dcm", "aa")?;
     let study = ct.header.study_instance_uid.clone();
     let out = index_batch(&s.db, "township-a", &[ct.clone(), ct.clone()]).await?;
-    ensure!(out == vec![IndexOutcome::Stored, IndexOutcome::AlreadyStored], "{out:?}");
+    ensure!(
+        out == vec![IndexOutcome::Stored, IndexOutcome::AlreadyStored],
+        "{out:?}"
+    );
     let mut changed = ct.clone();
     changed.sha256 = "bb".into();
     let out = index_batch(&s.db, "township-a", &[changed]).await?;
-    ensure!(matches!(&out[0], IndexOutcome::Conflict { stored_sha256 } if stored_sha256 == "aa"), "{out:?}");
-    let out = index_batch(&s.db, "township-b", &[ct.clone()]).await?;
+    ensure!(
+        matches!(&out[0], IndexOutcome::Conflict { stored_sha256 } if stored_sha256 == "aa"),
+        "{out:?}"
+    );
+    let out = index_batch(&s.db, "township-b", std::slice::from_ref(&ct)).await?;
     ensure!(out == vec![IndexOutcome::WrongSite], "{out:?}");
 
-    let exam = storage::exams::by_study(&s.db, &study).await?.context("exam")?;
-    ensure!(exam.status == "receiving" && exam.instance_count == 1, "{exam:?}");
+    let exam = storage::exams::by_study(&s.db, &study)
+        .await?
+        .context("exam")?;
     ensure!(
-        storage::exams::complete_study(&s.db, "township-b", &study, Priority::Routine, 1).await? == Completion::NotFound,
+        exam.status == "receiving" && exam.instance_count == 1,
+        "{exam:?}"
+    );
+    ensure!(
+        storage::exams::complete_study(&s.db, "township-b", &study, Priority::Routine, 1).await?
+            == Completion::NotFound,
         "another site's notice must not complete the exam"
     );
     ensure!(matches!(
         storage::exams::complete_study(&s.db, "township-a", &study, Priority::Routine, 2).await?,
-        Completion::Incomplete { stored: 1, expected: 2 }
+        Completion::Incomplete {
+            stored: 1,
+            expected: 2
+        }
     ));
-    let Completion::Ready(exam) = storage::exams::complete_study(&s.db, "township-a", &study, Priority::Stat, 1).await? else {
+    let Completion::Ready(exam) =
+        storage::exams::complete_study(&s.db, "township-a", &study, Priority::Stat, 1).await?
+    else {
         anyhow::bail!("not ready");
     };
-    ensure!(exam.status == "ready" && exam.priority == "stat", "{exam:?}");
+    ensure!(
+        exam.status == "ready" && exam.priority == "stat",
+        "{exam:?}"
+    );
     // A late instance reopens the same exam.
     let mut late = instance("dicom/single/CT_small.dcm", "cc")?;
     late.header.sop_instance_uid = "1.2.3.4.5.6.7".into();
     let out = index_batch(&s.db, "township-a", &[late]).await?;
     ensure!(out == vec![IndexOutcome::Stored]);
-    let reopened = storage::exams::by_study(&s.db, &study).await?.context("exam")?;
-    ensure!(reopened.id == exam.id && reopened.status == "receiving" && reopened.instance_count == 2, "{reopened:?}");
+    let reopened = storage::exams::by_study(&s.db, &study)
+        .await?
+        .context("exam")?;
+    ensure!(
+        reopened.id == exam.id && reopened.status == "receiving" && reopened.instance_count == 2,
+        "{reopened:?}"
+    );
     let events = storage::exams::events(&s.db, exam.id).await?;
     let statuses: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
-    ensure!(statuses == ["receiving", "ready", "receiving"], "{statuses:?}");
+    ensure!(
+        statuses == ["receiving", "ready", "receiving"],
+        "{statuses:?}"
+    );
     Ok(())
 }
 
@@ -73,7 +109,9 @@ pub async fn large_blob_streams_through(backend: Backend) -> Result<()> {
     }
     f.flush()?;
     let size = 20 * chunk.len() as u64;
-    s.blobs.put_file("dicom/1.2/3.4/5.6/big.dcm", f.path(), size).await?;
+    s.blobs
+        .put_file("dicom/1.2/3.4/5.6/big.dcm", f.path(), size)
+        .await?;
     let mut stream = s.blobs.get_stream("dicom/1.2/3.4/5.6/big.dcm").await?;
     let mut total = 0u64;
     let mut ok = true;
@@ -84,7 +122,10 @@ pub async fn large_blob_streams_through(backend: Backend) -> Result<()> {
         }
         total += c.len() as u64;
     }
-    ensure!(total == size && ok, "read back {total} of {size} bytes, content ok: {ok}");
+    ensure!(
+        total == size && ok,
+        "read back {total} of {size} bytes, content ok: {ok}"
+    );
     ensure!(s.blobs.exists("dicom/1.2/3.4/5.6/big.dcm").await?);
     s.blobs.delete("dicom/1.2/3.4/5.6/big.dcm").await?;
     ensure!(!s.blobs.exists("dicom/1.2/3.4/5.6/big.dcm").await?);

@@ -1,11 +1,17 @@
 //! STOW-RS straight into the hub: idempotency, conflicts, Chinese text and bad input.
 
 use anyhow::{ensure, Context, Result};
-use tests::{attr, get_json, multipart, retrieve_parts, sop_uids, stow, testdata, Backend, Env, Hub};
+use tests::{
+    attr, get_json, multipart, retrieve_parts, sop_uids, stow, testdata, Backend, Env, Hub,
+};
 
 use crate::{make_dicom, on_both_backends};
 
-on_both_backends!(resend_is_idempotent_and_conflict_keeps_original, chinese_names_decode, bad_input_is_refused_and_the_rest_stored);
+on_both_backends!(
+    resend_is_idempotent_and_conflict_keeps_original,
+    chinese_names_decode,
+    bad_input_is_refused_and_the_rest_stored
+);
 
 fn read(rel: &str) -> Result<Vec<u8>> {
     std::fs::read(testdata(rel)).with_context(|| format!("test data {rel}"))
@@ -15,22 +21,33 @@ pub async fn resend_is_idempotent_and_conflict_keeps_original(backend: Backend) 
     let env = Env::new(backend).await?;
     let hub = Hub::start(&env, "hub", 0)?;
     let mr = read("dicom/single/MR_small.dcm")?;
-    let (status, body) = stow(&hub.url, None, &[mr.clone()]).await?;
+    let (status, body) = stow(&hub.url, None, std::slice::from_ref(&mr)).await?;
     ensure!(status == 200, "first store: {status} {body}");
-    let (status, body) = stow(&hub.url, None, &[mr.clone()]).await?;
-    ensure!(status == 200 && sop_uids(&body, "00081199").len() == 1, "identical resend: {status} {body}");
+    let (status, body) = stow(&hub.url, None, std::slice::from_ref(&mr)).await?;
+    ensure!(
+        status == 200 && sop_uids(&body, "00081199").len() == 1,
+        "identical resend: {status} {body}"
+    );
 
     // Same SOP Instance UID, different bytes (implicit VR encoding of the same image).
     let other = read("dicom/single/MR_small_implicit.dcm")?;
     let (status, body) = stow(&hub.url, None, &[other]).await?;
     ensure!(status == 409, "conflict must be refused: {status} {body}");
     let failed = &body["00081198"]["Value"][0];
-    ensure!(attr(failed, "00081197").as_deref() == Some("273"), "reason 0x0111: {failed}");
-    ensure!(attr(failed, "00000902").is_some_and(|c| c.contains("different content")), "comment: {failed}");
+    ensure!(
+        attr(failed, "00081197").as_deref() == Some("273"),
+        "reason 0x0111: {failed}"
+    );
+    ensure!(
+        attr(failed, "00000902").is_some_and(|c| c.contains("different content")),
+        "comment: {failed}"
+    );
 
     let storage = env.storage().await?;
     let sop = "1.3.6.1.4.1.5962.1.1.4.1.1.20040826185059.5457";
-    let stored = storage::index::find_instance(&storage.db, sop).await?.context("stored")?;
+    let stored = storage::index::find_instance(&storage.db, sop)
+        .await?
+        .context("stored")?;
     let parts = retrieve_parts(&format!(
         "{}/studies/{}/series/{}/instances/{sop}",
         hub.dicomweb(),
@@ -40,7 +57,10 @@ pub async fn resend_is_idempotent_and_conflict_keeps_original(backend: Backend) 
     .await?;
     ensure!(parts == vec![mr], "the original must be kept byte for byte");
     let (_, exams) = get_json(&format!("{}/api/exams", hub.url)).await?;
-    ensure!(exams.as_array().map(Vec::len) == Some(1), "one exam: {exams}");
+    ensure!(
+        exams.as_array().map(Vec::len) == Some(1),
+        "one exam: {exams}"
+    );
     Ok(())
 }
 
@@ -51,16 +71,25 @@ pub async fn chinese_names_decode(backend: Backend) -> Result<()> {
     let parts: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
     let (status, body) = stow(&hub.url, None, &parts).await?;
     ensure!(status == 200, "{status} {body}");
-    for (query, ideographic) in [("王*", "王^芳"), ("张^三", "张^三"), ("zhang*", "张^三")] {
-        let (status, found) = get_json(&format!("{}/studies?PatientName={query}", hub.dicomweb())).await?;
+    for (query, ideographic) in [("王*", "王^芳"), ("张^三", "张^三"), ("zhang*", "张^三")]
+    {
+        let (status, found) =
+            get_json(&format!("{}/studies?PatientName={query}", hub.dicomweb())).await?;
         ensure!(status == 200, "{status}");
         let found = found.as_array().context("array")?;
         ensure!(found.len() == 1, "PatientName={query}: {found:?}");
         let pn = &found[0]["00100010"]["Value"][0];
-        ensure!(pn["Ideographic"] == ideographic, "PatientName={query}: {pn}");
+        ensure!(
+            pn["Ideographic"] == ideographic,
+            "PatientName={query}: {pn}"
+        );
         let study = attr(&found[0], "0020000D").context("uid")?;
         let (_, meta) = get_json(&format!("{}/studies/{study}/metadata", hub.dicomweb())).await?;
-        ensure!(meta[0]["00081030"]["Value"][0] == "胸部CT平扫", "StudyDescription decoded: {}", meta[0]["00081030"]);
+        ensure!(
+            meta[0]["00081030"]["Value"][0] == "胸部CT平扫",
+            "StudyDescription decoded: {}",
+            meta[0]["00081030"]
+        );
     }
     Ok(())
 }
@@ -88,7 +117,8 @@ pub async fn bad_input_is_refused_and_the_rest_stored(backend: Backend) -> Resul
     truncated.truncate(good.len() / 3);
     let truncated_pixels = read("dicom/edge/MR_truncated.dcm")?;
     let no_uids = read("dicom/edge/empty_charset_LEI.dcm")?;
-    let bad_uid = std::fs::read(&make_dicom(&["bad-uid", env.path("bad").to_str().context("path")?])[0])?;
+    let bad_uid =
+        std::fs::read(&make_dicom(&["bad-uid", env.path("bad").to_str().context("path")?])[0])?;
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("not DICOM", b"this is not a DICOM file at all, just text".to_vec(), "not a DICOM Part 10 file"),
         ("truncated", truncated, "truncated"),
@@ -104,23 +134,38 @@ pub async fn bad_input_is_refused_and_the_rest_stored(backend: Backend) -> Resul
     let failed = body["00081198"]["Value"].as_array().context("failures")?;
     for (name, _, expected) in &cases {
         ensure!(
-            failed.iter().any(|f| attr(f, "00000902").is_some_and(|c| c.contains(expected))),
+            failed
+                .iter()
+                .any(|f| attr(f, "00000902").is_some_and(|c| c.contains(expected))),
             "{name}: no failure mentioning {expected:?} in {failed:?}"
         );
     }
     let stored = sop_uids(&body, "00081199");
-    ensure!(stored.contains(&"1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322".to_string()), "good CT stored: {body}");
+    ensure!(
+        stored.contains(&"1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322".to_string()),
+        "good CT stored: {body}"
+    );
     // The hostile file must not have made the hub allocate what it declared.
     let peak = hub.proc.peak_rss_kib().context("rss")?;
-    ensure!(peak < 300 * 1024, "hub peak RSS {peak} KiB after hostile input");
+    ensure!(
+        peak < 300 * 1024,
+        "hub peak RSS {peak} KiB after hostile input"
+    );
 
     // Wrong media types.
     let client = reqwest::Client::new();
-    for ct in ["application/json", "multipart/related; type=\"application/dicom+json\"; boundary=X", "multipart/form-data; boundary=X"] {
+    for ct in [
+        "application/json",
+        "multipart/related; type=\"application/dicom+json\"; boundary=X",
+        "multipart/form-data; boundary=X",
+    ] {
         let resp = client
             .post(format!("{}/studies", hub.dicomweb()))
             .header("Content-Type", ct)
-            .body(multipart("X", &[("application/dicom", read("dicom/single/CT_small.dcm")?)]))
+            .body(multipart(
+                "X",
+                &[("application/dicom", read("dicom/single/CT_small.dcm")?)],
+            ))
             .send()
             .await?;
         ensure!(resp.status().as_u16() == 415, "{ct}: {}", resp.status());
@@ -128,17 +173,34 @@ pub async fn bad_input_is_refused_and_the_rest_stored(backend: Backend) -> Resul
     // A study URL that disagrees with the instance, and a malformed one.
     let resp = client
         .post(format!("{}/studies/1.2.3.4", hub.dicomweb()))
-        .header("Content-Type", "multipart/related; type=\"application/dicom\"; boundary=X")
-        .body(multipart("X", &[("application/dicom", read("dicom/single/MR_small.dcm")?)]))
+        .header(
+            "Content-Type",
+            "multipart/related; type=\"application/dicom\"; boundary=X",
+        )
+        .body(multipart(
+            "X",
+            &[("application/dicom", read("dicom/single/MR_small.dcm")?)],
+        ))
         .send()
         .await?;
-    ensure!(resp.status().as_u16() == 409, "study mismatch: {}", resp.status());
+    ensure!(
+        resp.status().as_u16() == 409,
+        "study mismatch: {}",
+        resp.status()
+    );
     let resp = client
         .post(format!("{}/studies/1.2.x", hub.dicomweb()))
-        .header("Content-Type", "multipart/related; type=\"application/dicom\"; boundary=X")
+        .header(
+            "Content-Type",
+            "multipart/related; type=\"application/dicom\"; boundary=X",
+        )
         .body(multipart("X", &[]))
         .send()
         .await?;
-    ensure!(resp.status().as_u16() == 400, "malformed study UID: {}", resp.status());
+    ensure!(
+        resp.status().as_u16() == 400,
+        "malformed study UID: {}",
+        resp.status()
+    );
     Ok(())
 }

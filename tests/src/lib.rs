@@ -52,14 +52,21 @@ impl Env {
                     .context("HUB_TEST_S3_URL is not set: run the suite with scripts/test")?;
                 let name = format!("t_{tag}");
                 let pool = sqlx::PgPool::connect(&admin).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&pool).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&pool)
+                    .await?;
                 pool.close().await;
                 let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
                 let (bucket, query) = s3.split_once('?').unwrap_or((&s3, ""));
                 (format!("{base}/{name}"), format!("{bucket}/{tag}?{query}"))
             }
         };
-        Ok(Env { backend, dir, database_url, blob_url })
+        Ok(Env {
+            backend,
+            dir,
+            database_url,
+            blob_url,
+        })
     }
 
     /// Open the storage API on this test's backends (for direct assertions).
@@ -82,17 +89,36 @@ impl Env {
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/e2e-hash -> target/<profile>/<name>
-    exe.parent().and_then(Path::parent).expect("target dir").join(name)
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(name)
 }
 
 /// Shared test data (`../shared/testdata` from the repository root).
 pub fn testdata(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/testdata")
+        .join(rel)
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released).
+/// A free TCP port on 127.0.0.1 for a server started later.
+///
+/// Chosen below Linux's ephemeral range (32768+): a client retrying a port in that range
+/// while nothing listens can be handed the very same port for its own end and connect to
+/// itself, taking the port from the server that starts later.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() % 5000) as u16;
+    for _ in 0..10_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed + n.wrapping_mul(7)) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
 /// A child process killed when dropped, whose stderr goes to a log file.
@@ -106,7 +132,9 @@ impl Proc {
     /// Start `cmd`, wait for a stdout line starting with `ready_prefix`, return it.
     fn start(mut cmd: Command, log: PathBuf, ready_prefix: &str) -> Result<(Proc, String)> {
         let log_file = std::fs::File::create(&log)?;
-        cmd.stdout(Stdio::piped()).stderr(log_file).stdin(Stdio::null());
+        cmd.stdout(Stdio::piped())
+            .stderr(log_file)
+            .stdin(Stdio::null());
         let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
         let stdout = child.stdout.take().context("stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -117,15 +145,25 @@ impl Proc {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut proc = Proc { child: Some(child), log };
+        let mut proc = Proc {
+            child: Some(child),
+            log,
+        };
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) if line.starts_with(ready_prefix) => return Ok((proc, line)),
                 Ok(_) => continue,
                 Err(_) => {
+                    let exit = proc
+                        .child
+                        .as_mut()
+                        .and_then(|c| c.try_wait().ok().flatten());
                     proc.kill();
-                    bail!("{ready_prefix} never printed; log:\n{}", proc.log_tail());
+                    bail!(
+                        "{ready_prefix} never printed (exit: {exit:?}); log:\n{}",
+                        proc.log_tail()
+                    );
                 }
             }
         }
@@ -207,7 +245,12 @@ impl Hub {
             .env("HUB_WORKERS", "2")
             .env("RUST_LOG", "info,sqlx=warn");
         let (proc, line) = Proc::start(cmd, env.path(&format!("{name}.log")), "hub ready:")?;
-        let url = line.split("http=").nth(1).context("hub ready line")?.trim().to_string();
+        let url = line
+            .split("http=")
+            .nth(1)
+            .context("hub ready line")?
+            .trim()
+            .to_string();
         Ok(Hub { proc, url })
     }
 
@@ -249,7 +292,9 @@ impl Gateway {
     /// Start a gateway from an existing configuration (after a crash, say).
     pub fn restart(env: &Env, name: &str, config: &Path) -> Result<Gateway> {
         let mut cmd = Command::new(bin("gateway"));
-        cmd.args(["run", "--config"]).arg(config).env("RUST_LOG", "info,sqlx=warn");
+        cmd.args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info,sqlx=warn");
         let log = env.path(&format!("{name}-{}.log", uuid::Uuid::new_v4().simple()));
         let (proc, line) = Proc::start(cmd, log, "gateway ready:")?;
         let dicom = line
@@ -257,14 +302,30 @@ impl Gateway {
             .find_map(|w| w.strip_prefix("dicom="))
             .context("dicom= in ready line")?
             .to_string();
-        let ae = line.split_whitespace().find_map(|w| w.strip_prefix("ae=")).unwrap_or("TOWNSHIP_GW").to_string();
-        Ok(Gateway { proc, dicom, ae, config: config.to_path_buf() })
+        let ae = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("ae="))
+            .unwrap_or("TOWNSHIP_GW")
+            .to_string();
+        Ok(Gateway {
+            proc,
+            dicom,
+            ae,
+            config: config.to_path_buf(),
+        })
     }
 
     /// Output of `gateway status` for this gateway's configuration.
     pub fn status(&self) -> Result<String> {
-        let out = Command::new(bin("gateway")).args(["status", "--config"]).arg(&self.config).output()?;
-        Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        let out = Command::new(bin("gateway"))
+            .args(["status", "--config"])
+            .arg(&self.config)
+            .output()?;
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 
     fn host_port(&self) -> (String, String) {
@@ -282,7 +343,11 @@ impl Gateway {
             .arg(&port)
             .args(files)
             .output()?;
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         // With -nh storescu exits 0 even when files fail: read what it said.
         if !out.status.success() || text.contains("E: ") {
             bail!("storescu failed: {text}");
@@ -293,7 +358,11 @@ impl Gateway {
     /// Run dcmtk's `echoscu`.
     pub fn echoscu(&self) -> Result<Output> {
         let (host, port) = self.host_port();
-        Ok(Command::new("/usr/bin/echoscu").args(["-aec", &self.ae]).arg(&host).arg(&port).output()?)
+        Ok(Command::new("/usr/bin/echoscu")
+            .args(["-aec", &self.ae])
+            .arg(&host)
+            .arg(&port)
+            .output()?)
     }
 }
 
@@ -329,11 +398,17 @@ pub fn multipart(boundary: &str, parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
 
 /// STOW-RS the given DICOM files' bytes in one request; returns status and JSON body.
 pub async fn stow(url: &str, site: Option<&str>, parts: &[Vec<u8>]) -> Result<(u16, Value)> {
-    let parts: Vec<(&str, Vec<u8>)> = parts.iter().map(|p| ("application/dicom", p.clone())).collect();
+    let parts: Vec<(&str, Vec<u8>)> = parts
+        .iter()
+        .map(|p| ("application/dicom", p.clone()))
+        .collect();
     let body = multipart("STOWBOUNDARY", &parts);
     let mut req = reqwest::Client::new()
         .post(format!("{url}/dicomweb/studies"))
-        .header("Content-Type", "multipart/related; type=\"application/dicom\"; boundary=STOWBOUNDARY")
+        .header(
+            "Content-Type",
+            "multipart/related; type=\"application/dicom\"; boundary=STOWBOUNDARY",
+        )
         .header("Accept", "application/dicom+json")
         .body(body);
     if let Some(site) = site {
@@ -351,20 +426,31 @@ pub async fn get_json(url: &str) -> Result<(u16, Value)> {
     let resp = reqwest::get(url).await?;
     let status = resp.status().as_u16();
     let text = resp.text().await?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
 }
 
 /// Split a `multipart/related` response into its parts' bodies.
 pub async fn retrieve_parts(url: &str) -> Result<Vec<Vec<u8>>> {
     let resp = reqwest::Client::new()
         .get(url)
-        .header("Accept", "multipart/related; type=\"application/dicom\"; transfer-syntax=*")
+        .header(
+            "Accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+        )
         .send()
         .await?;
     if !resp.status().is_success() {
         bail!("retrieve {url}: HTTP {}", resp.status());
     }
-    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let boundary = ct
         .split(';')
         .find_map(|p| p.trim().strip_prefix("boundary="))
@@ -385,7 +471,10 @@ pub fn attr(item: &Value, tag: &str) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
-        Value::Object(o) => o.get("Alphabetic").and_then(Value::as_str).map(str::to_string),
+        Value::Object(o) => o
+            .get("Alphabetic")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         _ => None,
     }
 }

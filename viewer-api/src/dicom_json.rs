@@ -16,7 +16,8 @@ impl JsonDataset {
     pub fn text(&mut self, tag: &str, vr: &str, value: Option<&str>) -> &mut Self {
         if let Some(v) = value.filter(|v| !v.is_empty()) {
             let values: Vec<Value> = v.split('\\').map(|s| Value::from(s.trim())).collect();
-            self.0.insert(tag.into(), json!({"vr": vr, "Value": values}));
+            self.0
+                .insert(tag.into(), json!({"vr": vr, "Value": values}));
         }
         self
     }
@@ -24,7 +25,8 @@ impl JsonDataset {
     /// A multi-valued string attribute.
     pub fn texts(&mut self, tag: &str, vr: &str, values: &[String]) -> &mut Self {
         if !values.is_empty() {
-            self.0.insert(tag.into(), json!({"vr": vr, "Value": values}));
+            self.0
+                .insert(tag.into(), json!({"vr": vr, "Value": values}));
         }
         self
     }
@@ -42,7 +44,8 @@ impl JsonDataset {
                     _ => {}
                 }
             }
-            self.0.insert(tag.into(), json!({"vr": "PN", "Value": [pn]}));
+            self.0
+                .insert(tag.into(), json!({"vr": "PN", "Value": [pn]}));
         }
         self
     }

@@ -30,13 +30,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/series", web::get().to(qido::all_series))
             .route("/instances", web::get().to(qido::all_instances))
             .route("/studies/{study}", web::get().to(wado::study))
-            .route("/studies/{study}/metadata", web::get().to(wado::study_metadata))
+            .route(
+                "/studies/{study}/metadata",
+                web::get().to(wado::study_metadata),
+            )
             .route("/studies/{study}/series", web::get().to(qido::study_series))
-            .route("/studies/{study}/instances", web::get().to(qido::study_instances))
-            .route("/studies/{study}/series/{series}", web::get().to(wado::series))
-            .route("/studies/{study}/series/{series}/metadata", web::get().to(wado::series_metadata))
-            .route("/studies/{study}/series/{series}/instances", web::get().to(qido::series_instances))
-            .route("/studies/{study}/series/{series}/instances/{instance}", web::get().to(wado::instance))
+            .route(
+                "/studies/{study}/instances",
+                web::get().to(qido::study_instances),
+            )
+            .route(
+                "/studies/{study}/series/{series}",
+                web::get().to(wado::series),
+            )
+            .route(
+                "/studies/{study}/series/{series}/metadata",
+                web::get().to(wado::series_metadata),
+            )
+            .route(
+                "/studies/{study}/series/{series}/instances",
+                web::get().to(qido::series_instances),
+            )
+            .route(
+                "/studies/{study}/series/{series}/instances/{instance}",
+                web::get().to(wado::instance),
+            )
             .route(
                 "/studies/{study}/series/{series}/instances/{instance}/metadata",
                 web::get().to(wado::instance_metadata),

@@ -42,7 +42,10 @@ struct Cli {
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -50,7 +53,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(file) = &cli.config {
         fig = fig.merge(Toml::file_exact(file));
     }
-    let config: Config = fig.merge(Env::prefixed("VIEWER_")).extract().context("configuration")?;
+    let config: Config = fig
+        .merge(Env::prefixed("VIEWER_"))
+        .extract()
+        .context("configuration")?;
     let storage = storage::Storage::open(&storage::StorageConfig {
         database_url: config.database_url.clone(),
         max_connections: config.max_db_connections,
@@ -59,13 +65,17 @@ async fn main() -> anyhow::Result<()> {
     .await
     .context("opening storage")?;
     let state = web::Data::new(ViewerState { storage });
-    let listener = std::net::TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
+    let listener = std::net::TcpListener::bind(&config.listen)
+        .with_context(|| format!("binding {}", config.listen))?;
     println!("viewer-api ready: http=http://{}", listener.local_addr()?);
     HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .configure(viewer_api::configure)
-            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
+            .route(
+                "/healthz",
+                web::get().to(|| async { HttpResponse::Ok().body("ok") }),
+            )
     })
     .listen(listener)?
     .run()

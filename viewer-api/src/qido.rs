@@ -17,12 +17,20 @@ const MAX_LIMIT: i64 = 1000;
 type Params = web::Query<Vec<(String, String)>>;
 
 /// `GET /studies`
-pub async fn studies(req: HttpRequest, state: web::Data<ViewerState>, params: Params) -> Result<HttpResponse, ApiError> {
+pub async fn studies(
+    req: HttpRequest,
+    state: web::Data<ViewerState>,
+    params: Params,
+) -> Result<HttpResponse, ApiError> {
     search(&req, &state, Level::Study, Vec::new(), &params).await
 }
 
 /// `GET /series`
-pub async fn all_series(req: HttpRequest, state: web::Data<ViewerState>, params: Params) -> Result<HttpResponse, ApiError> {
+pub async fn all_series(
+    req: HttpRequest,
+    state: web::Data<ViewerState>,
+    params: Params,
+) -> Result<HttpResponse, ApiError> {
     search(&req, &state, Level::Series, Vec::new(), &params).await
 }
 
@@ -105,7 +113,10 @@ async fn search(
     hits.truncate(requested as usize);
 
     let base = base_url(req);
-    let body: Vec<Value> = hits.iter().map(|h| to_json(h, level, &base, &parsed.include)).collect();
+    let body: Vec<Value> = hits
+        .iter()
+        .map(|h| to_json(h, level, &base, &parsed.include))
+        .collect();
     let mut resp = HttpResponse::Ok();
     resp.content_type("application/dicom+json");
     let mut warnings = parsed.warnings;
@@ -116,19 +127,28 @@ async fn search(
         );
     }
     for w in warnings {
-        resp.append_header((header::WARNING, format!("299 hub: \"{}\"", w.replace('"', "'"))));
+        resp.append_header((
+            header::WARNING,
+            format!("299 hub: \"{}\"", w.replace('"', "'")),
+        ));
     }
     Ok(resp.json(body))
 }
 
 /// QIDO answers JSON only; refuse an Accept that excludes it.
 fn check_accept(req: &HttpRequest) -> Result<(), ApiError> {
-    let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+    let Some(accept) = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Ok(());
     };
     let ok = accept.split(',').any(|t| {
         let t = t.trim().to_ascii_lowercase();
-        t.starts_with("application/dicom+json") || t.starts_with("application/json") || t.starts_with("*/*")
+        t.starts_with("application/dicom+json")
+            || t.starts_with("application/json")
+            || t.starts_with("*/*")
             || t.starts_with("application/*")
     });
     if ok {
@@ -149,18 +169,30 @@ pub fn base_url(req: &HttpRequest) -> String {
 }
 
 fn parse(level: Level, params: &[(String, String)]) -> Result<Parsed, ApiError> {
-    let mut query = Query { level, conditions: Vec::new(), limit: DEFAULT_LIMIT, offset: 0, with_sample_metadata: false };
+    let mut query = Query {
+        level,
+        conditions: Vec::new(),
+        limit: DEFAULT_LIMIT,
+        offset: 0,
+        with_sample_metadata: false,
+    };
     let mut include = Vec::new();
     let mut include_all = false;
     let mut warnings = Vec::new();
     for (name, value) in params {
         match name.as_str() {
             "limit" => {
-                let n: i64 = value
-                    .parse()
-                    .map_err(|_| ApiError::bad_request("invalid_parameter", format!("limit {value:?} is not a number")))?;
+                let n: i64 = value.parse().map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_parameter",
+                        format!("limit {value:?} is not a number"),
+                    )
+                })?;
                 if n < 1 {
-                    return Err(ApiError::bad_request("invalid_parameter", "limit must be at least 1"));
+                    return Err(ApiError::bad_request(
+                        "invalid_parameter",
+                        "limit must be at least 1",
+                    ));
                 }
                 if n > MAX_LIMIT {
                     warnings.push(format!("limit {n} reduced to {MAX_LIMIT}"));
@@ -172,7 +204,12 @@ fn parse(level: Level, params: &[(String, String)]) -> Result<Parsed, ApiError> 
                     .parse()
                     .ok()
                     .filter(|n: &i64| *n >= 0)
-                    .ok_or_else(|| ApiError::bad_request("invalid_parameter", format!("offset {value:?} is not a non-negative number")))?;
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_parameter",
+                            format!("offset {value:?} is not a non-negative number"),
+                        )
+                    })?;
             }
             "includefield" => {
                 for field in value.split(',').map(str::trim).filter(|f| !f.is_empty()) {
@@ -180,7 +217,10 @@ fn parse(level: Level, params: &[(String, String)]) -> Result<Parsed, ApiError> 
                         include_all = true;
                     } else {
                         include.push(tag_of(field).ok_or_else(|| {
-                            ApiError::bad_request("invalid_parameter", format!("includefield {field:?} is not a DICOM keyword or tag"))
+                            ApiError::bad_request(
+                                "invalid_parameter",
+                                format!("includefield {field:?} is not a DICOM keyword or tag"),
+                            )
                         })?);
                     }
                 }
@@ -197,8 +237,12 @@ fn parse(level: Level, params: &[(String, String)]) -> Result<Parsed, ApiError> 
                             query.conditions.push((key, m));
                         }
                     }
-                    Some(_) => warnings.push(format!("{name} is not a {level:?}-level key and was ignored")),
-                    None if tag.is_some() => warnings.push(format!("{name} is not a supported matching key and was ignored")),
+                    Some(_) => warnings.push(format!(
+                        "{name} is not a {level:?}-level key and was ignored"
+                    )),
+                    None if tag.is_some() => warnings.push(format!(
+                        "{name} is not a supported matching key and was ignored"
+                    )),
                     None => {
                         return Err(ApiError::bad_request(
                             "invalid_parameter",
@@ -210,8 +254,16 @@ fn parse(level: Level, params: &[(String, String)]) -> Result<Parsed, ApiError> 
         }
     }
     query.with_sample_metadata = include_all || include.iter().any(|t| !indexed_tag(t));
-    let include = if include_all { Include::All } else { Include::Listed(include) };
-    Ok(Parsed { query, include, warnings })
+    let include = if include_all {
+        Include::All
+    } else {
+        Include::Listed(include)
+    };
+    Ok(Parsed {
+        query,
+        include,
+        warnings,
+    })
 }
 
 /// A keyword (`PatientID`) or hex tag (`00100020`) to the 8-hex-digit tag.
@@ -219,9 +271,13 @@ fn tag_of(name: &str) -> Option<String> {
     if name.len() == 8 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Some(name.to_ascii_uppercase());
     }
-    StandardDataDictionary
-        .by_name(name)
-        .map(|e| format!("{:04X}{:04X}", e.tag.inner().group(), e.tag.inner().element()))
+    StandardDataDictionary.by_name(name).map(|e| {
+        format!(
+            "{:04X}{:04X}",
+            e.tag.inner().group(),
+            e.tag.inner().element()
+        )
+    })
 }
 
 fn key_of(tag: &str) -> Option<Key> {
@@ -253,7 +309,16 @@ fn key_of(tag: &str) -> Option<Key> {
 /// Tags every result of the index carries without reading stored metadata.
 fn indexed_tag(tag: &str) -> bool {
     key_of(tag).is_some()
-        || matches!(tag, "00180015" | "00201206" | "00201208" | "00201209" | "00280010" | "00280011" | "00280008")
+        || matches!(
+            tag,
+            "00180015"
+                | "00201206"
+                | "00201208"
+                | "00201209"
+                | "00280010"
+                | "00280011"
+                | "00280008"
+        )
 }
 
 /// The matcher for one key's value, or None for universal matching (empty value).
@@ -262,7 +327,8 @@ fn matcher(key: Key, name: &str, value: &str) -> Result<Option<Matcher>, ApiErro
     if value.is_empty() {
         return Ok(None);
     }
-    let bad = |why: &str| ApiError::bad_request("invalid_parameter", format!("{name}={value:?}: {why}"));
+    let bad =
+        |why: &str| ApiError::bad_request("invalid_parameter", format!("{name}={value:?}: {why}"));
     Ok(Some(match key {
         Key::StudyInstanceUid | Key::SeriesInstanceUid | Key::SopInstanceUid | Key::SopClassUid => {
             let uids = value
@@ -272,15 +338,28 @@ fn matcher(key: Key, name: &str, value: &str) -> Result<Option<Matcher>, ApiErro
             Matcher::List(uids)
         }
         Key::ModalitiesInStudy | Key::Modality => {
-            let codes: Vec<String> = value.split([',', '\\']).map(|m| m.trim().to_string()).collect();
-            if codes.iter().any(|c| c.is_empty() || c.len() > 16 || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
-                return Err(bad("modality codes are letters and digits, separated by commas"));
+            let codes: Vec<String> = value
+                .split([',', '\\'])
+                .map(|m| m.trim().to_string())
+                .collect();
+            if codes.iter().any(|c| {
+                c.is_empty()
+                    || c.len() > 16
+                    || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            }) {
+                return Err(bad(
+                    "modality codes are letters and digits, separated by commas",
+                ));
             }
             Matcher::List(codes)
         }
-        Key::StudyDate | Key::PatientBirthDate => date_or_range(value, 8).ok_or_else(|| bad("expected YYYYMMDD or a range YYYYMMDD-YYYYMMDD"))?,
-        Key::StudyTime => date_or_range(value, 0).ok_or_else(|| bad("expected HHMMSS or a range HHMMSS-HHMMSS"))?,
-        Key::SeriesNumber | Key::InstanceNumber => Matcher::Int(value.parse().map_err(|_| bad("expected an integer"))?),
+        Key::StudyDate | Key::PatientBirthDate => date_or_range(value, 8)
+            .ok_or_else(|| bad("expected YYYYMMDD or a range YYYYMMDD-YYYYMMDD"))?,
+        Key::StudyTime => date_or_range(value, 0)
+            .ok_or_else(|| bad("expected HHMMSS or a range HHMMSS-HHMMSS"))?,
+        Key::SeriesNumber | Key::InstanceNumber => {
+            Matcher::Int(value.parse().map_err(|_| bad("expected an integer"))?)
+        }
         _ if value.contains(['*', '?']) => Matcher::Wildcard(value.to_string()),
         _ => Matcher::Exact(value.to_string()),
     }))
@@ -302,11 +381,17 @@ fn date_or_range(value: &str, len: usize) -> Option<Matcher> {
         Some((from, to)) => {
             let from = (!from.is_empty()).then(|| from.to_string());
             let to = (!to.is_empty()).then(|| to.to_string());
-            if from.as_deref().is_some_and(|f| !valid(f)) || to.as_deref().is_some_and(|t| !valid(t)) {
+            if from.as_deref().is_some_and(|f| !valid(f))
+                || to.as_deref().is_some_and(|t| !valid(t))
+            {
                 return None;
             }
             // An upper time bound covers the whole of its last unit.
-            let to = if len == 0 { to.map(|t| format!("{t}\u{10FFFF}")) } else { to };
+            let to = if len == 0 {
+                to.map(|t| format!("{t}\u{10FFFF}"))
+            } else {
+                to
+            };
             Some(Matcher::Range { from, to })
         }
     }
@@ -353,11 +438,17 @@ fn to_json(hit: &Hit, level: Level, base: &str, include: &Include) -> Value {
             .int("00280011", "US", i.columns);
     }
     ds.text("00081190", "UR", Some(&url));
-    if let Some(stored) = hit.sample_metadata.as_deref().and_then(|m| serde_json::from_str::<Map<String, Value>>(m).ok()) {
+    if let Some(stored) = hit
+        .sample_metadata
+        .as_deref()
+        .and_then(|m| serde_json::from_str::<Map<String, Value>>(m).ok())
+    {
         match include {
             Include::All => {
-                let scoped: Map<String, Value> =
-                    stored.into_iter().filter(|(tag, _)| belongs_to_level(tag, level)).collect();
+                let scoped: Map<String, Value> = stored
+                    .into_iter()
+                    .filter(|(tag, _)| belongs_to_level(tag, level))
+                    .collect();
                 ds.include_all_from(&scoped);
             }
             Include::Listed(tags) => {
@@ -373,7 +464,10 @@ fn to_json(hit: &Hit, level: Level, base: &str, include: &Include) -> Value {
 fn belongs_to_level(tag: &str, level: Level) -> bool {
     match level {
         Level::Instance => true,
-        Level::Series | Level::Study => tag.starts_with("0010") || tag.starts_with("0008") && !matches!(tag, "00080016" | "00080018" | "00080008"),
+        Level::Series | Level::Study => {
+            tag.starts_with("0010")
+                || tag.starts_with("0008") && !matches!(tag, "00080016" | "00080018" | "00080008")
+        }
     }
 }
 
@@ -382,28 +476,66 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn parses_keywords_tags_ranges_and_wildcards() {
         let p = parse(
             Level::Study,
-            &params(&[("PatientName", "wang*"), ("00080020", "20240101-"), ("ModalitiesInStudy", "CT,MR"), ("limit", "5")]),
+            &params(&[
+                ("PatientName", "wang*"),
+                ("00080020", "20240101-"),
+                ("ModalitiesInStudy", "CT,MR"),
+                ("limit", "5"),
+            ]),
         )
         .unwrap();
         assert_eq!(p.query.limit, 5);
-        assert_eq!(p.query.conditions[0], (Key::PatientName, Matcher::Wildcard("wang*".into())));
-        assert_eq!(p.query.conditions[1], (Key::StudyDate, Matcher::Range { from: Some("20240101".into()), to: None }));
-        assert_eq!(p.query.conditions[2], (Key::ModalitiesInStudy, Matcher::List(vec!["CT".into(), "MR".into()])));
+        assert_eq!(
+            p.query.conditions[0],
+            (Key::PatientName, Matcher::Wildcard("wang*".into()))
+        );
+        assert_eq!(
+            p.query.conditions[1],
+            (
+                Key::StudyDate,
+                Matcher::Range {
+                    from: Some("20240101".into()),
+                    to: None
+                }
+            )
+        );
+        assert_eq!(
+            p.query.conditions[2],
+            (
+                Key::ModalitiesInStudy,
+                Matcher::List(vec!["CT".into(), "MR".into()])
+            )
+        );
     }
 
     #[test]
     fn rejects_bad_values_with_the_reason() {
-        for (k, v) in [("StudyDate", "-"), ("StudyDate", "2024-01-01x"), ("StudyInstanceUID", "1.2.x"), ("limit", "ten"), ("Bogus", "1")] {
-            let err = parse(Level::Study, &params(&[(k, v)])).err().unwrap_or_else(|| panic!("{k}={v} accepted"));
+        for (k, v) in [
+            ("StudyDate", "-"),
+            ("StudyDate", "2024-01-01x"),
+            ("StudyInstanceUID", "1.2.x"),
+            ("limit", "ten"),
+            ("Bogus", "1"),
+        ] {
+            let err = parse(Level::Study, &params(&[(k, v)]))
+                .err()
+                .unwrap_or_else(|| panic!("{k}={v} accepted"));
             assert_eq!(err.status, actix_web::http::StatusCode::BAD_REQUEST);
-            assert!(err.message.contains(k) || err.message.contains(v), "{}", err.message);
+            assert!(
+                err.message.contains(k) || err.message.contains(v),
+                "{}",
+                err.message
+            );
         }
     }
 

@@ -11,7 +11,11 @@ use crate::error::{parse_uid, ApiError};
 use crate::ViewerState;
 
 /// `GET /studies/{study}`
-pub async fn study(req: HttpRequest, state: web::Data<ViewerState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn study(
+    req: HttpRequest,
+    state: web::Data<ViewerState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let study = parse_uid("StudyInstanceUID in path", &path)?;
     retrieve(&req, &state, &study, None, None).await
 }
@@ -40,7 +44,10 @@ pub async fn instance(
 }
 
 /// `GET /studies/{study}/metadata`
-pub async fn study_metadata(state: web::Data<ViewerState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn study_metadata(
+    state: web::Data<ViewerState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let study = parse_uid("StudyInstanceUID in path", &path)?;
     metadata(&state, &study, None, None).await
 }
@@ -86,7 +93,9 @@ async fn metadata(
         body.push_str(item);
     }
     body.push(']');
-    Ok(HttpResponse::Ok().content_type("application/dicom+json").body(body))
+    Ok(HttpResponse::Ok()
+        .content_type("application/dicom+json")
+        .body(body))
 }
 
 /// What transfer syntax the client accepts for `application/dicom` parts.
@@ -101,7 +110,11 @@ enum Wanted {
 /// Read the Accept header of a retrieve. We never transcode, so a request for a
 /// transfer syntax other than the stored one is answered 406 (PS3.18 8.7.3.5).
 fn wanted(req: &HttpRequest) -> Result<Wanted, ApiError> {
-    let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+    let Some(accept) = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Ok(Wanted::AsStored);
     };
     let mut syntaxes = Vec::new();
@@ -162,7 +175,10 @@ async fn retrieve(
         return Err(ApiError::not_found("no such study, series or instance"));
     }
     if let Wanted::Only(list) = &wanted {
-        if let Some(i) = instances.iter().find(|i| !list.contains(&i.transfer_syntax_uid)) {
+        if let Some(i) = instances
+            .iter()
+            .find(|i| !list.contains(&i.transfer_syntax_uid))
+        {
             return Err(ApiError::new(
                 actix_web::http::StatusCode::NOT_ACCEPTABLE,
                 "not_acceptable",
@@ -174,7 +190,8 @@ async fn retrieve(
         }
     }
     let boundary = uuid::Uuid::new_v4().simple().to_string();
-    let content_type = format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
+    let content_type =
+        format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
     let blobs = state.storage.blobs.clone();
     let closing = Bytes::from(format!("\r\n--{boundary}--\r\n"));
     // One instance at a time from the blob store: memory stays at a chunk, whatever the
@@ -192,8 +209,12 @@ async fn retrieve(
             Ok::<_, std::io::Error>(stream::once(async move { Ok(head) }).chain(body))
         }
     });
-    let body = parts.try_flatten().chain(stream::once(async move { Ok(closing) }));
-    Ok(HttpResponse::Ok().content_type(content_type).streaming(body))
+    let body = parts
+        .try_flatten()
+        .chain(stream::once(async move { Ok(closing) }));
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .streaming(body))
 }
 
 fn part_head(n: usize, boundary: &str, inst: &StoredInstance) -> String {
@@ -210,13 +231,23 @@ mod tests {
     use actix_web::test::TestRequest;
 
     fn accept(v: &str) -> Result<Wanted, ApiError> {
-        wanted(&TestRequest::default().insert_header((header::ACCEPT, v)).to_http_request())
+        wanted(
+            &TestRequest::default()
+                .insert_header((header::ACCEPT, v))
+                .to_http_request(),
+        )
     }
 
     #[test]
     fn accept_negotiation() {
-        assert_eq!(accept("multipart/related; type=\"application/dicom\"").unwrap(), Wanted::AsStored);
-        assert_eq!(accept("multipart/related; type=\"application/dicom\"; transfer-syntax=*").unwrap(), Wanted::AsStored);
+        assert_eq!(
+            accept("multipart/related; type=\"application/dicom\"").unwrap(),
+            Wanted::AsStored
+        );
+        assert_eq!(
+            accept("multipart/related; type=\"application/dicom\"; transfer-syntax=*").unwrap(),
+            Wanted::AsStored
+        );
         assert_eq!(
             accept("multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.1").unwrap(),
             Wanted::Only(vec!["1.2.840.10008.1.2.1".into()])

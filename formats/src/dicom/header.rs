@@ -25,7 +25,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_header_bytes: 64 * 1024 * 1024, max_inline_binary: 1024 }
+        Limits {
+            max_header_bytes: 64 * 1024 * 1024,
+            max_inline_binary: 1024,
+        }
     }
 }
 
@@ -100,7 +103,11 @@ pub fn read_instance_header<R: Read + Seek>(
     total_len: u64,
     limits: Limits,
 ) -> Result<InstanceHeader, DicomError> {
-    let scan = scan_part10(BufReader::new(&mut reader), total_len, limits.max_header_bytes)?;
+    let scan = scan_part10(
+        BufReader::new(&mut reader),
+        total_len,
+        limits.max_header_bytes,
+    )?;
     reader.seek(SeekFrom::Start(0))?;
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always)
@@ -109,14 +116,18 @@ pub fn read_instance_header<R: Read + Seek>(
         .map_err(|e| DicomError::Parse(error_chain(&e)))?;
     let ds: &InMemDicomObject = &obj;
 
-    let mut metadata = dicom_json::to_value(ds).map_err(|e| DicomError::Parse(format!("to DICOM JSON: {e}")))?;
+    let mut metadata =
+        dicom_json::to_value(ds).map_err(|e| DicomError::Parse(format!("to DICOM JSON: {e}")))?;
     strip_bulk_binary(&mut metadata, limits.max_inline_binary);
 
     let uid = |tag: Tag, name: &'static str| -> Result<String, DicomError> {
         let raw = text(ds, tag).ok_or(DicomError::MissingAttribute(name))?;
         Uid::parse(&raw)
             .map(Uid::into_string)
-            .map_err(|source| DicomError::InvalidUid { attribute: name, source })
+            .map_err(|source| DicomError::InvalidUid {
+                attribute: name,
+                source,
+            })
     };
     let header = InstanceHeader {
         sop_class_uid: uid(tags::SOP_CLASS_UID, "SOPClassUID")?,
@@ -125,7 +136,10 @@ pub fn read_instance_header<R: Read + Seek>(
         series_instance_uid: uid(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?,
         transfer_syntax_uid: Uid::parse(&scan.transfer_syntax_uid)
             .map(Uid::into_string)
-            .map_err(|source| DicomError::InvalidUid { attribute: "TransferSyntaxUID", source })?,
+            .map_err(|source| DicomError::InvalidUid {
+                attribute: "TransferSyntaxUID",
+                source,
+            })?,
         modality: text(ds, tags::MODALITY),
         patient_id: text(ds, tags::PATIENT_ID),
         issuer_of_patient_id: text(ds, tags::ISSUER_OF_PATIENT_ID),
@@ -214,7 +228,9 @@ mod tests {
     use std::io::Cursor;
 
     fn testdata(rel: &str) -> Vec<u8> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/dicom").join(rel);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/testdata/dicom")
+            .join(rel);
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
@@ -236,8 +252,14 @@ mod tests {
             let bytes = testdata(rel);
             let h = header(&bytes).unwrap_or_else(|e| panic!("{rel}: {e}"));
             assert!(!h.sop_instance_uid.is_empty(), "{rel}");
-            assert!(h.metadata.get("0020000D").is_some(), "{rel}: metadata has StudyInstanceUID");
-            assert!(h.metadata.get("7FE00010").is_none(), "{rel}: pixel data is not metadata");
+            assert!(
+                h.metadata.get("0020000D").is_some(),
+                "{rel}: metadata has StudyInstanceUID"
+            );
+            assert!(
+                h.metadata.get("7FE00010").is_none(),
+                "{rel}: pixel data is not metadata"
+            );
         }
     }
 
@@ -257,7 +279,10 @@ mod tests {
         hostile.extend_from_slice(&(1u32 << 30).to_le_bytes());
         hostile.extend_from_slice(&[0; 16]);
         let err = header(&hostile).unwrap_err().to_string();
-        assert!(err.contains("declares 1073741824 bytes but only 16 remain"), "{err}");
+        assert!(
+            err.contains("declares 1073741824 bytes but only 16 remain"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -266,7 +291,9 @@ mod tests {
         let meta_end = 144 + u32::from_le_bytes([ct[140], ct[141], ct[142], ct[143]]) as usize;
         let mut f = ct[..meta_end].to_vec();
         for _ in 0..40 {
-            f.extend_from_slice(&[0x08, 0x00, 0x15, 0x92, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+            f.extend_from_slice(&[
+                0x08, 0x00, 0x15, 0x92, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+            ]);
             f.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
         }
         let err = header(&f).unwrap_err().to_string();

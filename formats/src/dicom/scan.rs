@@ -50,10 +50,14 @@ pub fn scan_part10<R: Read>(
     let mut r = Counted::new(reader, 0);
     let mut prefix = [0u8; 132];
     read_exact_or(&mut r, &mut prefix, || {
-        DicomError::NotPart10(format!("only {total_len} bytes, shorter than the 132-byte preamble and DICM prefix"))
+        DicomError::NotPart10(format!(
+            "only {total_len} bytes, shorter than the 132-byte preamble and DICM prefix"
+        ))
     })?;
     if &prefix[128..132] != b"DICM" {
-        return Err(DicomError::NotPart10("no \"DICM\" prefix at offset 128".into()));
+        return Err(DicomError::NotPart10(
+            "no \"DICM\" prefix at offset 128".into(),
+        ));
     }
     let ts = scan_meta_group(&mut r, total_len)?;
     let meta_end = r.pos;
@@ -119,7 +123,9 @@ fn scan_meta_group<R: Read>(r: &mut Counted<R>, total_len: u64) -> Result<String
         let tag = Tag(group, u16::from_le_bytes([tag_bytes[2], tag_bytes[3]]));
         let (_, len) = read_explicit_vr_len(r, false)?;
         if len == UNDEFINED {
-            return Err(DicomError::Malformed(format!("file meta element {tag} has undefined length")));
+            return Err(DicomError::Malformed(format!(
+                "file meta element {tag} has undefined length"
+            )));
         }
         check_fits(tag, u64::from(len), r.pos, total_len)?;
         let uid_attribute = match tag.element() {
@@ -131,7 +137,10 @@ fn scan_meta_group<R: Read>(r: &mut Counted<R>, total_len: u64) -> Result<String
         if let Some(attribute) = uid_attribute {
             // A UID is at most 64 characters plus padding; refuse before reading more.
             if len > 66 {
-                return Err(DicomError::InvalidUid { attribute, source: UidError::TooLong(format!("{len} bytes")) });
+                return Err(DicomError::InvalidUid {
+                    attribute,
+                    source: UidError::TooLong(format!("{len} bytes")),
+                });
             }
             let mut buf = vec![0u8; len as usize];
             r.read_exact(&mut buf).map_err(truncated_header)?;
@@ -144,7 +153,9 @@ fn scan_meta_group<R: Read>(r: &mut Counted<R>, total_len: u64) -> Result<String
             r.skip(u64::from(len))?;
         }
     }
-    ts.ok_or_else(|| DicomError::NotPart10("file meta group has no TransferSyntaxUID (0002,0010)".into()))
+    ts.ok_or_else(|| {
+        DicomError::NotPart10("file meta group has no TransferSyntaxUID (0002,0010)".into())
+    })
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -174,7 +185,9 @@ impl<R: Read> Walker<R> {
     /// the end of the data.
     fn walk_data_set(&mut self, end: Option<u64>, depth: usize) -> Result<Stop, DicomError> {
         if depth > MAX_DEPTH {
-            return Err(DicomError::Malformed(format!("sequences nested deeper than {MAX_DEPTH} levels")));
+            return Err(DicomError::Malformed(format!(
+                "sequences nested deeper than {MAX_DEPTH} levels"
+            )));
         }
         loop {
             if let Some(end) = end {
@@ -190,7 +203,9 @@ impl<R: Read> Walker<R> {
             }
             let tag = match self.read_tag() {
                 Ok(tag) => tag,
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && end.is_none() && depth == 0 => {
+                Err(e)
+                    if e.kind() == io::ErrorKind::UnexpectedEof && end.is_none() && depth == 0 =>
+                {
                     return Ok(Stop::End);
                 }
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -204,9 +219,15 @@ impl<R: Read> Walker<R> {
             if tag == ITEM_DELIMITER || tag == SEQUENCE_DELIMITER {
                 self.read_u32()?;
                 if depth == 0 {
-                    return Err(DicomError::Malformed(format!("delimiter {tag} outside any sequence")));
+                    return Err(DicomError::Malformed(format!(
+                        "delimiter {tag} outside any sequence"
+                    )));
                 }
-                return Ok(if tag == ITEM_DELIMITER { Stop::ItemDelimiter } else { Stop::SequenceDelimiter });
+                return Ok(if tag == ITEM_DELIMITER {
+                    Stop::ItemDelimiter
+                } else {
+                    Stop::SequenceDelimiter
+                });
             }
             let (vr, len) = if self.explicit {
                 read_explicit_vr_len(&mut self.r, self.big_endian)?
@@ -250,7 +271,12 @@ impl<R: Read> Walker<R> {
         }
     }
 
-    fn walk_sequence(&mut self, seq: Tag, end: Option<u64>, depth: usize) -> Result<(), DicomError> {
+    fn walk_sequence(
+        &mut self,
+        seq: Tag,
+        end: Option<u64>,
+        depth: usize,
+    ) -> Result<(), DicomError> {
         loop {
             if let Some(end) = end {
                 if self.r.pos == end {
@@ -273,8 +299,12 @@ impl<R: Read> Walker<R> {
                     let bound = end.unwrap_or(self.end_of_data);
                     check_fits(seq, u64::from(len), self.r.pos, bound)?;
                     let item_end = self.r.pos + u64::from(len);
-                    if self.walk_data_set(Some(item_end), depth)? != Stop::End || self.r.pos != item_end {
-                        return Err(DicomError::Malformed(format!("item of sequence {seq} overruns its length")));
+                    if self.walk_data_set(Some(item_end), depth)? != Stop::End
+                        || self.r.pos != item_end
+                    {
+                        return Err(DicomError::Malformed(format!(
+                            "item of sequence {seq} overruns its length"
+                        )));
                     }
                 }
                 other => {
@@ -285,7 +315,9 @@ impl<R: Read> Walker<R> {
             }
             if let Some(end) = end {
                 if self.r.pos > end {
-                    return Err(DicomError::Malformed(format!("sequence {seq} overruns its length")));
+                    return Err(DicomError::Malformed(format!(
+                        "sequence {seq} overruns its length"
+                    )));
                 }
             }
         }
@@ -295,16 +327,26 @@ impl<R: Read> Walker<R> {
         let mut b = [0u8; 4];
         self.r.read_exact(&mut b)?;
         Ok(if self.big_endian {
-            Tag(u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]]))
+            Tag(
+                u16::from_be_bytes([b[0], b[1]]),
+                u16::from_be_bytes([b[2], b[3]]),
+            )
         } else {
-            Tag(u16::from_le_bytes([b[0], b[1]]), u16::from_le_bytes([b[2], b[3]]))
+            Tag(
+                u16::from_le_bytes([b[0], b[1]]),
+                u16::from_le_bytes([b[2], b[3]]),
+            )
         })
     }
 
     fn read_u32(&mut self) -> io::Result<u32> {
         let mut b = [0u8; 4];
         self.r.read_exact(&mut b)?;
-        Ok(if self.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
+        Ok(if self.big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
     }
 }
 
@@ -328,23 +370,49 @@ fn check_fits(tag: Tag, len: u64, pos: u64, bound: u64) -> Result<(), DicomError
 }
 
 /// Read an explicit VR and its length; VRs with a 4-byte length have 2 reserved bytes.
-fn read_explicit_vr_len<R: Read>(r: &mut Counted<R>, big_endian: bool) -> Result<(VR, u32), DicomError> {
+fn read_explicit_vr_len<R: Read>(
+    r: &mut Counted<R>,
+    big_endian: bool,
+) -> Result<(VR, u32), DicomError> {
     let mut vr_bytes = [0u8; 2];
     r.read_exact(&mut vr_bytes).map_err(truncated_header)?;
     let vr = VR::from_binary(vr_bytes).unwrap_or(VR::UN);
     let long = matches!(
         vr,
-        VR::OB | VR::OD | VR::OF | VR::OL | VR::OV | VR::OW | VR::SQ | VR::SV | VR::UC | VR::UN | VR::UR | VR::UT | VR::UV
+        VR::OB
+            | VR::OD
+            | VR::OF
+            | VR::OL
+            | VR::OV
+            | VR::OW
+            | VR::SQ
+            | VR::SV
+            | VR::UC
+            | VR::UN
+            | VR::UR
+            | VR::UT
+            | VR::UV
     );
     if long {
         let mut b = [0u8; 6];
         r.read_exact(&mut b).map_err(truncated_header)?;
         let len = [b[2], b[3], b[4], b[5]];
-        Ok((vr, if big_endian { u32::from_be_bytes(len) } else { u32::from_le_bytes(len) }))
+        Ok((
+            vr,
+            if big_endian {
+                u32::from_be_bytes(len)
+            } else {
+                u32::from_le_bytes(len)
+            },
+        ))
     } else {
         let mut b = [0u8; 2];
         r.read_exact(&mut b).map_err(truncated_header)?;
-        let len = if big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) };
+        let len = if big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        };
         Ok((vr, u32::from(len)))
     }
 }
@@ -362,7 +430,13 @@ fn read_exact_or<R: Read>(
     buf: &mut [u8],
     on_eof: impl FnOnce() -> DicomError,
 ) -> Result<(), DicomError> {
-    r.read_exact(buf).map_err(|e| if e.kind() == io::ErrorKind::UnexpectedEof { on_eof() } else { e.into() })
+    r.read_exact(buf).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            on_eof()
+        } else {
+            e.into()
+        }
+    })
 }
 
 /// A reader that counts its position and can push back one tag.
@@ -374,7 +448,11 @@ struct Counted<R> {
 
 impl<R> Counted<R> {
     fn new(inner: R, pos: u64) -> Self {
-        Counted { inner, pos, pushed_back: Vec::new() }
+        Counted {
+            inner,
+            pos,
+            pushed_back: Vec::new(),
+        }
     }
 
     fn push_back(&mut self, bytes: [u8; 4]) {

@@ -85,18 +85,45 @@ mod tests {
 
     #[test]
     fn accepts_real_uids_and_strips_padding() {
-        assert_eq!(Uid::parse("1.2.840.10008.1.2\0").unwrap().as_str(), "1.2.840.10008.1.2");
-        assert_eq!(Uid::parse("1.3.6.1.4.1.5962.1.1.4.1.1.20040826185059.5457 ").unwrap().as_str().len(), 46);
+        assert_eq!(
+            Uid::parse("1.2.840.10008.1.2\0").unwrap().as_str(),
+            "1.2.840.10008.1.2"
+        );
+        assert_eq!(
+            Uid::parse("1.3.6.1.4.1.5962.1.1.4.1.1.20040826185059.5457 ")
+                .unwrap()
+                .as_str()
+                .len(),
+            46
+        );
     }
 
     #[test]
     fn rejects_what_could_escape_a_path_or_key() {
         assert_eq!(Uid::parse(""), Err(UidError::Empty));
-        assert!(matches!(Uid::parse("../../etc/passwd"), Err(UidError::BadCharacter(_))));
-        assert!(matches!(Uid::parse("1.2/3"), Err(UidError::BadCharacter(_))));
-        assert!(matches!(Uid::parse("1..2"), Err(UidError::EmptyComponent(_))));
-        assert!(matches!(Uid::parse(".1.2"), Err(UidError::EmptyComponent(_))));
-        assert!(matches!(Uid::parse("1.2."), Err(UidError::EmptyComponent(_))));
-        assert!(matches!(Uid::parse(&"1.".repeat(40)), Err(UidError::TooLong(_))));
+        assert!(matches!(
+            Uid::parse("../../etc/passwd"),
+            Err(UidError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            Uid::parse("1.2/3"),
+            Err(UidError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            Uid::parse("1..2"),
+            Err(UidError::EmptyComponent(_))
+        ));
+        assert!(matches!(
+            Uid::parse(".1.2"),
+            Err(UidError::EmptyComponent(_))
+        ));
+        assert!(matches!(
+            Uid::parse("1.2."),
+            Err(UidError::EmptyComponent(_))
+        ));
+        assert!(matches!(
+            Uid::parse(&"1.".repeat(40)),
+            Err(UidError::TooLong(_))
+        ));
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -68,12 +69,18 @@ impl Forwarder {
             max_instances: self.config.batch_max_instances.max(1),
             max_bytes: self.config.batch_max_bytes.max(1),
         };
-        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut tasks: JoinSet<HubOutcome> = JoinSet::new();
         let mut in_flight: HashMap<tokio::task::Id, Vec<(i64, String)>> = HashMap::new();
         let mut busy_ids: HashSet<i64> = HashSet::new();
         let mut busy_uids: HashSet<String> = HashSet::new();
+        // Besides each item's own backoff, an unreachable hub pauses all sending: with
+        // thousands of queued items, per-item timers alone would keep probing a hub
+        // that is down many times a second.
+        let mut hub_failures: u32 = 0;
+        let mut paused_until: Option<Instant> = None;
         loop {
-            if tasks.len() < concurrency {
+            let paused = paused_until.is_some_and(|t| Instant::now() < t);
+            if !paused && tasks.len() < concurrency {
                 let limit = (concurrency * limits.max_instances + busy_ids.len()) as i64;
                 match self.outbox.due_items(now_ms(), limit).await {
                     Ok(due) => {
@@ -95,11 +102,29 @@ impl Forwarder {
                     Err(e) => tracing::warn!(error = %e, "could not read the outbox"),
                 }
             }
-            let idle_wait = self.idle_wait(tasks.len() < concurrency).await;
+            let idle_wait = match paused_until {
+                Some(t) if paused => t.saturating_duration_since(Instant::now()),
+                _ => self.idle_wait(tasks.len() < concurrency).await,
+            };
             tokio::select! {
                 Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                     let id = match done {
-                        Ok((id, ())) => id,
+                        Ok((id, outcome)) => {
+                            match outcome {
+                                HubOutcome::Answered => {
+                                    hub_failures = 0;
+                                    paused_until = None;
+                                }
+                                HubOutcome::Unavailable => {
+                                    hub_failures = hub_failures.saturating_add(1);
+                                    let pause = self.backoff.delay(hub_failures);
+                                    paused_until = Some(Instant::now() + pause);
+                                    tracing::info!(failures = hub_failures, pause_ms = pause.as_millis() as u64, "hub unavailable; pausing forwarding");
+                                }
+                                HubOutcome::NotContacted => {}
+                            }
+                            id
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "forwarding task failed");
                             e.id()
@@ -153,7 +178,7 @@ impl Forwarder {
     }
 
     /// Send one batch and record what happened to each of its items.
-    async fn send_batch(&self, batch: Vec<DueItem>) {
+    async fn send_batch(&self, batch: Vec<DueItem>) -> HubOutcome {
         let mut updates = Vec::with_capacity(batch.len());
         let mut delete_after = Vec::new();
         let mut parts = Vec::with_capacity(batch.len());
@@ -231,6 +256,11 @@ impl Forwarder {
             // Nothing recorded: the items stay pending and are sent again; the hub
             // answers an identical re-send as stored.
             Err(e) => tracing::error!(error = %e, "could not record delivery results"),
+        }
+        match verdict {
+            None => HubOutcome::NotContacted,
+            Some(Verdict::Transient(_)) => HubOutcome::Unavailable,
+            Some(_) => HubOutcome::Answered,
         }
     }
 
@@ -316,6 +346,17 @@ impl Forwarder {
             Err(e) => Verdict::Transient(format!("HTTP {status}, response unreadable: {e}")),
         }
     }
+}
+
+/// What a batch taught us about the hub as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HubOutcome {
+    /// It answered the request meaningfully (whatever it said about each instance).
+    Answered,
+    /// Unreachable, 5xx, 401/403, or an unreadable answer.
+    Unavailable,
+    /// No request was made (every item failed locally).
+    NotContacted,
 }
 
 enum PartError {

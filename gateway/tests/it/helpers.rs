@@ -483,10 +483,17 @@ pub const ORTHANC: &str = "/usr/sbin/Orthanc";
 const DICOMWEB_PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
 
 impl Orthanc {
-    /// Start Orthanc on a free port, or `None` (with a note) if it is not installed.
+    /// Start Orthanc on a free port. If it is not installed the test fails, unless
+    /// `GATEWAY_TEST_SKIP_ORTHANC=1` says to skip it (then `None`, with a note).
     pub async fn start() -> Option<Orthanc> {
         if !Path::new(ORTHANC).exists() || !Path::new(DICOMWEB_PLUGIN).exists() {
-            eprintln!("NOTE: Orthanc with the DICOMweb plugin is not installed; skipping (apt-get install orthanc orthanc-dicomweb)");
+            let skip = std::env::var("GATEWAY_TEST_SKIP_ORTHANC").is_ok_and(|v| v == "1");
+            assert!(
+                skip,
+                "Orthanc with the DICOMweb plugin is needed as the STOW-RS server \
+                 (apt-get install orthanc orthanc-dicomweb), or set GATEWAY_TEST_SKIP_ORTHANC=1"
+            );
+            eprintln!("NOTE: Orthanc not installed; skipped by GATEWAY_TEST_SKIP_ORTHANC=1");
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");

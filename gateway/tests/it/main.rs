@@ -2,6 +2,7 @@
 //! `storescu`, plus a raw dicom-ul SCU for malformed input), a real SQLite outbox and,
 //! where installed, Orthanc as a real STOW-RS server. One test binary, a module per area.
 
+mod binary;
 mod forward;
 mod helpers;
 mod receive;
