@@ -12,10 +12,9 @@ use std::path::Path;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use formats::dicom::{read_instance_header, DicomError, InstanceHeader, Limits};
+use formats::dicom::{read_instance_header, DicomError, Digests, InstanceHeader, Limits, Part10Digest};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use storage::index::{blob_key, IndexOutcome, NewInstance};
 use tempfile::NamedTempFile;
 use viewer_api::error::parse_uid;
@@ -223,8 +222,8 @@ async fn handle(
         // Spawned, so checking and uploading this part overlaps receiving the next.
         pending.push_back(actix_web::rt::spawn(async move {
             match received {
-                Ok((tmp, size, sha256)) => {
-                    prepare(&state, study.as_deref(), tmp, size, sha256).await
+                Ok((tmp, size, digests)) => {
+                    prepare(&state, study.as_deref(), tmp, size, digests).await
                 }
                 Err(f) => Prepared::Failed(f),
             }
@@ -286,7 +285,7 @@ async fn handle(
                         h,
                         reason::DUPLICATE_SOP_INSTANCE,
                         format!(
-                            "SOP Instance UID {} is already stored with different content (sha256 {stored_sha256}); the original was kept",
+                            "SOP Instance UID {} is already stored with a different data set (sha256 {stored_sha256}); the original was kept",
                             h.sop_instance_uid
                         ),
                     ),
@@ -352,7 +351,7 @@ async fn receive_part(
     mut field: multer::Field<'_>,
     part_no: usize,
     state: &HubState,
-) -> Result<(NamedTempFile, u64, String), Failure> {
+) -> Result<(NamedTempFile, u64, Digests), Failure> {
     if let Some(ct) = field.content_type().map(|ct| ct.essence_str().to_string()) {
         if ct != "application/dicom" {
             // Drain it so the next part can be read.
@@ -372,7 +371,7 @@ async fn receive_part(
     };
     let tmp = NamedTempFile::new_in(&state.tmp_dir).map_err(io_failure)?;
     let mut file = std::io::BufWriter::with_capacity(256 * 1024, tmp.reopen().map_err(io_failure)?);
-    let mut hasher = Sha256::new();
+    let mut digest = Part10Digest::new();
     let mut size = 0u64;
     let mut too_big = false;
     loop {
@@ -383,7 +382,7 @@ async fn receive_part(
                     too_big = true;
                     continue;
                 }
-                hasher.update(&chunk);
+                digest.update(&chunk);
                 file.write_all(&chunk).map_err(io_failure)?;
             }
             Ok(None) => break,
@@ -406,7 +405,7 @@ async fn receive_part(
     }
     file.flush().map_err(io_failure)?;
     drop(file);
-    Ok((tmp, size, hex::encode(hasher.finalize())))
+    Ok((tmp, size, digest.finish()))
 }
 
 /// Parse, check and upload one received part.
@@ -415,7 +414,7 @@ async fn prepare(
     study: Option<&str>,
     tmp: NamedTempFile,
     size: u64,
-    sha256: String,
+    digests: Digests,
 ) -> Prepared {
     let header = {
         let Ok(_slot) = state.parse_slots.acquire().await else {
@@ -455,15 +454,15 @@ async fn prepare(
         }
     }
     match storage::index::find_instance(&state.storage.db, &header.sop_instance_uid).await {
-        Ok(Some(existing)) if existing.sha256 == sha256 => {
+        Ok(Some(existing)) if existing.data_set_sha256 == digests.data_set => {
             return Prepared::AlreadyStored {
                 header: Box::new(header),
             };
         }
         Ok(Some(existing)) => {
             let comment = format!(
-                "SOP Instance UID {} is already stored with different content (sha256 {}); the original was kept",
-                header.sop_instance_uid, existing.sha256
+                "SOP Instance UID {} is already stored with a different data set (sha256 {}); the original was kept",
+                header.sop_instance_uid, existing.data_set_sha256
             );
             return Prepared::Failed(Failure::of(
                 &header,
@@ -481,7 +480,7 @@ async fn prepare(
             ));
         }
     }
-    let key = blob_key(&sha256);
+    let key = blob_key(&digests.file);
     if let Err(e) = state.storage.blobs.put_file(&key, tmp.path(), size).await {
         tracing::error!(error = %e, key = %key, "STOW-RS: blob store write failed");
         return Prepared::Failed(Failure::of(
@@ -495,7 +494,7 @@ async fn prepare(
         instance: Box::new(NewInstance {
             header,
             size_bytes: size,
-            sha256,
+            data_set_sha256: digests.data_set,
             blob_key: key,
         }),
         uploaded: true,

@@ -15,7 +15,7 @@ use crate::{Result, StorageError};
 /// Columns read into a [`StoredInstance`]; a macro so queries stay literal strings.
 macro_rules! instance_columns {
     () => {
-        "sop_instance_uid, series_uid, study_uid, sop_class_uid, transfer_syntax_uid, size_bytes, sha256, blob_key, site"
+        "sop_instance_uid, series_uid, study_uid, sop_class_uid, transfer_syntax_uid, size_bytes, data_set_sha256, blob_key, site"
     };
 }
 
@@ -26,8 +26,9 @@ pub struct NewInstance {
     pub header: InstanceHeader,
     /// Size of the original file in bytes.
     pub size_bytes: u64,
-    /// Lower-case hex SHA-256 of the original file.
-    pub sha256: String,
+    /// Lower-case hex SHA-256 of the data set (the bytes after the file meta group): the
+    /// instance's identity, the same whoever wrote the file around it.
+    pub data_set_sha256: String,
     /// Blob key of the original file (see [`blob_key`]).
     pub blob_key: String,
 }
@@ -41,7 +42,7 @@ pub enum IndexOutcome {
     AlreadyStored,
     /// Another file with this SOP Instance UID is stored; the original was kept.
     Conflict {
-        /// SHA-256 of the stored original.
+        /// Data set SHA-256 of the stored original.
         stored_sha256: String,
     },
     /// The instance was already stored under another study or series.
@@ -68,22 +69,23 @@ pub struct StoredInstance {
     pub transfer_syntax_uid: String,
     /// Size of the original.
     pub size_bytes: i64,
-    /// SHA-256 of the original.
-    pub sha256: String,
+    /// SHA-256 of the data set.
+    pub data_set_sha256: String,
     /// Blob key of the original.
     pub blob_key: String,
     /// Site that sent it.
     pub site: String,
 }
 
-/// The blob key of an original: `dicom/{sha[..2]}/{sha256}.dcm`.
+/// The blob key of an original: `dicom/{sha[..2]}/{sha256}.dcm` from the SHA-256 of the
+/// whole file.
 ///
 /// Content-addressed: a different version of an instance can never overwrite the stored
 /// original, identical re-sends land on the same key, and keys stay short whatever the
 /// UIDs (some S3-compatible stores limit key length). The index maps UIDs to keys.
-pub fn blob_key(sha256: &str) -> String {
-    let fan = sha256.get(..2).unwrap_or("00");
-    format!("dicom/{fan}/{sha256}.dcm")
+pub fn blob_key(file_sha256: &str) -> String {
+    let fan = file_sha256.get(..2).unwrap_or("00");
+    format!("dicom/{fan}/{file_sha256}.dcm")
 }
 
 /// Pattern for a patient name match column: upper case, so matching ignores case the
@@ -133,7 +135,7 @@ where
         sop_class_uid: r.try_get("sop_class_uid")?,
         transfer_syntax_uid: r.try_get("transfer_syntax_uid")?,
         size_bytes: r.try_get("size_bytes")?,
-        sha256: r.try_get("sha256")?,
+        data_set_sha256: r.try_get("data_set_sha256")?,
         blob_key: r.try_get("blob_key")?,
         site: r.try_get("site")?,
     })
@@ -220,7 +222,7 @@ pub async fn index_batch(db: &Db, site: &str, items: &[NewInstance]) -> Result<V
 
             let inserted = sqlx::query(
                 "INSERT INTO instances (sop_instance_uid, series_uid, study_uid, sop_class_uid, instance_number, \
-                 transfer_syntax_uid, number_of_frames, rows_, columns_, size_bytes, sha256, blob_key, metadata, \
+                 transfer_syntax_uid, number_of_frames, rows_, columns_, size_bytes, data_set_sha256, blob_key, metadata, \
                  site, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
                  ON CONFLICT (sop_instance_uid) DO NOTHING",
             )
@@ -234,7 +236,7 @@ pub async fn index_batch(db: &Db, site: &str, items: &[NewInstance]) -> Result<V
             .bind(h.rows.map(i64::from))
             .bind(h.columns.map(i64::from))
             .bind(item.size_bytes as i64)
-            .bind(&item.sha256)
+            .bind(&item.data_set_sha256)
             .bind(&item.blob_key)
             .bind(&metadata)
             .bind(site)
@@ -261,11 +263,11 @@ pub async fn index_batch(db: &Db, site: &str, items: &[NewInstance]) -> Result<V
                         IndexOutcome::WrongParent {
                             stored_study_uid: stored.study_uid,
                         }
-                    } else if stored.sha256 == item.sha256 {
+                    } else if stored.data_set_sha256 == item.data_set_sha256 {
                         IndexOutcome::AlreadyStored
                     } else {
                         IndexOutcome::Conflict {
-                            stored_sha256: stored.sha256,
+                            stored_sha256: stored.data_set_sha256,
                         }
                     },
                 );

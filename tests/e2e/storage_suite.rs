@@ -25,7 +25,7 @@ fn instance(rel: &str, sha: &str) -> Result<NewInstance> {
     Ok(NewInstance {
         header,
         size_bytes: len,
-        sha256: sha.into(),
+        data_set_sha256: sha.into(),
         blob_key,
     })
 }
@@ -41,7 +41,7 @@ pub async fn index_outcomes_and_exam_lifecycle(backend: Backend) -> Result<()> {
         "{out:?}"
     );
     let mut changed = ct.clone();
-    changed.sha256 = "bb".into();
+    changed.data_set_sha256 = "bb".into();
     let out = index_batch(&s.db, "township-a", &[changed]).await?;
     ensure!(
         matches!(&out[0], IndexOutcome::Conflict { stored_sha256 } if stored_sha256 == "aa"),

@@ -29,6 +29,13 @@ pub async fn resend_is_idempotent_and_conflict_keeps_original(backend: Backend) 
         "identical resend: {status} {body}"
     );
 
+    // The same data set in a file written by another sender (its own meta group) is the
+    // same instance, not a conflict.
+    let rewrapped = with_other_meta(&mr)?;
+    ensure!(rewrapped != mr);
+    let (status, body) = stow(&hub.url, None, &[rewrapped]).await?;
+    ensure!(status == 200, "re-wrapped resend: {status} {body}");
+
     // Same SOP Instance UID, different bytes (implicit VR encoding of the same image).
     let other = read("dicom/single/MR_small_implicit.dcm")?;
     let (status, body) = stow(&hub.url, None, &[other]).await?;
@@ -39,7 +46,7 @@ pub async fn resend_is_idempotent_and_conflict_keeps_original(backend: Backend) 
         "reason 0x0111: {failed}"
     );
     ensure!(
-        attr(failed, "00000902").is_some_and(|c| c.contains("different content")),
+        attr(failed, "00000902").is_some_and(|c| c.contains("different data set")),
         "comment: {failed}"
     );
 
@@ -62,6 +69,21 @@ pub async fn resend_is_idempotent_and_conflict_keeps_original(backend: Backend) 
         "one exam: {exams}"
     );
     Ok(())
+}
+
+/// The same file with its ImplementationVersionName (0002,0013) changed, as another
+/// sender's toolkit would write it.
+fn with_other_meta(file: &[u8]) -> Result<Vec<u8>> {
+    let mut out = file.to_vec();
+    let at = out
+        .windows(4)
+        .position(|w| w == [0x02, 0x00, 0x13, 0x00])
+        .context("ImplementationVersionName in meta group")?;
+    let len = u16::from_le_bytes([out[at + 6], out[at + 7]]) as usize;
+    for b in &mut out[at + 8..at + 8 + len] {
+        *b = if b.is_ascii_alphanumeric() { b'X' } else { *b };
+    }
+    Ok(out)
 }
 
 pub async fn chinese_names_decode(backend: Backend) -> Result<()> {

@@ -1,9 +1,11 @@
 //! DICOM Part 10 files: identifiers, bounded header scanning and header extraction.
 
+mod digest;
 mod header;
 mod scan;
 mod uid;
 
+pub use digest::{Digests, Part10Digest};
 pub use header::{read_instance_header, InstanceHeader, Limits};
 pub use scan::{scan_part10, ScanSummary};
 pub use uid::{Uid, UidError};

@@ -52,7 +52,7 @@ CREATE TABLE instances (
     rows_ BIGINT,
     columns_ BIGINT,
     size_bytes BIGINT NOT NULL,
-    sha256 TEXT NOT NULL,
+    data_set_sha256 TEXT NOT NULL,
     blob_key TEXT NOT NULL,
     metadata TEXT NOT NULL,
     site TEXT NOT NULL,
