@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::{ensure, Context, Result};
-use tests::{attr, get_json, sop_uids, stow, Backend, Env, Hub};
+use tests::{attr, get_json, retrieve_parts, sop_uids, stow, Backend, Env, Hub, Viewer};
 
 use crate::make_dicom;
 
@@ -43,6 +43,24 @@ async fn two_hubs_share_one_database_and_bucket() -> Result<()> {
     }
     let (_, exams) = get_json(&format!("{}/api/exams", a.url)).await?;
     ensure!(exams.as_array().map(Vec::len) == Some(1), "{exams}");
+
+    // The read side running apart serves the same data from the shared backends.
+    let viewer = Viewer::start(&env, "viewer")?;
+    let (status, studies) = get_json(&format!("{}/dicomweb/studies", viewer.url)).await?;
+    ensure!(status == 200, "{status}");
+    let study = attr(&studies[0], "0020000D").context("study uid")?;
+    let retrieved = retrieve_parts(&format!("{}/dicomweb/studies/{study}", viewer.url)).await?;
+    ensure!(
+        retrieved.len() == 20,
+        "{} instances retrieved",
+        retrieved.len()
+    );
+    for part in &retrieved {
+        ensure!(
+            parts.contains(part),
+            "a retrieved instance differs from every one sent"
+        );
+    }
     Ok(())
 }
 

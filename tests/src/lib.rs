@@ -260,6 +260,33 @@ impl Hub {
     }
 }
 
+/// A running `viewer-api` process (the read side on its own, as in the scale-out deployment).
+pub struct Viewer {
+    /// The process.
+    pub proc: Proc,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Viewer {
+    /// Start viewer-api on any free port over the test's storage.
+    pub fn start(env: &Env, name: &str) -> Result<Viewer> {
+        let mut cmd = Command::new(bin("viewer-api"));
+        cmd.env("VIEWER_LISTEN", "127.0.0.1:0")
+            .env("VIEWER_DATABASE_URL", &env.database_url)
+            .env("VIEWER_BLOB_URL", &env.blob_url)
+            .env("RUST_LOG", "info,sqlx=warn");
+        let (proc, line) = Proc::start(cmd, env.path(&format!("{name}.log")), "viewer-api ready:")?;
+        let url = line
+            .split("http=")
+            .nth(1)
+            .context("viewer-api ready line")?
+            .trim()
+            .to_string();
+        Ok(Viewer { proc, url })
+    }
+}
+
 /// A running gateway process.
 pub struct Gateway {
     /// The process.
