@@ -94,14 +94,18 @@ impl BlobConfig {
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
+    /// Root directory when the store is a local directory (see [`BlobStore::put_file`]).
+    local_root: Option<PathBuf>,
 }
 
 impl BlobStore {
     /// Open the configured store.
     pub fn open(config: &BlobConfig) -> Result<Self> {
+        let mut local_root = None;
         let store: Arc<dyn ObjectStore> = match config {
             BlobConfig::Local(dir) => {
                 std::fs::create_dir_all(dir)?;
+                local_root = Some(std::fs::canonicalize(dir)?);
                 // fsync: a STOW-RS success is an acknowledgement that the file is durable.
                 Arc::new(LocalFileSystem::new_with_prefix(dir)?.with_fsync(true))
             }
@@ -131,12 +135,19 @@ impl BlobStore {
                 }
             }
         };
-        Ok(BlobStore { store })
+        Ok(BlobStore { store, local_root })
     }
 
-    /// Copy a local file into the store under `key`, streaming: large files go up in
-    /// parts and are never held in memory whole.
+    /// Put a local file into the store under `key`, durably. The file is consumed: on a
+    /// local directory on the same filesystem it is fsynced and renamed into place
+    /// (no copy: ingest throughput is bound by this); otherwise it is streamed up, large
+    /// files in parts, never held in memory whole.
     pub async fn put_file(&self, key: &str, file: &FsPath, size: u64) -> Result<()> {
+        if let Some(root) = &self.local_root {
+            if move_into(root, key, file).await? {
+                return Ok(());
+            }
+        }
         let path = Path::from(key);
         let mut f = tokio::fs::File::open(file).await?;
         if size <= SINGLE_PUT_MAX {
@@ -209,4 +220,30 @@ impl BlobStore {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Move `file` to `root/key` with fsyncs of the file and its new directory; false when
+/// they are on different filesystems (the caller then copies through object_store).
+///
+/// The layout is object_store's LocalFileSystem layout (key segments as directories), and
+/// keys are our own content addresses (hex and `/`), so no escaping applies.
+async fn move_into(root: &FsPath, key: &str, file: &FsPath) -> Result<bool> {
+    let target = root.join(key);
+    let file = file.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<bool> {
+        std::fs::File::open(&file)?.sync_all()?;
+        let dir = target
+            .parent()
+            .ok_or_else(|| StorageError::Config(format!("bad blob key {}", target.display())))?;
+        std::fs::create_dir_all(dir)?;
+        match std::fs::rename(&file, &target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(true)
+    })
+    .await
+    .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
 }

@@ -2,9 +2,10 @@
 //!
 //! The identity of an instance is its data set: the file meta group in front of it says
 //! who wrote the file (source AE title, implementation) and differs between two senders
-//! of the very same instance. So two digests are kept: one of the whole file (the
-//! stored original's integrity and blob key) and one of the data set alone (whether a
-//! re-sent instance is the same instance).
+//! of the very same instance. So two digests are kept: one of the data set alone (whether
+//! a re-sent instance is the same instance) and one of the whole file (the stored
+//! original's content address). Each byte is hashed once: the file digest combines the
+//! digest of the meta group with that of the data set.
 
 use sha2::{Digest, Sha256};
 
@@ -13,7 +14,7 @@ const MAX_META: usize = 64 * 1024;
 
 /// Hashes a Part 10 stream chunk by chunk.
 pub struct Part10Digest {
-    file: Sha256,
+    meta: Sha256,
     data_set: Sha256,
     /// Bytes held back until the end of the meta group is known.
     prefix: Vec<u8>,
@@ -24,7 +25,8 @@ pub struct Part10Digest {
 /// The two digests, lower-case hex.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Digests {
-    /// SHA-256 of every byte.
+    /// SHA-256 over the SHA-256 of the meta group and that of the data set: changes with
+    /// any byte of the file.
     pub file: String,
     /// SHA-256 of the bytes after the file meta group.
     pub data_set: String,
@@ -39,12 +41,16 @@ impl Default for Part10Digest {
 impl Part10Digest {
     /// Start a new stream.
     pub fn new() -> Self {
-        Part10Digest { file: Sha256::new(), data_set: Sha256::new(), prefix: Vec::new(), in_data_set: false }
+        Part10Digest {
+            meta: Sha256::new(),
+            data_set: Sha256::new(),
+            prefix: Vec::new(),
+            in_data_set: false,
+        }
     }
 
     /// Feed the next chunk.
     pub fn update(&mut self, chunk: &[u8]) {
-        self.file.update(chunk);
         if self.in_data_set {
             self.data_set.update(chunk);
             return;
@@ -52,6 +58,7 @@ impl Part10Digest {
         self.prefix.extend_from_slice(chunk);
         match meta_end(&self.prefix) {
             MetaEnd::Known(end) => {
+                self.meta.update(&self.prefix[..end]);
                 self.data_set.update(&self.prefix[end..]);
                 self.prefix = Vec::new();
                 self.in_data_set = true;
@@ -73,9 +80,18 @@ impl Part10Digest {
                 MetaEnd::Known(end) => end,
                 _ => 0,
             };
+            self.meta.update(&self.prefix[..start]);
             self.data_set.update(&self.prefix[start..]);
         }
-        Digests { file: hex::encode(self.file.finalize()), data_set: hex::encode(self.data_set.finalize()) }
+        let meta = self.meta.finalize();
+        let data_set = self.data_set.finalize();
+        let mut file = Sha256::new();
+        file.update(meta);
+        file.update(data_set);
+        Digests {
+            file: hex::encode(file.finalize()),
+            data_set: hex::encode(data_set),
+        }
     }
 }
 
@@ -103,11 +119,29 @@ fn meta_end(b: &[u8]) -> MetaEnd {
             return MetaEnd::Known(pos);
         }
         let vr = &b[pos + 4..pos + 6];
-        let (header, len) = if matches!(vr, b"OB" | b"OW" | b"UN" | b"SQ" | b"UT" | b"UC" | b"UR" | b"OD" | b"OF" | b"OL" | b"OV" | b"SV" | b"UV") {
+        let (header, len) = if matches!(
+            vr,
+            b"OB"
+                | b"OW"
+                | b"UN"
+                | b"SQ"
+                | b"UT"
+                | b"UC"
+                | b"UR"
+                | b"OD"
+                | b"OF"
+                | b"OL"
+                | b"OV"
+                | b"SV"
+                | b"UV"
+        ) {
             if b.len() < pos + 12 {
                 return MetaEnd::NeedMore;
             }
-            (12, u32::from_le_bytes([b[pos + 8], b[pos + 9], b[pos + 10], b[pos + 11]]) as usize)
+            (
+                12,
+                u32::from_le_bytes([b[pos + 8], b[pos + 9], b[pos + 10], b[pos + 11]]) as usize,
+            )
         } else {
             (8, u16::from_le_bytes([b[pos + 6], b[pos + 7]]) as usize)
         };
@@ -158,9 +192,12 @@ mod tests {
 
     #[test]
     fn non_part10_bytes_are_their_own_identity() {
-        let mut d = Part10Digest::new();
-        d.update(b"not dicom");
-        let out = d.finish();
-        assert_eq!(out.file, out.data_set);
+        let digest = |b: &[u8]| {
+            let mut d = Part10Digest::new();
+            d.update(b);
+            d.finish()
+        };
+        assert_eq!(digest(b"not dicom"), digest(b"not dicom"));
+        assert_ne!(digest(b"not dicom").data_set, digest(b"not dicoM").data_set);
     }
 }
