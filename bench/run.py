@@ -4,12 +4,15 @@ with Orthanc (when the Debian packages `orthanc` and `orthanc-dicomweb` are inst
 
     python3 bench/run.py [--workdir DIR] [--ct-slices 300] [--skip-orthanc]
                          [--only cstore,stow,qido,metadata,memory] [--no-build]
-                         [--memory-mb 1024] [--keep]
+                         [--rounds 3] [--memory-mb 1000] [--keep]
+
+See docs/benchmark.md for the method and the latest figures.
 
 Loads (each reported as ours, Orthanc's, the ratio and the target):
   cstore    C-STORE of the CT series over ONE association (dcmtk /usr/bin/storescu)
             into our gateway vs Orthanc's DICOM port; instances/s of the storescu run.
-            Target: ours >= 2x Orthanc.
+            Target: ours >= 2x Orthanc. (Median of --rounds; plus, for information,
+            the same into a gateway whose hub is not on this machine.)
   stow      STOW-RS of the CT series (a --salt copy, so it is new to both servers):
             4 client threads, 10 instances per request; instances/s. Target: >= 2x.
   qido      QIDO-RS study search, 16 clients x 50 requests over the qido studies
@@ -691,8 +694,8 @@ class Bench:
         ct = self.corpus.ct
         n = len(ct.files)
         # The same send into a gateway whose hub is elsewhere (here: a closed port, so the
-        # forwarder only backs off): what a township modality sees when the hub does not
-        # share the gateway's 2 cores, as in a real deployment.
+        # forwarder only verifies its items and backs off): roughly what a township
+        # modality sees when the hub does not share the gateway's 2 cores, as deployed.
         solo = self.procs.start_gateway("solo", f"http://127.0.0.1:{free_port()}")
         warm_page_cache(ct.files)
         log(f"cstore: {n} instances -> gateway alone (its hub is not on this machine)")
@@ -1073,6 +1076,19 @@ def print_table(report: Report, orthanc: bool) -> None:
         print("note: " + n)
 
 
+def cpu_busy_fraction(seconds: float = 2.0) -> float:
+    """Share of all CPUs busy (from /proc/stat) while this script sleeps: other work."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+
+    (t0, i0) = sample()
+    time.sleep(seconds)
+    (t1, i1) = sample()
+    return 1 - (i1 - i0) / max(1, t1 - t0)
+
+
 def fsync_probe(directory: Path, size: int = 512 * 1024, n: int = 20) -> float:
     """Median ms to write and fsync a CT-slice-sized file here: the disk's part in any
     durable-before-acknowledge figure (C-STORE especially), for comparing machines."""
@@ -1154,10 +1170,10 @@ def main(argv=None) -> int:
 
     corpus = load_corpus(workdir / "corpus", args.ct_slices, [])
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
-    load1 = os.getloadavg()[0]
-    if load1 > 0.5:
-        log(f"warning: load average is {load1:.2f} before the run: other work on this machine "
-            f"skews the figures (compare runs on an idle machine)")
+    busy = cpu_busy_fraction()
+    if busy > 0.15:
+        log(f"warning: {busy:.0%} of the CPUs were busy with other work just before the loads: "
+            f"that skews the figures (compare runs made on an idle machine)")
     fsync_ms = fsync_probe(run_dir)
     log(f"disk: write+fsync of 512 KiB takes {fsync_ms} ms (median) in {run_dir}")
     procs = Processes(run_dir, bin_dir)
@@ -1200,7 +1216,7 @@ def main(argv=None) -> int:
             "orthanc": args.orthanc, "interrupted": interrupted,
             "storescu": tool_version([STORESCU, "--version"]),
             "orthanc_version": tool_version([ORTHANC_BIN, "--version"]) if args.orthanc else None,
-            "fsync_512k_median_ms": fsync_ms, "loadavg_1m_at_start": round(load1, 2),
+            "fsync_512k_median_ms": fsync_ms, "cpu_busy_before_loads": round(busy, 2),
         },
         "rows": [r.__dict__ for r in report.rows],
         "details": report.details,

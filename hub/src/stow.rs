@@ -12,7 +12,9 @@ use std::path::Path;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use formats::dicom::{read_instance_header, DicomError, Digests, InstanceHeader, Limits, Part10Digest};
+use formats::dicom::{
+    read_instance_header, DicomError, Digests, InstanceHeader, Limits, Part10Digest,
+};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use storage::index::{blob_key, IndexOutcome, NewInstance};
@@ -35,6 +37,9 @@ mod reason {
     /// Cannot understand the data.
     pub const CANNOT_UNDERSTAND: u16 = 0xC000;
 }
+
+/// Part header in which a sender names the SHA-256 of the part's data set.
+pub const DATA_SET_DIGEST_HEADER: &str = "x-data-set-sha256";
 
 /// Parts whose processing runs at once within one request (receive overlaps upload).
 const PIPELINE_DEPTH: usize = 4;
@@ -222,9 +227,7 @@ async fn handle(
         // Spawned, so checking and uploading this part overlaps receiving the next.
         pending.push_back(actix_web::rt::spawn(async move {
             match received {
-                Ok((tmp, size, digests)) => {
-                    prepare(&state, study.as_deref(), tmp, size, digests).await
-                }
+                Ok(received) => prepare(&state, study.as_deref(), received).await,
                 Err(f) => Prepared::Failed(f),
             }
         }));
@@ -346,12 +349,21 @@ fn joined(r: Result<Prepared, actix_web::rt::task::JoinError>) -> Prepared {
     })
 }
 
+/// A part written to a temporary file.
+struct Received {
+    tmp: NamedTempFile,
+    size: u64,
+    digests: Digests,
+    /// Why the part does not match the digest its sender recorded, if it does not.
+    damaged: Option<String>,
+}
+
 /// Stream one part to a temporary file, hashing it; refuse parts of the wrong type or size.
 async fn receive_part(
     mut field: multer::Field<'_>,
     part_no: usize,
     state: &HubState,
-) -> Result<(NamedTempFile, u64, Digests), Failure> {
+) -> Result<Received, Failure> {
     if let Some(ct) = field.content_type().map(|ct| ct.essence_str().to_string()) {
         if ct != "application/dicom" {
             // Drain it so the next part can be read.
@@ -369,6 +381,13 @@ async fn receive_part(
             format!("part {part_no}: hub cannot spool the upload: {e}"),
         )
     };
+    // A sender that recorded the data set's digest when it received the instance (our
+    // gateway) names it; a mismatch means the file was damaged on its disk or on the way.
+    let claimed_digest = field
+        .headers()
+        .get(DATA_SET_DIGEST_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
     let tmp = NamedTempFile::new_in(&state.tmp_dir).map_err(io_failure)?;
     let mut file = std::io::BufWriter::with_capacity(256 * 1024, tmp.reopen().map_err(io_failure)?);
     let mut digest = Part10Digest::new();
@@ -405,17 +424,30 @@ async fn receive_part(
     }
     file.flush().map_err(io_failure)?;
     drop(file);
-    Ok((tmp, size, digest.finish()))
+    let digests = digest.finish();
+    let damaged = claimed_digest.filter(|claimed| *claimed != digests.data_set).map(|claimed| {
+        format!(
+            "part {part_no}: data set SHA-256 {} differs from the sender's {DATA_SET_DIGEST_HEADER} {claimed}: \
+             the file was damaged before or while it was sent",
+            digests.data_set
+        )
+    });
+    Ok(Received {
+        tmp,
+        size,
+        digests,
+        damaged,
+    })
 }
 
 /// Parse, check and upload one received part.
-async fn prepare(
-    state: &HubState,
-    study: Option<&str>,
-    tmp: NamedTempFile,
-    size: u64,
-    digests: Digests,
-) -> Prepared {
+async fn prepare(state: &HubState, study: Option<&str>, received: Received) -> Prepared {
+    let Received {
+        tmp,
+        size,
+        digests,
+        damaged,
+    } = received;
     let header = {
         let Ok(_slot) = state.parse_slots.acquire().await else {
             return Prepared::Failed(Failure::anonymous(
@@ -444,6 +476,9 @@ async fn prepare(
             }
         }
     };
+    if let Some(why) = damaged {
+        return Prepared::Failed(Failure::of(&header, reason::CANNOT_UNDERSTAND, why));
+    }
     if let Some(study) = study {
         if header.study_instance_uid != study {
             let comment = format!(

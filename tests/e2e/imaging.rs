@@ -13,7 +13,8 @@ on_both_backends!(
     modality_to_dicomweb,
     hub_down_then_back,
     gateway_killed_mid_forward,
-    stat_priority_reaches_exam
+    stat_priority_reaches_exam,
+    damaged_spool_file_is_refused_not_stored
 );
 
 /// Files of one study, with the transfer syntax option storescu needs to send them as is.
@@ -263,5 +264,71 @@ pub async fn stat_priority_reaches_exam(backend: Backend) -> Result<()> {
     gw.storescu(&[], &files)?;
     let exam = wait_ready(&hub, &study_of(&files[0])?, Duration::from_secs(60)).await?;
     ensure!(exam["priority"] == "stat", "exam: {exam}");
+    Ok(())
+}
+
+/// Spool files holding instances in a gateway's data directory (it keeps empty files
+/// created ahead of time beside them).
+fn spool_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.components().any(|c| c.as_os_str() == "spool")
+                && p.extension().is_some_and(|e| e == "dcm")
+                && entry.metadata().is_ok_and(|m| m.len() > 0)
+            {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+pub async fn damaged_spool_file_is_refused_not_stored(backend: Backend) -> Result<()> {
+    let env = Env::new(backend).await?;
+    let port = tests::free_port();
+    let gw = Gateway::start(
+        &env,
+        "gw",
+        &format!("http://127.0.0.1:{port}"),
+        "township-a",
+    )?;
+    let files = make_dicom(&[
+        "study",
+        env.path("gen").to_str().context("path")?,
+        "3",
+        "--salt",
+        "rot",
+    ]);
+    gw.storescu(&[], &files)?;
+    // Bit rot on the gateway's disk while the hub is unreachable.
+    let spooled = spool_files(&env.path("gw"));
+    ensure!(spooled.len() == 3, "spool files: {spooled:?}");
+    let mut bytes = std::fs::read(&spooled[0])?;
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xFF;
+    std::fs::write(&spooled[0], &bytes)?;
+
+    let hub = Hub::start(&env, "hub", port)?;
+    let study = study_of(&files[0])?;
+    let exam = wait_ready(&hub, &study, Duration::from_secs(60)).await?;
+    ensure!(
+        exam["instance_count"] == 2,
+        "only the intact instances are stored: {exam}"
+    );
+    let status = wait_for(
+        Duration::from_secs(30),
+        "quarantine in gateway status",
+        || async {
+            let s = gw.status()?;
+            Ok(s.contains("damaged").then_some(s))
+        },
+    )
+    .await?;
+    ensure!(status.contains("SHA-256"), "{status}");
     Ok(())
 }

@@ -26,7 +26,13 @@ pub struct Part {
     pub file: tokio::fs::File,
     /// Bytes to send from it.
     pub size: u64,
+    /// SHA-256 (hex) of its data set as received from the modality: sent along so the hub
+    /// refuses a file damaged on disk or in transit instead of storing it.
+    pub data_set_sha256: String,
 }
+
+/// Part header carrying [`Part::data_set_sha256`] (the hub checks it when present).
+pub const DATA_SET_DIGEST_HEADER: &str = "X-Data-Set-SHA256";
 
 /// Build a `multipart/related` body streaming each file from disk (never the whole
 /// batch in memory). Returns the body and its exact length for `Content-Length`.
@@ -35,7 +41,10 @@ pub fn multipart_body(parts: Vec<Part>, boundary: &str) -> (BodyStream, u64) {
     let mut pieces: Vec<BodyStream> = Vec::with_capacity(parts.len() * 2 + 1);
     for (i, part) in parts.into_iter().enumerate() {
         let lead = if i == 0 { "" } else { "\r\n" };
-        let header = format!("{lead}--{boundary}\r\nContent-Type: application/dicom\r\n\r\n");
+        let header = format!(
+            "{lead}--{boundary}\r\nContent-Type: application/dicom\r\n{DATA_SET_DIGEST_HEADER}: {}\r\n\r\n",
+            part.data_set_sha256
+        );
         length += header.len() as u64 + part.size;
         pieces.push(Box::pin(stream::once(
             async move { Ok(Bytes::from(header)) },
@@ -74,6 +83,9 @@ pub struct Listing {
     pub stored: HashSet<String>,
     /// SOP Instance UIDs in FailedSOPSequence (0008,1198) with their reason.
     pub failed: HashMap<String, Failure>,
+    /// Failures the hub could not attribute to a SOP Instance UID (a part it could not
+    /// parse at all).
+    pub anonymous: Vec<Failure>,
 }
 
 /// One FailedSOPSequence item.
@@ -121,6 +133,21 @@ pub enum InstanceOutcome {
 pub fn classify(status: u16, body: &[u8], batch_len: usize) -> Verdict {
     match status {
         200 | 202 | 409 => match parse_listing(body) {
+            // A lone instance refused without its UID (the hub could not even read it):
+            // the refusal is about this one.
+            Ok(listing)
+                if batch_len == 1
+                    && listing.stored.is_empty()
+                    && listing.failed.is_empty()
+                    && !listing.anonymous.is_empty() =>
+            {
+                let failure = &listing.anonymous[0];
+                if failure.is_transient() {
+                    Verdict::Transient(failure.describe())
+                } else {
+                    Verdict::RejectAll(failure.describe())
+                }
+            }
             Ok(listing) => Verdict::Listed(listing),
             Err(e) => Verdict::Transient(format!(
                 "HTTP {status} with an unreadable STOW response ({e}): {}",
@@ -153,6 +180,9 @@ impl Verdict {
                     }
                 } else if listing.stored.contains(sop_instance_uid) {
                     InstanceOutcome::Stored
+                } else if let Some(failure) = listing.anonymous.iter().find(|f| !f.is_transient()) {
+                    // Some part was refused unread: find out which by sending alone.
+                    InstanceOutcome::SendAlone(failure.describe())
                 } else {
                     InstanceOutcome::Retry(
                         "the hub's response did not mention this instance".into(),
@@ -191,6 +221,15 @@ pub fn parse_listing(body: &[u8]) -> Result<Listing, String> {
                 .and_then(|v| u16::try_from(v).ok());
             let comment = first_string(item.get("00000902"));
             listing.failed.insert(uid, Failure { reason, comment });
+        } else {
+            let reason = item
+                .get("00081197")
+                .and_then(|a| a.get("Value"))
+                .and_then(|v| v.get(0))
+                .and_then(Value::as_u64)
+                .and_then(|v| u16::try_from(v).ok());
+            let comment = first_string(item.get("00000902"));
+            listing.anonymous.push(Failure { reason, comment });
         }
     }
     Ok(listing)
@@ -347,10 +386,12 @@ mod tests {
             Part {
                 file: tokio::fs::File::open(&a).await.expect("open"),
                 size: 4,
+                data_set_sha256: "aa".into(),
             },
             Part {
                 file: tokio::fs::File::open(&b).await.expect("open"),
                 size: 6,
+                data_set_sha256: "bb".into(),
             },
         ];
         let (mut body, len) = multipart_body(parts, "XyZ");
@@ -362,8 +403,8 @@ mod tests {
         let text = String::from_utf8(all).expect("utf8");
         assert_eq!(
             text,
-            "--XyZ\r\nContent-Type: application/dicom\r\n\r\nAAAA\
-             \r\n--XyZ\r\nContent-Type: application/dicom\r\n\r\nBBBBBB\
+            "--XyZ\r\nContent-Type: application/dicom\r\nX-Data-Set-SHA256: aa\r\n\r\nAAAA\
+             \r\n--XyZ\r\nContent-Type: application/dicom\r\nX-Data-Set-SHA256: bb\r\n\r\nBBBBBB\
              \r\n--XyZ--\r\n"
         );
     }

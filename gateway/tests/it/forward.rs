@@ -116,7 +116,7 @@ async fn forwards_in_batches_and_resumes_after_restart_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_and_damaged_instances_are_quarantined_the_rest_delivered() {
+async fn refused_instances_are_quarantined_the_rest_delivered() {
     let Some(orthanc) = Orthanc::start().await else {
         return;
     };
@@ -128,17 +128,13 @@ async fn refused_and_damaged_instances_are_quarantined_the_rest_delivered() {
     let items = app.items().await;
     app.gateway.take().expect("running").shutdown().await;
 
-    // One file the server cannot parse (its "DICM" prefix is gone; the data set and
-    // thus our checksum are intact), one whose data set changed on disk.
+    // One file the server cannot parse (its "DICM" prefix is gone). A file damaged on
+    // disk is refused by our hub, which checks the data set digest the gateway sends
+    // along: that is tested end to end with the hub (tests crate), Orthanc ignores it.
     let refused = &items[2];
-    let damaged = &items[4];
     let mut bytes = std::fs::read(app.file(&refused.path)).expect("read");
     bytes[128..132].copy_from_slice(b"XXXX");
     std::fs::write(app.file(&refused.path), &bytes).expect("write");
-    let mut bytes = std::fs::read(app.file(&damaged.path)).expect("read");
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xFF;
-    std::fs::write(app.file(&damaged.path), &bytes).expect("write");
 
     let hub = orthanc.url();
     app.restart(move |c| c.hub_url = hub).await;
@@ -149,11 +145,10 @@ async fn refused_and_damaged_instances_are_quarantined_the_rest_delivered() {
     let items = app.items().await;
     let state = |id: i64| items.iter().find(|i| i.id == id).map(|i| i.state.clone());
     assert_eq!(state(refused.id).as_deref(), Some("rejected"));
-    assert_eq!(state(damaged.id).as_deref(), Some("rejected"));
-    assert_eq!(items.iter().filter(|i| i.state == "delivered").count(), 5);
+    assert_eq!(items.iter().filter(|i| i.state == "delivered").count(), 6);
 
     let q = app.quarantine().await;
-    assert_eq!(q.len(), 2, "{q:#?}");
+    assert_eq!(q.len(), 1, "{q:#?}");
     let by_sop = |uid: &str| {
         q.iter()
             .find(|r| r.sop_instance_uid.as_deref() == Some(uid))
@@ -166,16 +161,9 @@ async fn refused_and_damaged_instances_are_quarantined_the_rest_delivered() {
     assert!(r.reason.contains("HTTP 400"), "{r:?}");
     let kept = std::fs::read(app.file(r.path.as_deref().expect("kept"))).expect("quarantined file");
     assert_eq!(&kept[128..132], b"XXXX");
-    let d = by_sop(&damaged.sop_instance_uid);
-    assert!(d.reason.contains("SHA-256"), "{d:?}");
-    assert!(app.file(d.path.as_deref().expect("kept")).exists());
-
     let at_hub = orthanc.instance_uids().await;
-    assert_eq!(at_hub.len(), 5);
-    assert!(
-        !at_hub.contains(&damaged.sop_instance_uid),
-        "a damaged file never leaves"
-    );
+    assert_eq!(at_hub.len(), 6);
+    assert!(!at_hub.contains(&refused.sop_instance_uid));
     eventually(Duration::from_secs(5), "spool emptied", || async {
         app.spool_files().is_empty()
     })
@@ -183,7 +171,7 @@ async fn refused_and_damaged_instances_are_quarantined_the_rest_delivered() {
 
     let status = app.status_cli(false).await;
     assert!(
-        status.contains("rejected by hub: 2; quarantined: 2"),
+        status.contains("rejected by hub: 1; quarantined: 1"),
         "{status}"
     );
     app.stop().await;
