@@ -389,7 +389,8 @@ async fn receive_part(
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
     let tmp = NamedTempFile::new_in(&state.tmp_dir).map_err(io_failure)?;
-    let mut file = std::io::BufWriter::with_capacity(256 * 1024, tmp.reopen().map_err(io_failure)?);
+    // Chunks arrive tens of kilobytes at a time: written as they come, no second copy.
+    let mut file = tmp.reopen().map_err(io_failure)?;
     let mut digest = Part10Digest::new();
     let mut size = 0u64;
     let mut too_big = false;
