@@ -5,11 +5,13 @@
 //! placeholders, `ON CONFLICT`, `RETURNING`) and run through [`on_db!`].
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::{Result, StorageError};
 
@@ -22,9 +24,19 @@ pub enum Backend {
     Postgres,
 }
 
-/// A connection pool on either backend.
+/// The metadata database: a connection pool on either backend.
 #[derive(Clone, Debug)]
-pub enum Db {
+pub struct Db {
+    pub(crate) pool: Pool,
+    /// Serialises this process's SQLite write transactions. SQLite has one writer; left
+    /// to its busy handler, concurrent writers sleep and retry and throughput falls as
+    /// clients are added. Queuing them here keeps the single writer busy instead.
+    writer: Arc<Mutex<()>>,
+}
+
+/// A pool on one backend.
+#[derive(Clone, Debug)]
+pub(crate) enum Pool {
     /// SQLite pool.
     Sqlite(SqlitePool),
     /// PostgreSQL pool.
@@ -34,9 +46,9 @@ pub enum Db {
 /// Run the same code against whichever pool `$db` holds; `$pool` names it in the body.
 macro_rules! on_db {
     ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            $crate::db::Db::Sqlite($pool) => $body,
-            $crate::db::Db::Postgres($pool) => $body,
+        match &$db.pool {
+            $crate::db::Pool::Sqlite($pool) => $body,
+            $crate::db::Pool::Postgres($pool) => $body,
         }
     };
 }
@@ -57,7 +69,7 @@ impl Db {
                 .max_connections(max_connections.max(1))
                 .connect_with(options)
                 .await?;
-            Ok(Db::Sqlite(pool))
+            Ok(Db::new(Pool::Sqlite(pool)))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -65,7 +77,7 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options)
                 .await?;
-            Ok(Db::Postgres(pool))
+            Ok(Db::new(Pool::Postgres(pool)))
         } else {
             Err(StorageError::Config(format!(
                 "database URL must start with sqlite: or postgres:, got {:?}",
@@ -74,20 +86,36 @@ impl Db {
         }
     }
 
+    fn new(pool: Pool) -> Self {
+        Db {
+            pool,
+            writer: Arc::new(Mutex::new(())),
+        }
+    }
+
     /// Apply the migrations of this backend.
     pub async fn migrate(&self) -> Result<()> {
-        match self {
-            Db::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
-            Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        match &self.pool {
+            Pool::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+            Pool::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
         }
         Ok(())
     }
 
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
-        match self {
-            Db::Sqlite(_) => Backend::Sqlite,
-            Db::Postgres(_) => Backend::Postgres,
+        match &self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Hold this while running a write transaction: on SQLite it queues writers of this
+    /// process; PostgreSQL needs no such thing.
+    pub(crate) async fn write_turn(&self) -> Option<MutexGuard<'_, ()>> {
+        match self.pool {
+            Pool::Sqlite(_) => Some(self.writer.lock().await),
+            Pool::Postgres(_) => None,
         }
     }
 

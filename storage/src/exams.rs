@@ -155,6 +155,7 @@ pub async fn complete_study(
     priority: Priority,
     expected_instances: i64,
 ) -> Result<Completion> {
+    let _turn = db.write_turn().await;
     let now = now_ms();
     let select = concat!(exam_select!(), " WHERE e.study_uid = $1");
     on_db!(db, |pool| {

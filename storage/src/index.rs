@@ -147,6 +147,7 @@ where
 /// with an exam in status `receiving`; a new instance for an exam that was `ready`
 /// reopens it (back to `receiving`) instead of creating a second exam.
 pub async fn index_batch(db: &Db, site: &str, items: &[NewInstance]) -> Result<Vec<IndexOutcome>> {
+    let _turn = db.write_turn().await;
     let now = now_ms();
     on_db!(db, |pool| {
         let mut tx = pool.begin().await?;
