@@ -212,24 +212,21 @@ pub fn parse_listing(body: &[u8]) -> Result<Listing, String> {
         }
     }
     for item in sequence_items(object.get("00081198")) {
-        if let Some(uid) = first_string(item.get("00081155")) {
-            let reason = item
-                .get("00081197")
-                .and_then(|a| a.get("Value"))
-                .and_then(|v| v.get(0))
-                .and_then(Value::as_u64)
-                .and_then(|v| u16::try_from(v).ok());
-            let comment = first_string(item.get("00000902"));
-            listing.failed.insert(uid, Failure { reason, comment });
-        } else {
-            let reason = item
-                .get("00081197")
-                .and_then(|a| a.get("Value"))
-                .and_then(|v| v.get(0))
-                .and_then(Value::as_u64)
-                .and_then(|v| u16::try_from(v).ok());
-            let comment = first_string(item.get("00000902"));
-            listing.anonymous.push(Failure { reason, comment });
+        let reason = item
+            .get("00081197")
+            .and_then(|a| a.get("Value"))
+            .and_then(|v| v.get(0))
+            .and_then(Value::as_u64)
+            .and_then(|v| u16::try_from(v).ok());
+        let failure = Failure {
+            reason,
+            comment: first_string(item.get("00000902")),
+        };
+        match first_string(item.get("00081155")) {
+            Some(uid) => {
+                listing.failed.insert(uid, failure);
+            }
+            None => listing.anonymous.push(failure),
         }
     }
     Ok(listing)
@@ -319,6 +316,23 @@ mod tests {
             v.outcome_for("1.2.3.9"),
             InstanceOutcome::Retry(_)
         ));
+    }
+
+    #[test]
+    fn a_refusal_without_uid_rejects_a_lone_instance_and_splits_a_batch() {
+        let body = br#"{"00081198":{"vr":"SQ","Value":[{"00081197":{"vr":"US","Value":[49152]},
+            "00000902":{"vr":"LO","Value":["data set SHA-256 differs"]}}]}}"#;
+        assert!(
+            matches!(classify(409, body, 1), Verdict::RejectAll(why) if why.contains("SHA-256"))
+        );
+        let v = classify(409, body, 2);
+        assert!(matches!(
+            v.outcome_for("1.2.3"),
+            InstanceOutcome::SendAlone(_)
+        ));
+        let transient =
+            br#"{"00081198":{"vr":"SQ","Value":[{"00081197":{"vr":"US","Value":[42752]}}]}}"#;
+        assert!(matches!(classify(409, transient, 1), Verdict::Transient(_)));
     }
 
     #[test]
