@@ -308,10 +308,16 @@ pub async fn damaged_spool_file_is_refused_not_stored(backend: Backend) -> Resul
     // Bit rot on the gateway's disk while the hub is unreachable.
     let spooled = spool_files(&env.path("gw"));
     ensure!(spooled.len() == 3, "spool files: {spooled:?}");
-    let mut bytes = std::fs::read(&spooled[0])?;
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xFF;
-    std::fs::write(&spooled[0], &bytes)?;
+    // Flip the last byte in place (no truncation the gateway could catch by size).
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&spooled[0])?;
+        let mut last = [0u8; 1];
+        f.seek(SeekFrom::End(-1))?;
+        f.read_exact(&mut last)?;
+        f.seek(SeekFrom::End(-1))?;
+        f.write_all(&[last[0] ^ 0xFF])?;
+    }
 
     let hub = Hub::start(&env, "hub", port)?;
     let study = study_of(&files[0])?;
