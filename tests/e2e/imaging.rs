@@ -311,7 +311,10 @@ pub async fn damaged_spool_file_is_refused_not_stored(backend: Backend) -> Resul
     // Flip the last byte in place (no truncation the gateway could catch by size).
     {
         use std::io::{Read, Seek, SeekFrom, Write};
-        let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&spooled[0])?;
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&spooled[0])?;
         let mut last = [0u8; 1];
         f.seek(SeekFrom::End(-1))?;
         f.read_exact(&mut last)?;
