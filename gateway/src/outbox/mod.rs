@@ -1,7 +1,7 @@
 //! The durable outbox: a SQLite database (WAL, `synchronous=FULL`) in the data
 //! directory recording every received instance until the hub has acknowledged it.
 //!
-//! All writes go through one task, the [committer](committer), which commits whatever
+//! All writes go through one task, the committer (`committer` module), which commits whatever
 //! is queued in a single transaction (group commit) and only then answers the waiters;
 //! reads use a small connection pool (WAL readers never block the writer).
 
