@@ -1,9 +1,10 @@
 //! The instance index: what STOW-RS writes and WADO-RS reads.
 //!
-//! Blobs are content-addressed (the key is the SHA-256), so a second, different
-//! version of a SOP Instance UID can never overwrite the original: the database's
-//! primary key on the SOP Instance UID decides which version is the instance, and the
-//! loser's blob is deleted.
+//! Blobs are content-addressed (the key is a digest of the whole file), so a second,
+//! different version of a SOP Instance UID can never overwrite the original: the
+//! database's primary key on the SOP Instance UID decides which version is the instance,
+//! and the loser's blob is deleted. Whether two files are the same instance is decided
+//! by the digest of their data sets alone (see `formats::dicom::Part10Digest`).
 
 use formats::dicom::InstanceHeader;
 use sqlx::Row;
@@ -77,15 +78,15 @@ pub struct StoredInstance {
     pub site: String,
 }
 
-/// The blob key of an original: `dicom/{sha[..2]}/{sha256}.dcm` from the SHA-256 of the
-/// whole file.
+/// The blob key of an original, `dicom/{d[..2]}/{d}.dcm`, from the hex digest of the
+/// whole file (`formats::dicom::Digests::file`).
 ///
 /// Content-addressed: a different version of an instance can never overwrite the stored
 /// original, identical re-sends land on the same key, and keys stay short whatever the
 /// UIDs (some S3-compatible stores limit key length). The index maps UIDs to keys.
-pub fn blob_key(file_sha256: &str) -> String {
-    let fan = file_sha256.get(..2).unwrap_or("00");
-    format!("dicom/{fan}/{file_sha256}.dcm")
+pub fn blob_key(file_digest: &str) -> String {
+    let fan = file_digest.get(..2).unwrap_or("00");
+    format!("dicom/{fan}/{file_digest}.dcm")
 }
 
 /// Pattern for a patient name match column: upper case, so matching ignores case the
