@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use tests::{attr, get_json, retrieve_parts, testdata, wait_for, Backend, Env, Gateway, Hub};
 
-use crate::{make_dicom, on_both_backends};
+use crate::{make_study, on_both_backends};
 
 on_both_backends!(
     modality_to_dicomweb,
@@ -152,13 +152,7 @@ pub async fn hub_down_then_back(backend: Backend) -> Result<()> {
     let port = tests::free_port();
     let hub_url = format!("http://127.0.0.1:{port}");
     let gw = Gateway::start(&env, "gw", &hub_url, "township-a")?;
-    let files = make_dicom(&[
-        "study",
-        env.path("gen").to_str().context("path")?,
-        "12",
-        "--salt",
-        "down",
-    ]);
+    let files = make_study(&env, "gen", 12, "down", &[]);
     gw.storescu(&[], &files)?;
     let status = gw.status()?;
     ensure!(
@@ -175,13 +169,7 @@ pub async fn hub_down_then_back(backend: Backend) -> Result<()> {
 
     // The hub goes down again and comes back: later instances still arrive once.
     drop(hub);
-    let more = make_dicom(&[
-        "study",
-        env.path("gen2").to_str().context("path")?,
-        "3",
-        "--salt",
-        "down2",
-    ]);
+    let more = make_study(&env, "gen2", 3, "down2", &[]);
     gw.storescu(&[], &more)?;
     let hub = Hub::start(&env, "hub2", port)?;
     wait_ready(&hub, &study_of(&more[0])?, Duration::from_secs(90)).await?;
@@ -208,13 +196,7 @@ pub async fn gateway_killed_mid_forward(backend: Backend) -> Result<()> {
     let port = tests::free_port();
     let hub_url = format!("http://127.0.0.1:{port}");
     let mut gw = Gateway::start(&env, "gw", &hub_url, "township-b")?;
-    let files = make_dicom(&[
-        "study",
-        env.path("gen").to_str().context("path")?,
-        "40",
-        "--salt",
-        "kill",
-    ]);
+    let files = make_study(&env, "gen", 40, "kill", &[]);
     gw.storescu(&[], &files)?;
     let study = study_of(&files[0])?;
 
@@ -252,15 +234,7 @@ pub async fn stat_priority_reaches_exam(backend: Backend) -> Result<()> {
     let env = Env::new(backend).await?;
     let hub = Hub::start(&env, "hub", 0)?;
     let gw = Gateway::start(&env, "gw", &hub.url, "township-a")?;
-    let files = make_dicom(&[
-        "study",
-        env.path("gen").to_str().context("path")?,
-        "2",
-        "--salt",
-        "stat",
-        "--priority",
-        "STAT",
-    ]);
+    let files = make_study(&env, "gen", 2, "stat", &["--priority", "STAT"]);
     gw.storescu(&[], &files)?;
     let exam = wait_ready(&hub, &study_of(&files[0])?, Duration::from_secs(60)).await?;
     ensure!(exam["priority"] == "stat", "exam: {exam}");
@@ -297,13 +271,7 @@ pub async fn damaged_spool_file_is_refused_not_stored(backend: Backend) -> Resul
         &format!("http://127.0.0.1:{port}"),
         "township-a",
     )?;
-    let files = make_dicom(&[
-        "study",
-        env.path("gen").to_str().context("path")?,
-        "3",
-        "--salt",
-        "rot",
-    ]);
+    let files = make_study(&env, "gen", 3, "rot", &[]);
     gw.storescu(&[], &files)?;
     // Bit rot on the gateway's disk while the hub is unreachable.
     let spooled = spool_files(&env.path("gw"));

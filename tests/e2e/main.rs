@@ -51,3 +51,25 @@ pub fn make_dicom(args: &[&str]) -> Vec<PathBuf> {
         .map(PathBuf::from)
         .collect()
 }
+
+/// Generate `count` instances of one study (UIDs derived from `salt`) under the test's
+/// directory `dir`; `extra` are further `make_dicom.py study` options.
+pub fn make_study(
+    env: &tests::Env,
+    dir: &str,
+    count: usize,
+    salt: &str,
+    extra: &[&str],
+) -> Vec<PathBuf> {
+    let out = env.path(dir);
+    let count = count.to_string();
+    let mut args = vec![
+        "study",
+        out.to_str().expect("UTF-8 temp path"),
+        &count,
+        "--salt",
+        salt,
+    ];
+    args.extend_from_slice(extra);
+    make_dicom(&args)
+}

@@ -6,20 +6,14 @@ use std::collections::BTreeSet;
 use anyhow::{ensure, Context, Result};
 use tests::{attr, get_json, retrieve_parts, sop_uids, stow, Backend, Env, Hub, Viewer};
 
-use crate::make_dicom;
+use crate::make_study;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hubs_share_one_database_and_bucket() -> Result<()> {
     let env = Env::new(Backend::PostgresS3).await?;
     let a = Hub::start(&env, "hub-a", 0)?;
     let b = Hub::start(&env, "hub-b", 0)?;
-    let files = make_dicom(&[
-        "study",
-        env.path("gen").to_str().context("path")?,
-        "20",
-        "--salt",
-        "two",
-    ]);
+    let files = make_study(&env, "gen", 20, "two", &[]);
     let parts: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
     // Both replicas receive overlapping halves at the same time, as behind a proxy with retries.
     let (ra, rb) = tokio::join!(
