@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::forwarder::{error_chain, read_limited, stow::excerpt};
+use crate::forwarder::{read_limited, stow::excerpt};
+use crate::hub::{HubClient, ProblemLog};
 use crate::outbox::{now_ms, CompleteStudy, NoticeResult, Outbox};
 
 /// How often completion is checked when nothing wakes us earlier.
@@ -31,20 +32,22 @@ pub struct CompletionNotice {
 #[derive(Debug, Clone)]
 pub struct Completion {
     outbox: Outbox,
-    client: reqwest::Client,
+    hub: HubClient,
     config: Arc<Config>,
     backoff: Backoff,
+    problems: Arc<ProblemLog>,
 }
 
 impl Completion {
     /// A completion notifier.
-    pub fn new(outbox: Outbox, client: reqwest::Client, config: Arc<Config>) -> Self {
+    pub fn new(outbox: Outbox, hub: HubClient, config: Arc<Config>) -> Self {
         let backoff = Backoff::from_millis(config.backoff_base_ms, config.backoff_max_ms);
         Completion {
             outbox,
-            client,
+            hub,
             config,
             backoff,
+            problems: Arc::new(ProblemLog::new("completion notice")),
         }
     }
 
@@ -77,25 +80,21 @@ impl Completion {
     }
 
     async fn notify(&self, study: &CompleteStudy) -> NoticeResult {
-        let url = format!(
-            "{}/ingest/studies/{}/complete",
-            self.config.hub_base(),
-            study.study_uid
-        );
+        let path = format!("/ingest/studies/{}/complete", study.study_uid);
         let notice = CompletionNotice {
             priority: study.priority.as_str(),
             instance_count: study.delivered_instances,
         };
         let sent = self
-            .client
-            .post(&url)
+            .hub
+            .post(&path)
             .timeout(Duration::from_secs(30))
-            .header("X-Site", self.config.site.as_str())
             .json(&notice)
             .send()
             .await;
         let error = match sent {
             Ok(response) if response.status().as_u16() == 200 => {
+                self.problems.succeeded();
                 tracing::info!(
                     study_uid = %study.study_uid,
                     instances = study.delivered_instances,
@@ -110,11 +109,15 @@ impl Completion {
             Ok(response) => {
                 let status = response.status().as_u16();
                 let body = read_limited(response, 64 * 1024).await.unwrap_or_default();
-                format!("HTTP {status}: {}", excerpt(&body))
+                self.hub
+                    .describe_refusal(status, &body)
+                    .unwrap_or_else(|| format!("HTTP {status}: {}", excerpt(&body)))
             }
-            Err(e) => format!("cannot reach the hub: {}", error_chain(&e)),
+            Err(e) => self.hub.describe_send_error(&e),
         };
-        tracing::warn!(study_uid = %study.study_uid, error = %error, "completion notice failed; will retry");
+        // At warn level only when the error changes (see `ProblemLog`).
+        self.problems.failed(&error);
+        tracing::debug!(study_uid = %study.study_uid, error = %error, "completion notice failed");
         let delay = self.backoff.delay(study.notify_attempts.saturating_add(1));
         NoticeResult::Failed {
             study_uid: study.study_uid.clone(),

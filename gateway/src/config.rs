@@ -1,6 +1,7 @@
 //! Gateway configuration: defaults, then an optional TOML file, then `GATEWAY_*`
 //! environment variables (later sources win).
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,7 +20,26 @@ pub struct Config {
     pub listen: String,
     /// Base URL of the county hub (STOW-RS at `{hub_url}/dicomweb/studies`).
     pub hub_url: String,
-    /// This township's site identifier, sent as `X-Site`.
+    /// The key the hub's administrator created for this site (shown to them once). Sent
+    /// as `Authorization: Bearer <key>` on every request; the hub derives the site from
+    /// it. Never logged or printed (`Debug` redacts it). Empty: no `Authorization`
+    /// header, only allowed with an `http://` hub (test peers that need no key).
+    /// Never serialized, so no dump of the configuration can leak it.
+    #[serde(skip_serializing)]
+    pub hub_key: Secret,
+    /// A file holding the hub key (surrounding whitespace is trimmed); an alternative to
+    /// `hub_key` that keeps the key out of the environment and the TOML file.
+    pub hub_key_file: Option<PathBuf>,
+    /// PEM file of the CA certificate(s) trusted for the hub. When set, only these roots
+    /// are trusted (not the platform's).
+    pub hub_ca_file: Option<PathBuf>,
+    /// Pin: hex SHA-256 of the hub's leaf certificate (DER), e.g. from
+    /// `openssl x509 -noout -fingerprint -sha256` (colons and case are ignored). The
+    /// leaf must match; a chain to a CA is then only required if `hub_ca_file` is
+    /// also set, so a self-signed hub certificate works.
+    pub hub_cert_sha256: Option<String>,
+    /// This township's site name: a label for the operator (`gateway status`, logs).
+    /// The hub identifies the site by `hub_key`, not by this.
     pub site: String,
     /// Directory holding the outbox database, the spool and the quarantine.
     pub data_dir: PathBuf,
@@ -51,7 +71,64 @@ pub struct Config {
     pub require_called_ae: bool,
     /// Seconds an association may stay silent before we abort it.
     pub association_idle_secs: u64,
+    /// PEM certificate (chain) for DICOM TLS on the listener. With
+    /// `dicom_tls_key_file`, the listener accepts only TLS associations.
+    pub dicom_tls_cert_file: Option<PathBuf>,
+    /// PEM private key for `dicom_tls_cert_file`.
+    pub dicom_tls_key_file: Option<PathBuf>,
+    /// PEM CA certificate(s): when set, DICOM TLS peers must present a client
+    /// certificate issued by one of them.
+    pub dicom_tls_ca_file: Option<PathBuf>,
 }
+
+/// A secret string such as the hub key: `Debug` never shows it, and reading it takes
+/// an explicit [`Secret::expose`].
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no secret is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("Secret(<empty>)")
+        } else {
+            f.write_str("Secret(<redacted>)")
+        }
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Secret {
+        Secret::new(value)
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Secret {
+        Secret::new(value)
+    }
+}
+
+/// Keys whose environment values are taken verbatim: figment would otherwise read a
+/// key or fingerprint made only of digits as a number (dropping leading zeros).
+const VERBATIM_ENV_KEYS: &[&str] = &["hub_key", "hub_cert_sha256"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -72,6 +149,13 @@ impl Default for Config {
             max_pdu: 256 * 1024,
             require_called_ae: false,
             association_idle_secs: 600,
+            hub_key: Secret::default(),
+            hub_key_file: None,
+            hub_ca_file: None,
+            hub_cert_sha256: None,
+            dicom_tls_cert_file: None,
+            dicom_tls_key_file: None,
+            dicom_tls_ca_file: None,
         }
     }
 }
@@ -85,6 +169,29 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("configuration: {0}")]
     Invalid(String),
+}
+
+/// A path setting, with an empty value (e.g. `GATEWAY_HUB_CA_FILE=`) meaning unset.
+fn non_empty(path: &Option<PathBuf>) -> Option<&Path> {
+    path.as_deref().filter(|p| !p.as_os_str().is_empty())
+}
+
+/// Check that a key can travel in an HTTP header, without ever quoting it.
+fn check_key(key: &str) -> Result<(), String> {
+    if key.chars().all(|c| c.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err("the hub key may only contain visible ASCII characters (no spaces)".into())
+    }
+}
+
+/// Parse a SHA-256 fingerprint: 64 hex digits, optionally separated by colons (as
+/// `openssl x509 -fingerprint -sha256` prints it), any case.
+pub fn parse_sha256_pin(text: &str) -> Option<[u8; 32]> {
+    let digits: String = text.trim().chars().filter(|c| *c != ':').collect();
+    let mut pin = [0u8; 32];
+    hex::decode_to_slice(digits, &mut pin).ok()?;
+    Some(pin)
 }
 
 /// Accept `["A", "B"]` or `"A,B"` (the natural way to write a list in an environment
@@ -114,10 +221,13 @@ impl Config {
             // `file_exact`: a named file that is missing is an error, not a silent default.
             figment = figment.merge(Toml::file_exact(file));
         }
-        let config: Config = figment
-            .merge(Env::prefixed("GATEWAY_"))
-            .extract()
-            .map_err(Box::new)?;
+        figment = figment.merge(Env::prefixed("GATEWAY_").ignore(VERBATIM_ENV_KEYS));
+        for key in VERBATIM_ENV_KEYS {
+            if let Ok(value) = std::env::var(format!("GATEWAY_{}", key.to_ascii_uppercase())) {
+                figment = figment.merge(Serialized::default(key, value));
+            }
+        }
+        let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }
@@ -152,10 +262,9 @@ impl Config {
                 "backoff_base_ms must be positive and at most backoff_max_ms".into(),
             ));
         }
-        if self.site.is_empty() || !self.site.chars().all(|c| c.is_ascii_graphic()) {
-            // Sent as the X-Site header: visible ASCII only.
+        if self.site.trim().is_empty() || self.site.chars().any(char::is_control) {
             return Err(ConfigError::Invalid(format!(
-                "site {:?} must be non-empty visible ASCII without spaces",
+                "site {:?} must be a non-empty label without control characters",
                 self.site
             )));
         }
@@ -165,7 +274,109 @@ impl Config {
                 self.hub_url
             )));
         }
+        self.validate_hub_security()?;
+        self.validate_dicom_tls()
+    }
+
+    /// The key, trust and pin settings for the hub. Files are not read here (that
+    /// happens when the gateway starts), so `gateway status --config` works for an
+    /// operator who cannot read the key file.
+    fn validate_hub_security(&self) -> Result<(), ConfigError> {
+        let key_file = non_empty(&self.hub_key_file);
+        if !self.hub_key.is_empty() && key_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "set hub_key or hub_key_file, not both".into(),
+            ));
+        }
+        if !self.hub_key.is_empty() {
+            // The key is never quoted in the message.
+            check_key(self.hub_key.expose()).map_err(ConfigError::Invalid)?;
+        }
+        let https = self.hub_is_https();
+        if https && self.hub_key.is_empty() && key_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "hub_url is https: set hub_key or hub_key_file (the key the hub's \
+                 administrator created for this site)"
+                    .into(),
+            ));
+        }
+        if let Some(pin) = &self.hub_cert_sha256 {
+            if !pin.trim().is_empty() && parse_sha256_pin(pin).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "hub_cert_sha256 {pin:?} must be 64 hex digits (the SHA-256 of the hub's \
+                     certificate; colons allowed)"
+                )));
+            }
+        }
+        if !https && (non_empty(&self.hub_ca_file).is_some() || self.hub_cert_pin().is_some()) {
+            // Trust settings on a plain URL would look like protection and be none.
+            return Err(ConfigError::Invalid(
+                "hub_ca_file / hub_cert_sha256 are set but hub_url is not https://".into(),
+            ));
+        }
         Ok(())
+    }
+
+    fn validate_dicom_tls(&self) -> Result<(), ConfigError> {
+        let cert = non_empty(&self.dicom_tls_cert_file).is_some();
+        let key = non_empty(&self.dicom_tls_key_file).is_some();
+        if cert != key {
+            return Err(ConfigError::Invalid(
+                "dicom_tls_cert_file and dicom_tls_key_file must be set together".into(),
+            ));
+        }
+        if !cert && non_empty(&self.dicom_tls_ca_file).is_some() {
+            return Err(ConfigError::Invalid(
+                "dicom_tls_ca_file needs dicom_tls_cert_file and dicom_tls_key_file".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the hub is reached over TLS.
+    pub fn hub_is_https(&self) -> bool {
+        self.hub_url.starts_with("https://")
+    }
+
+    /// The configured pin as 32 bytes, if any (validated by [`Config::validate`]).
+    pub fn hub_cert_pin(&self) -> Option<[u8; 32]> {
+        self.hub_cert_sha256.as_deref().and_then(parse_sha256_pin)
+    }
+
+    /// The hub CA file, if set (an empty value counts as unset).
+    pub fn hub_ca_path(&self) -> Option<&Path> {
+        non_empty(&self.hub_ca_file)
+    }
+
+    /// The DICOM TLS certificate, key and optional client CA files, when TLS is on.
+    pub fn dicom_tls_paths(&self) -> Option<(&Path, &Path, Option<&Path>)> {
+        Some((
+            non_empty(&self.dicom_tls_cert_file)?,
+            non_empty(&self.dicom_tls_key_file)?,
+            non_empty(&self.dicom_tls_ca_file),
+        ))
+    }
+
+    /// The hub key: `hub_key`, or the trimmed content of `hub_key_file`. `None` when
+    /// neither is set. Reads the file, so it is called once at start-up.
+    pub fn resolve_hub_key(&self) -> Result<Option<Secret>, ConfigError> {
+        if let Some(path) = non_empty(&self.hub_key_file) {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::Invalid(format!("hub_key_file {}: {e}", path.display()))
+            })?;
+            let key = text.trim();
+            if key.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "hub_key_file {} is empty",
+                    path.display()
+                )));
+            }
+            check_key(key).map_err(|why| {
+                ConfigError::Invalid(format!("hub_key_file {}: {why}", path.display()))
+            })?;
+            return Ok(Some(Secret::new(key)));
+        }
+        Ok((!self.hub_key.is_empty()).then(|| self.hub_key.clone()))
     }
 
     /// The quiet period as a duration.
@@ -237,6 +448,151 @@ mod tests {
             assert_eq!(c.stat_ae_titles, vec!["ER_DX".to_string()]);
             Ok(())
         });
+    }
+
+    #[test]
+    fn an_https_hub_needs_a_key_an_http_one_may_go_without() {
+        let c = Config {
+            hub_url: "https://hub.county.example".into(),
+            ..Config::default()
+        };
+        let err = c.validate().expect_err("https without key");
+        assert!(err.to_string().contains("hub_key"), "{err}");
+        let c = Config {
+            hub_key: "gk_abc".into(),
+            ..c
+        };
+        c.validate().expect("https with key");
+        Config::default()
+            .validate()
+            .expect("http without key (test peers)");
+        let both = Config {
+            hub_key_file: Some("/etc/gateway/key".into()),
+            ..c
+        };
+        assert!(both.validate().is_err(), "key and key file together");
+        let spaced = Config {
+            hub_key: "has space".into(),
+            ..Config::default()
+        };
+        let err = spaced.validate().expect_err("space in key");
+        assert!(!err.to_string().contains("has space"), "key quoted: {err}");
+    }
+
+    #[test]
+    fn the_key_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hub.key");
+        std::fs::write(&path, "  gk_0123456789abcdef\n").expect("write");
+        let c = Config {
+            hub_url: "https://hub".into(),
+            hub_key_file: Some(path.clone()),
+            ..Config::default()
+        };
+        c.validate().expect("valid");
+        let key = c.resolve_hub_key().expect("read").expect("some key");
+        assert_eq!(key.expose(), "gk_0123456789abcdef");
+        std::fs::write(&path, "\n").expect("write");
+        assert!(c.resolve_hub_key().is_err(), "empty key file");
+        let missing = Config {
+            hub_key_file: Some(dir.path().join("absent")),
+            ..c
+        };
+        assert!(missing.resolve_hub_key().is_err());
+        assert!(Config::default().resolve_hub_key().expect("none").is_none());
+    }
+
+    #[test]
+    fn debug_output_redacts_the_key() {
+        let c = Config {
+            hub_key: "gk_supersecret".into(),
+            ..Config::default()
+        };
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("supersecret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        // nor is it ever serialized
+        let json = serde_json::to_string(&c).expect("serializes");
+        assert!(!json.contains("supersecret"), "{json}");
+    }
+
+    #[test]
+    // figment's Jail API fixes the closure's error type; nothing to box on our side.
+    #[allow(clippy::result_large_err)]
+    fn key_and_pin_from_the_environment_are_taken_verbatim() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GATEWAY_HUB_URL", "https://hub:8443");
+            jail.set_env("GATEWAY_HUB_KEY", "000123");
+            let pin = "0".repeat(64);
+            jail.set_env("GATEWAY_HUB_CERT_SHA256", &pin);
+            jail.set_env("GATEWAY_HUB_CA_FILE", "/etc/gateway/hub-ca.pem");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.hub_key.expose(), "000123");
+            assert_eq!(c.hub_cert_sha256.as_deref(), Some(pin.as_str()));
+            assert_eq!(c.hub_cert_pin(), Some([0u8; 32]));
+            assert_eq!(c.hub_ca_path(), Some(Path::new("/etc/gateway/hub-ca.pem")));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn pins_are_hex_sha256_with_optional_colons() {
+        let hex = "AB".repeat(32);
+        assert_eq!(parse_sha256_pin(&hex), Some([0xAB; 32]));
+        let colons = vec!["ab"; 32].join(":");
+        assert_eq!(parse_sha256_pin(&colons), Some([0xAB; 32]));
+        assert_eq!(parse_sha256_pin("abcd"), None);
+        let c = Config {
+            hub_url: "https://hub".into(),
+            hub_key: "k".into(),
+            hub_cert_sha256: Some("not-a-fingerprint".into()),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn trust_settings_need_an_https_hub() {
+        let c = Config {
+            hub_ca_file: Some("/etc/ca.pem".into()),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            hub_cert_sha256: Some("ab".repeat(32)),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        // an empty value (e.g. `GATEWAY_HUB_CA_FILE=`) means unset
+        let c = Config {
+            hub_ca_file: Some("".into()),
+            ..Config::default()
+        };
+        c.validate().expect("empty path is unset");
+    }
+
+    #[test]
+    fn dicom_tls_needs_certificate_and_key_together() {
+        let c = Config {
+            dicom_tls_cert_file: Some("/etc/gw.pem".into()),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            dicom_tls_key_file: Some("/etc/gw.key".into()),
+            ..c
+        };
+        c.validate().expect("both set");
+        assert!(c.dicom_tls_paths().is_some());
+        let c = Config {
+            dicom_tls_ca_file: Some("/etc/ca.pem".into()),
+            ..Config::default()
+        };
+        assert!(
+            c.validate().is_err(),
+            "client CA without server certificate"
+        );
+        assert!(Config::default().dicom_tls_paths().is_none());
     }
 
     #[test]

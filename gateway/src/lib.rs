@@ -10,23 +10,25 @@
 //! - [`spool`]: the Part 10 files on disk and the quarantine directory;
 //! - [`outbox`]: the SQLite outbox with its group-committing writer;
 //! - [`forwarder`]: batching, STOW-RS and the hub's verdicts;
+//! - [`hub`]: the hub connection (gateway key, TLS trust, failure messages);
 //! - [`completion`]: study completion notices;
-//! - [`status`]: the operator's view; [`config`], [`backoff`]: support.
+//! - [`status`]: the operator's view; [`config`], [`backoff`], [`tls`]: support.
 
 pub mod backoff;
 pub mod completion;
 pub mod config;
 pub mod dimse;
 pub mod forwarder;
+pub mod hub;
 pub mod outbox;
 pub mod receive;
 pub mod scp;
 pub mod spool;
 pub mod status;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +37,7 @@ pub use config::Config;
 
 use crate::completion::Completion;
 use crate::forwarder::Forwarder;
+use crate::hub::{HubClient, HubSetupError};
 use crate::outbox::{Outbox, OutboxError};
 use crate::scp::ScpContext;
 use crate::spool::Spool;
@@ -64,9 +67,12 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The HTTP client could not be built.
-    #[error("HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
+    /// The hub client (key, TLS trust, HTTP client) could not be set up.
+    #[error(transparent)]
+    Hub(#[from] HubSetupError),
+    /// The DICOM TLS settings are unusable.
+    #[error("DICOM TLS: {0}")]
+    DicomTls(#[from] tls::TlsError),
 }
 
 /// A running gateway. Dropping it does not stop it; call [`Gateway::shutdown`].
@@ -88,6 +94,10 @@ impl Gateway {
     /// completion. Returns once the listener is bound (see [`Gateway::dicom_addr`]).
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
         config.validate()?;
+        // Keys, certificates and trust are read first: a wrong path should stop the
+        // gateway before it accepts anything it then could not forward.
+        let hub = HubClient::new(&config)?;
+        let dicom_tls = tls::dicom_server_config(&config)?.map(Arc::new);
         let config = Arc::new(config);
         let data_dir_err = |source| StartError::DataDir {
             path: config.data_dir.display().to_string(),
@@ -123,14 +133,10 @@ impl Gateway {
             source,
         })?;
 
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(120))
-            .user_agent(concat!("township-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()?;
         let shutdown = CancellationToken::new();
         let ctx = Arc::new(ScpContext {
-            options: scp::association_options(&config),
+            options: scp::association_options(&config, dicom_tls.clone()),
+            tls: dicom_tls.clone(),
             config: Arc::clone(&config),
             spool: Arc::clone(&spool),
             outbox: outbox.clone(),
@@ -140,15 +146,22 @@ impl Gateway {
             Forwarder::new(
                 outbox.clone(),
                 Arc::clone(&spool),
-                client.clone(),
+                hub.clone(),
                 Arc::clone(&config),
             )
             .run(shutdown.clone()),
         );
         let completion = tokio::spawn(
-            Completion::new(outbox.clone(), client, Arc::clone(&config)).run(shutdown.clone()),
+            Completion::new(outbox.clone(), hub, Arc::clone(&config)).run(shutdown.clone()),
         );
-        tracing::info!(%dicom_addr, ae = %config.ae_title, hub = %config.hub_url, "gateway started");
+        tracing::info!(
+            %dicom_addr,
+            ae = %config.ae_title,
+            site = %config.site,
+            hub = %config.hub_url,
+            dicom_tls = dicom_tls.is_some(),
+            "gateway started"
+        );
         Ok(Gateway {
             dicom_addr,
             ae_title: config.ae_title.clone(),

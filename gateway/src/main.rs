@@ -92,11 +92,17 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let data_dir = match args.data_dir {
-        Some(dir) => dir,
-        None => Config::load(args.config.as_deref())?.data_dir,
+    // Only the data directory and the site label are taken from the configuration:
+    // status never reads (or shows) the hub key.
+    let (data_dir, site) = match args.data_dir {
+        Some(dir) => (dir, None),
+        None => {
+            let config = Config::load(args.config.as_deref())?;
+            (config.data_dir, Some(config.site))
+        }
     };
-    let report = gateway::status::collect(&data_dir).await?;
+    let mut report = gateway::status::collect(&data_dir).await?;
+    report.site = site;
     let text = if args.json {
         format!("{}\n", serde_json::to_string_pretty(&report)?)
     } else {

@@ -16,6 +16,7 @@ use dicom_ul::association::{Association, AsyncServerAssociation};
 use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
 use dicom_ul::Pdu;
 use formats::dicom::{read_instance_header, InstanceHeader, Limits};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +25,12 @@ use crate::outbox::{NewItem, Outbox, Priority, QuarantineEntry, QuarantineSource
 use crate::scp::ScpContext;
 use crate::spool::{FileMeta, SpoolWriter, WrittenFile};
 
-type Assoc = AsyncServerAssociation<TcpStream>;
+/// A negotiated association over a plain or a TLS stream.
+type Assoc<S> = AsyncServerAssociation<S>;
+
+/// What an association runs over: TCP, or TLS over TCP.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
 
 /// An accepted presentation context.
 #[derive(Debug, Clone)]
@@ -85,20 +91,46 @@ struct Session {
     failed: u64,
 }
 
-/// Negotiate and serve one association until it is released, aborted or closed.
+/// Negotiate (over TLS when configured) and serve one association until it is
+/// released, aborted or closed.
 pub async fn run_association(
     socket: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ScpContext>,
     shutdown: CancellationToken,
 ) {
-    let mut assoc = match ctx.options.establish_async(socket).await {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::info!(%peer, error = %e, "association not established");
-            return;
+    if ctx.tls.is_some() {
+        let established = tokio::time::timeout(
+            ctx.handshake_timeout(),
+            ctx.options.establish_tls_async(socket),
+        )
+        .await;
+        match established {
+            Ok(Ok(assoc)) => serve_association(assoc, peer, ctx, shutdown, true).await,
+            // A plain association on a TLS listener ends here, as does a peer that does
+            // not trust our certificate or (with a client CA) presents none.
+            Ok(Err(e)) => tracing::info!(
+                %peer,
+                error = %crate::forwarder::error_chain(&e),
+                "TLS association not established"
+            ),
+            Err(_) => tracing::info!(%peer, "TLS association not established: timed out"),
         }
-    };
+    } else {
+        match ctx.options.establish_async(socket).await {
+            Ok(assoc) => serve_association(assoc, peer, ctx, shutdown, false).await,
+            Err(e) => tracing::info!(%peer, error = %e, "association not established"),
+        }
+    }
+}
+
+async fn serve_association<S: Transport>(
+    mut assoc: Assoc<S>,
+    peer: SocketAddr,
+    ctx: Arc<ScpContext>,
+    shutdown: CancellationToken,
+    tls: bool,
+) {
     let contexts: HashMap<u8, Context> = assoc
         .presentation_contexts()
         .iter()
@@ -130,6 +162,7 @@ pub async fn run_association(
         calling_ae = %session.calling_ae,
         called_ae = %session.called_ae,
         contexts = session.contexts.len(),
+        tls,
         "association established"
     );
     let end = session.serve(&mut assoc, &shutdown).await;
@@ -148,7 +181,11 @@ pub async fn run_association(
 }
 
 impl Session {
-    async fn serve(&mut self, assoc: &mut Assoc, shutdown: &CancellationToken) -> End {
+    async fn serve<S: Transport>(
+        &mut self,
+        assoc: &mut Assoc<S>,
+        shutdown: &CancellationToken,
+    ) -> End {
         let mut phase = Phase::Idle;
         loop {
             let received = if matches!(phase, Phase::Idle) {
@@ -194,9 +231,9 @@ impl Session {
 
     /// Handle one presentation data value; returns the next phase, or why to abort
     /// (after cleaning up the current phase).
-    async fn on_pdv(
+    async fn on_pdv<S: Transport>(
         &mut self,
-        assoc: &mut Assoc,
+        assoc: &mut Assoc<S>,
         phase: Phase,
         pdv: PDataValue,
     ) -> Result<Phase, String> {
@@ -260,9 +297,9 @@ impl Session {
         }
     }
 
-    async fn on_command(
+    async fn on_command<S: Transport>(
         &mut self,
-        assoc: &mut Assoc,
+        assoc: &mut Assoc<S>,
         context_id: u8,
         bytes: &[u8],
     ) -> Result<Phase, String> {
@@ -293,9 +330,9 @@ impl Session {
         }
     }
 
-    async fn start_store(
+    async fn start_store<S: Transport>(
         &mut self,
-        assoc: &mut Assoc,
+        assoc: &mut Assoc<S>,
         context_id: u8,
         context: &Context,
         cmd: Command,
@@ -545,7 +582,11 @@ async fn discard(ctx: &ScpContext, phase: Phase) {
     }
 }
 
-async fn send_command(assoc: &mut Assoc, context_id: u8, data: Vec<u8>) -> Result<(), String> {
+async fn send_command<S: Transport>(
+    assoc: &mut Assoc<S>,
+    context_id: u8,
+    data: Vec<u8>,
+) -> Result<(), String> {
     assoc
         .send(&Pdu::PData {
             data: vec![PDataValue {

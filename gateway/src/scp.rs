@@ -1,6 +1,9 @@
 //! The DICOM listener: accepts associations (bounded by a semaphore), negotiates the
 //! storage and verification presentation contexts, and runs one task per association
 //! (see [`crate::receive`] for what happens to each instance).
+//!
+//! With DICOM TLS configured the listener speaks only TLS: a plain association is
+//! refused (its A-ASSOCIATE-RQ is not a TLS ClientHello, the handshake fails).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use dicom_ul::pdu::{
     AssociationRJServiceUserReason, AssociationRJSource, UserIdentity,
 };
 use dicom_ul::{Pdu, ServerAssociationOptions};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -112,8 +115,12 @@ impl AccessControl for CalledAeAccess {
 /// Association options, built once from the configuration.
 pub type AssociationOptions = ServerAssociationOptions<'static, CalledAeAccess, DefaultNegotiation>;
 
-/// Build the association acceptor options from the configuration.
-pub fn association_options(config: &Config) -> AssociationOptions {
+/// Build the association acceptor options from the configuration and, when DICOM TLS
+/// is on, its server configuration.
+pub fn association_options(
+    config: &Config,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> AssociationOptions {
     let mut titles = vec![config.ae_title.clone()];
     titles.extend(config.stat_ae_titles.iter().cloned());
     let mut options = ServerAssociationOptions::new()
@@ -131,6 +138,9 @@ pub fn association_options(config: &Config) -> AssociationOptions {
     for uid in TRANSFER_SYNTAXES {
         options = options.with_transfer_syntax(*uid);
     }
+    if let Some(tls) = tls {
+        options = options.tls_config(tls);
+    }
     options
 }
 
@@ -145,6 +155,17 @@ pub struct ScpContext {
     pub outbox: Outbox,
     /// Negotiation settings.
     pub options: AssociationOptions,
+    /// DICOM TLS server configuration; when set, only TLS associations are accepted.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl ScpContext {
+    /// How long a peer gets to complete the TLS handshake and association request.
+    /// dicom-ul bounds the association request by the read timeout but not the TLS
+    /// handshake before it, so a silent connection would otherwise hold a slot forever.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.association_idle_secs.max(1))
+    }
 }
 
 /// Accept associations until `shutdown`, then give running ones a grace period.
@@ -171,7 +192,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ScpContext>, shutdown: Cancel
                         }
                         Err(_) => {
                             tracing::warn!(%peer, "association limit reached; rejecting (transient)");
-                            tasks.spawn(reject_busy(socket, peer));
+                            tasks.spawn(reject_busy(socket, peer, ctx.tls.clone()));
                         }
                     }
                 }
@@ -202,8 +223,23 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ScpContext>, shutdown: Cancel
 }
 
 /// Answer an association request beyond the limit with A-ASSOCIATE-RJ (transient,
-/// local limit exceeded), so the modality retries later instead of hanging.
-async fn reject_busy(mut socket: TcpStream, peer: SocketAddr) {
+/// local limit exceeded), so the modality retries later instead of hanging. With DICOM
+/// TLS the rejection, too, goes inside TLS: a TLS peer could not read it otherwise.
+async fn reject_busy(socket: TcpStream, peer: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) {
+    match tls {
+        None => send_busy_rejection(socket, peer).await,
+        Some(config) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            match tokio::time::timeout(REJECT_READ_TIMEOUT, acceptor.accept(socket)).await {
+                Ok(Ok(stream)) => send_busy_rejection(stream, peer).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn send_busy_rejection<S: AsyncRead + AsyncWrite + Unpin>(mut socket: S, peer: SocketAddr) {
     let mut buffer = bytes::BytesMut::with_capacity(16 * 1024);
     let read = tokio::time::timeout(
         REJECT_READ_TIMEOUT,

@@ -67,6 +67,9 @@ pub struct QuarantineRow {
 /// Everything `gateway status` reports.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct StatusReport {
+    /// The site label from the configuration, when status was given one (a label for
+    /// the operator; the hub identifies the site by its key, which is never shown).
+    pub site: Option<String>,
     /// Data directory inspected.
     pub data_dir: String,
     /// Pending items (waiting for the hub).
@@ -185,6 +188,7 @@ async fn collect_from(pool: &SqlitePool, data_dir: &Path) -> Result<StatusReport
     })
     .collect::<Result<Vec<_>, _>>()?;
     Ok(StatusReport {
+        site: None,
         data_dir: data_dir.display().to_string(),
         pending,
         pending_stat,
@@ -225,7 +229,10 @@ fn human_age(secs: i64) -> String {
 
 impl fmt::Display for StatusReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "gateway status ({})", self.data_dir)?;
+        match &self.site {
+            Some(site) => writeln!(f, "gateway status, site {site} ({})", self.data_dir)?,
+            None => writeln!(f, "gateway status ({})", self.data_dir)?,
+        }
         writeln!(
             f,
             "queue: {} pending ({}), of which {} STAT ({})",

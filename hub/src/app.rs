@@ -4,6 +4,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use access::Access;
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use storage::Storage;
@@ -68,33 +69,46 @@ async fn health(state: web::Data<HubState>) -> HttpResponse {
     }
 }
 
-/// Build the server on an already bound listener (so tests can bind port 0).
+/// Build the server on an already bound listener (so tests can bind port 0); with a
+/// TLS configuration it serves HTTPS only.
 pub fn build_server(
     listener: TcpListener,
     storage: Storage,
     config: &HubConfig,
+    tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<Server> {
     let hub = web::Data::new(HubState::new(storage.clone(), config)?);
+    let mut access_config = config.access.clone();
+    access_config.secure_cookies |= tls.is_some();
+    let access = web::Data::new(Access::new(storage.db.clone(), access_config));
     let viewer = web::Data::new(ViewerState { storage });
     let serve_viewer = config.serve_viewer;
-    let mut server = HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         App::new()
+            // Every request, whatever its route, passes the access guard first.
+            .wrap(actix_web::middleware::from_fn(access::guard))
             .wrap(
                 actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("hub::http"),
             )
             .app_data(hub.clone())
             .app_data(viewer.clone())
+            .app_data(access.clone())
             // Bodies are streamed; the default 256 KiB payload limit applies only to
             // extractors that buffer (JSON), which stay small.
             .app_data(web::JsonConfig::default().limit(64 * 1024))
             .configure(configure)
+            .configure(access::session::configure)
+            .configure(crate::admin::http::configure)
             .configure(|cfg| {
                 if serve_viewer {
                     viewer_api::configure(cfg)
                 }
             })
-    })
-    .listen(listener)?;
+    });
+    let mut server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
     if let Some(w) = config.workers {
         server = server.workers(w);
     }

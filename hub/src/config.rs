@@ -27,6 +27,14 @@ pub struct HubConfig {
     pub serve_viewer: bool,
     /// HTTP worker threads; default: one per core.
     pub workers: Option<usize>,
+    /// PEM certificate chain for HTTPS; with `tls_key_file` the hub serves HTTPS only.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    pub tls_key_file: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
+    pub plain_http_behind_proxy: bool,
+    /// Logins and sessions (`[access]` in the file, `HUB_ACCESS__SESSION_HOURS`, ...).
+    pub access: access::AccessConfig,
 }
 
 impl Default for HubConfig {
@@ -40,6 +48,10 @@ impl Default for HubConfig {
             max_db_connections: 8,
             serve_viewer: true,
             workers: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            plain_http_behind_proxy: false,
+            access: access::AccessConfig::default(),
         }
     }
 }
@@ -51,7 +63,9 @@ impl HubConfig {
         if let Some(file) = file {
             fig = fig.merge(Toml::file_exact(file));
         }
-        fig.merge(Env::prefixed("HUB_")).extract().map_err(Box::new)
+        fig.merge(Env::prefixed("HUB_").split("__"))
+            .extract()
+            .map_err(Box::new)
     }
 
     /// The storage configuration this resolves to.
@@ -69,6 +83,16 @@ impl HubConfig {
             max_connections: self.max_db_connections,
             blobs,
         })
+    }
+
+    /// The TLS certificate and key files, when HTTPS is configured; an error when only
+    /// one of them is.
+    pub fn tls_files(&self) -> Result<Option<(&Path, &Path)>, String> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(c), Some(k)) => Ok(Some((c, k))),
+            (None, None) => Ok(None),
+            _ => Err("tls_cert_file and tls_key_file must be set together".into()),
+        }
     }
 
     /// Directory for request bodies being received.

@@ -1,12 +1,14 @@
 //! The hub's ingest API beyond STOW-RS: a gateway's "study complete" notice.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use access::policy::{read_scope, store_site};
+use access::Caller;
+use actix_web::{web, HttpResponse};
 use serde::Deserialize;
+use storage::audit::{Action, EventType, NewEvent, Outcome};
 use storage::exams::{Completion, Priority};
 use viewer_api::error::parse_uid;
 use viewer_api::ApiError;
 
-use crate::stow::site_of;
 use crate::HubState;
 
 /// Body of `POST /ingest/studies/{study}/complete`.
@@ -21,12 +23,14 @@ pub struct CompleteRequest {
 /// `POST /ingest/studies/{study}/complete`: the gateway's association closed and its
 /// quiet period passed; the exam goes on the worklist.
 pub async fn complete(
-    req: HttpRequest,
+    caller: Caller,
     state: web::Data<HubState>,
     path: web::Path<String>,
     body: web::Json<CompleteRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let site = site_of(&req)?;
+    let site = store_site(&caller.principal)
+        .ok_or_else(|| ApiError::not_found("no such study"))?
+        .to_string();
     let study = parse_uid("StudyInstanceUID in path", &path)?;
     let priority = Priority::parse(&body.priority).ok_or_else(|| {
         ApiError::bad_request(
@@ -46,6 +50,7 @@ pub async fn complete(
         &study,
         priority,
         body.instance_count,
+        &caller.event(EventType::PATIENT_RECORD, Action::Update, Outcome::Success),
     )
     .await?
     {
@@ -70,18 +75,30 @@ pub struct ExamQuery {
 
 /// `GET /api/exams`: exams, newest first (the worklist proper comes later).
 pub async fn list_exams(
+    caller: Caller,
     state: web::Data<HubState>,
     q: web::Query<ExamQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let exams = match &q.study {
-        Some(study) => {
-            let study = parse_uid("study", study)?;
-            storage::exams::by_study(&state.storage.db, &study)
-                .await?
-                .into_iter()
-                .collect()
-        }
-        None => storage::exams::list(&state.storage.db, 500).await?,
+    let study = q
+        .study
+        .as_deref()
+        .map(|s| parse_uid("study", s))
+        .transpose()?;
+    let scope = read_scope(&caller.principal);
+    let exams = storage::exams::list(&state.storage.db, &scope, study.as_deref(), 500).await?;
+    // Reading one exam is recorded against it; a list is recorded as a query.
+    let event = match exams.as_slice() {
+        [exam] if study.is_some() => NewEvent {
+            patient_id: exam.patient_id.clone(),
+            study_uid: Some(exam.study_uid.clone()),
+            exam_id: Some(exam.id),
+            ..caller.event(EventType::PATIENT_RECORD, Action::Read, Outcome::Success)
+        },
+        _ => NewEvent {
+            detail: Some(serde_json::json!({ "study": study, "results": exams.len() })),
+            ..caller.event(EventType::QUERY, Action::Execute, Outcome::Success)
+        },
     };
+    storage::audit::append(&state.storage.db, &event).await?;
     Ok(HttpResponse::Ok().json(exams))
 }

@@ -1,10 +1,12 @@
 //! The county hub: receives instances from township gateways (DICOMweb STOW-RS), keeps
 //! the originals and the index, and turns complete studies into exams for reading.
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod ingest;
 pub mod stow;
+pub mod tls;
 
 pub use app::{build_server, HubState};
 pub use config::HubConfig;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use hub::admin::cli::{AdminCommand, AuditCommand};
 use hub::HubConfig;
 
 #[derive(Parser)]
@@ -28,6 +29,22 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Manage sites, users and gateway keys.
+    Admin {
+        /// TOML configuration file (the hub's).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Check or export the audit trail.
+    Audit {
+        /// TOML configuration file (the hub's).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
 }
 
 #[actix_web::main]
@@ -42,27 +59,69 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, listen } => serve(config, listen).await,
+        Command::Admin { config, command } => {
+            let (_, storage) = open(config.as_deref()).await?;
+            let result = hub::admin::cli::admin(&storage.db, command).await;
+            storage.db.close().await;
+            result
+        }
+        Command::Audit { config, command } => {
+            let (_, storage) = open(config.as_deref()).await?;
+            let intact = hub::admin::cli::audit(&storage.db, command).await;
+            storage.db.close().await;
+            if !intact? {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
     }
 }
 
-async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<()> {
-    let mut config = HubConfig::load(config_file.as_deref()).context("reading configuration")?;
-    if let Some(listen) = listen {
-        config.listen = listen;
-    }
+/// Load the configuration and open storage (running migrations).
+async fn open(
+    config_file: Option<&std::path::Path>,
+) -> anyhow::Result<(HubConfig, storage::Storage)> {
+    let config = HubConfig::load(config_file).context("reading configuration")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let storage_config = config.storage().context("storage configuration")?;
     let storage = storage::Storage::open(&storage_config)
         .await
-        .context("opening storage")?;
+        .with_context(|| format!("opening storage ({})", redact(&storage_config.database_url)))?;
+    Ok((config, storage))
+}
+
+async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<()> {
+    let (mut config, storage) = open(config_file.as_deref()).await?;
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    let tls = match config.tls_files().map_err(anyhow::Error::msg)? {
+        Some((cert, key)) => {
+            Some(hub::tls::server_config(cert, key).context("HTTPS configuration")?)
+        }
+        None => None,
+    };
     let listener =
         TcpListener::bind(&config.listen).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let server = hub::build_server(listener, storage.clone(), &config)?;
-    tracing::info!(%addr, database = %redact(&storage_config.database_url), "hub started");
+    if tls.is_none() && !addr.ip().is_loopback() && !config.plain_http_behind_proxy {
+        anyhow::bail!(
+            "refusing plain HTTP on {addr}: patient data would cross the network unencrypted; \
+             set tls_cert_file and tls_key_file, or plain_http_behind_proxy = true behind a TLS proxy"
+        );
+    }
+    if let Some(file) = hub::admin::bootstrap_admin(&storage.db, &config.data_dir).await? {
+        println!(
+            "hub first start: created user \"admin\"; its password is in {} (log in, then change it: hub admin reset-password admin)",
+            file.display()
+        );
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = hub::build_server(listener, storage.clone(), &config, tls)?;
+    tracing::info!(%addr, scheme, "hub started");
     // Tests and scripts read this line to learn the port.
-    println!("hub ready: http=http://{addr}");
+    println!("hub ready: {scheme}={scheme}://{addr}");
     server.await?;
     storage.db.close().await;
     Ok(())

@@ -9,6 +9,8 @@
 use std::io::Write as _;
 use std::path::Path;
 
+use access::policy::store_site;
+use access::Caller;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -17,6 +19,7 @@ use formats::dicom::{
 };
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use storage::audit::{Action, EventType, Outcome};
 use storage::index::{blob_key, IndexOutcome, NewInstance};
 use tempfile::NamedTempFile;
 use viewer_api::error::parse_uid;
@@ -47,43 +50,23 @@ const PIPELINE_DEPTH: usize = 4;
 /// `POST /dicomweb/studies`
 pub async fn store(
     req: HttpRequest,
+    caller: Caller,
     state: web::Data<HubState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    handle(req, state, None, payload).await
+    handle(req, caller, state, None, payload).await
 }
 
 /// `POST /dicomweb/studies/{study}`: every instance must belong to that study.
 pub async fn store_into_study(
     req: HttpRequest,
+    caller: Caller,
     state: web::Data<HubState>,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let study = parse_uid("StudyInstanceUID in path", &path)?;
-    handle(req, state, Some(study), payload).await
-}
-
-/// The sending site. Until gateway keys exist, the gateway names its site in `X-Site`;
-/// requests without it belong to the hub's own site `local`.
-pub fn site_of(req: &HttpRequest) -> Result<String, ApiError> {
-    let Some(v) = req.headers().get("x-site") else {
-        return Ok("local".into());
-    };
-    let site = v.to_str().unwrap_or_default();
-    let valid = !site.is_empty()
-        && site.len() <= 64
-        && site
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if valid {
-        Ok(site.to_string())
-    } else {
-        Err(ApiError::bad_request(
-            "invalid_site",
-            "X-Site must be 1-64 letters, digits, '-' or '_'",
-        ))
-    }
+    handle(req, caller, state, Some(study), payload).await
 }
 
 /// The boundary of a `multipart/related; type="application/dicom"` body.
@@ -174,11 +157,21 @@ impl Failure {
 
 async fn handle(
     req: HttpRequest,
+    caller: Caller,
     state: web::Data<HubState>,
     study: Option<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let site = site_of(&req)?;
+    // The guard let only gateways and technicians through; each stores for its own site.
+    let site = store_site(&caller.principal)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this account stores for no site",
+            )
+        })?
+        .to_string();
     let boundary = boundary_of(&req)?;
 
     // actix's payload is not Send; multer wants Send. A small bounded channel bridges
@@ -257,7 +250,12 @@ async fn handle(
     let outcomes = if to_index.is_empty() {
         Vec::new()
     } else {
-        storage::index::index_batch(&state.storage.db, &site, &to_index)
+        let audit = caller.event(
+            EventType::DICOM_INSTANCES_TRANSFERRED,
+            Action::Create,
+            Outcome::Success,
+        );
+        storage::index::index_batch(&state.storage.db, &site, &to_index, &audit)
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "STOW-RS: indexing failed");

@@ -3,7 +3,9 @@
 
 use sqlx::Row;
 
+use crate::audit::{audit_append, NewEvent};
 use crate::db::{now_ms, on_db, Db};
+use crate::scope::ReadScope;
 use crate::Result;
 
 /// Exam priority.
@@ -34,6 +36,36 @@ impl Priority {
     }
 }
 
+crate::accounts::stored_enum! {
+    /// What kind of reading an exam needs; decides which readers see it.
+    ExamKind {
+        /// Images, read by radiology.
+        Imaging = "imaging",
+        /// Electrocardiograms, read by cardiology.
+        Ecg = "ecg",
+        /// Laboratory results, verified by the laboratory.
+        Lab = "lab",
+    }
+}
+
+impl ExamKind {
+    /// The kind of exam an instance starts: waveforms recorded as ECG go to cardiology,
+    /// everything else is imaging.
+    pub fn of_instance(modality: Option<&str>, sop_class_uid: &str) -> Self {
+        // PS3.4 waveform storage: 12-lead, general and ambulatory ECG.
+        const ECG_CLASSES: [&str; 3] = [
+            "1.2.840.10008.5.1.4.1.1.9.1.1",
+            "1.2.840.10008.5.1.4.1.1.9.1.2",
+            "1.2.840.10008.5.1.4.1.1.9.1.3",
+        ];
+        if modality == Some("ECG") || ECG_CLASSES.contains(&sop_class_uid) {
+            ExamKind::Ecg
+        } else {
+            ExamKind::Imaging
+        }
+    }
+}
+
 /// An exam row.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Exam {
@@ -43,6 +75,8 @@ pub struct Exam {
     pub study_uid: String,
     /// Site that sent it.
     pub site: String,
+    /// What kind of reading it needs.
+    pub kind: ExamKind,
     /// Modality of its first series.
     pub modality: Option<String>,
     /// Patient ID as sent.
@@ -94,8 +128,8 @@ pub enum Completion {
 /// The exam query prefix; a macro so queries stay literal strings.
 macro_rules! exam_select {
     () => {
-        "SELECT e.id, e.study_uid, e.site, e.modality, e.patient_id, e.patient_name, e.priority, e.status, \
-         e.received_at, e.ready_at, s.num_instances FROM exams e JOIN studies s ON s.study_uid = e.study_uid"
+        "SELECT e.id, e.study_uid, e.site, e.kind, e.modality, e.patient_id, e.patient_name, e.priority, e.status, \
+         e.received_at, e.ready_at, st.num_instances FROM exams e JOIN studies st ON st.study_uid = e.study_uid"
     };
 }
 
@@ -109,6 +143,12 @@ where
         id: r.try_get("id")?,
         study_uid: r.try_get("study_uid")?,
         site: r.try_get("site")?,
+        kind: {
+            let kind: String = r.try_get("kind")?;
+            ExamKind::parse(&kind).ok_or_else(|| {
+                crate::StorageError::Corrupt(format!("unknown exam kind {kind:?}"))
+            })?
+        },
         modality: r.try_get("modality")?,
         patient_id: r.try_get("patient_id")?,
         patient_name: r.try_get("patient_name")?,
@@ -132,14 +172,37 @@ pub async fn by_study(db: &Db, study_uid: &str) -> Result<Option<Exam>> {
     })
 }
 
-/// All exams, newest first (for status pages and tests until the worklist exists).
-pub async fn list(db: &Db, limit: i64) -> Result<Vec<Exam>> {
-    let sql = concat!(
+/// Exams within `scope`, newest first (for status pages until the worklist exists),
+/// optionally only the one of a study.
+pub async fn list(
+    db: &Db,
+    scope: &ReadScope,
+    study_uid: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Exam>> {
+    let mut params: Vec<String> = Vec::new();
+    let mut clauses = scope.sql(&mut params, 1);
+    if let Some(uid) = study_uid {
+        params.push(uid.to_string());
+        clauses.push(format!("e.study_uid = ${}", params.len()));
+    }
+    let where_sql = if clauses.is_empty() {
+        "1 = 1".to_string()
+    } else {
+        clauses.join(" AND ")
+    };
+    let sql = format!(
+        "{} WHERE {where_sql} ORDER BY e.received_at DESC, e.id DESC LIMIT ${}",
         exam_select!(),
-        " ORDER BY e.received_at DESC, e.id DESC LIMIT $1"
+        params.len() + 1
     );
     on_db!(db, |pool| {
-        let rows = sqlx::query(sql).bind(limit).fetch_all(pool).await?;
+        // Audited: fixed SQL with numbered placeholders; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for p in &params {
+            query = query.bind(p);
+        }
+        let rows = query.bind(limit).fetch_all(pool).await?;
         rows.iter().map(exam).collect()
     })
 }
@@ -154,6 +217,7 @@ pub async fn complete_study(
     study_uid: &str,
     priority: Priority,
     expected_instances: i64,
+    audit: &NewEvent,
 ) -> Result<Completion> {
     let _turn = db.write_turn().await;
     let now = now_ms();
@@ -204,11 +268,19 @@ pub async fn complete_study(
                 &mut *tx,
                 current.id,
                 "ready",
-                format!("site:{site}"),
-                detail,
+                audit.actor.as_str(),
+                &detail,
                 now
             )
             .await?;
+            let event = NewEvent {
+                patient_id: current.patient_id.clone(),
+                study_uid: Some(current.study_uid.clone()),
+                exam_id: Some(current.id),
+                detail: Some(serde_json::json!({ "status": "ready", "detail": detail })),
+                ..audit.clone()
+            };
+            audit_append!(&mut *tx, &event, now).await?;
         } else if priority != Priority::parse(&current.priority).unwrap_or(Priority::Routine) {
             sqlx::query("UPDATE exams SET priority = $1, updated_at = $2 WHERE id = $3")
                 .bind(priority.as_str())

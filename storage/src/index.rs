@@ -9,8 +9,9 @@
 use formats::dicom::InstanceHeader;
 use sqlx::Row;
 
+use crate::audit::{audit_append, NewEvent};
 use crate::db::{now_ms, on_db, Db};
-use crate::exams::record_event;
+use crate::exams::{record_event, ExamKind};
 use crate::{Result, StorageError};
 
 /// Columns read into a [`StoredInstance`]; a macro so queries stay literal strings.
@@ -147,7 +148,15 @@ where
 /// Returns one outcome per input, in order. A study is created on its first instance
 /// with an exam in status `receiving`; a new instance for an exam that was `ready`
 /// reopens it (back to `receiving`) instead of creating a second exam.
-pub async fn index_batch(db: &Db, site: &str, items: &[NewInstance]) -> Result<Vec<IndexOutcome>> {
+///
+/// `audit` describes who stores (actor, role, site, client); one event per study that
+/// received new instances is appended from it in the same transaction.
+pub async fn index_batch(
+    db: &Db,
+    site: &str,
+    items: &[NewInstance],
+    audit: &NewEvent,
+) -> Result<Vec<IndexOutcome>> {
     let _turn = db.write_turn().await;
     let now = now_ms();
     on_db!(db, |pool| {
@@ -300,14 +309,15 @@ pub async fn index_batch(db: &Db, site: &str, items: &[NewInstance]) -> Result<V
             .await?;
             if !touched_studies.contains(&h.study_instance_uid.as_str()) {
                 touched_studies.push(&h.study_instance_uid);
-                let actor = format!("site:{site}");
+                let actor = audit.actor.as_str();
                 let created: Option<i64> = sqlx::query_scalar(
-                    "INSERT INTO exams (study_uid, site, modality, patient_id, patient_name, priority, status, \
-                     received_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'routine', 'receiving', $6, $7) \
+                    "INSERT INTO exams (study_uid, site, kind, modality, patient_id, patient_name, priority, status, \
+                     received_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'routine', 'receiving', $7, $8) \
                      ON CONFLICT (study_uid) DO NOTHING RETURNING id",
                 )
                 .bind(&h.study_instance_uid)
                 .bind(site)
+                .bind(ExamKind::of_instance(h.modality.as_deref(), &h.sop_class_uid).as_str())
                 .bind(&h.modality)
                 .bind(&h.patient_id)
                 .bind(&h.patient_name)
@@ -332,10 +342,33 @@ pub async fn index_batch(db: &Db, site: &str, items: &[NewInstance]) -> Result<V
                     }
                 };
                 if let Some((exam_id, detail)) = event {
-                    record_event!(&mut *tx, exam_id, "receiving", &actor, detail, now).await?;
+                    record_event!(&mut *tx, exam_id, "receiving", actor, detail, now).await?;
                 }
             }
             outcomes.push(IndexOutcome::Stored);
+        }
+        // Last, so the audit chain's lock is held only for the end of the transaction.
+        for study_uid in &touched_studies {
+            let stored = items
+                .iter()
+                .zip(&outcomes)
+                .filter(|(i, o)| {
+                    **o == IndexOutcome::Stored && i.header.study_instance_uid == *study_uid
+                })
+                .count();
+            let (exam_id, patient_id): (i64, Option<String>) =
+                sqlx::query_as("SELECT id, patient_id FROM exams WHERE study_uid = $1")
+                    .bind(*study_uid)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let event = NewEvent {
+                patient_id,
+                study_uid: Some(study_uid.to_string()),
+                exam_id: Some(exam_id),
+                detail: Some(serde_json::json!({ "instances_stored": stored })),
+                ..audit.clone()
+            };
+            audit_append!(&mut *tx, &event, now).await?;
         }
         tx.commit().await?;
         Ok(outcomes)

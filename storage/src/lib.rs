@@ -3,11 +3,15 @@
 //!
 //! The rest of the code sees one API, [`Storage`], whichever backends configuration chose.
 
+pub mod accounts;
+pub mod audit;
 pub mod blobs;
 mod db;
 pub mod exams;
 pub mod index;
 pub mod qido;
+pub mod scope;
+pub mod sessions;
 
 pub use blobs::{BlobConfig, BlobStore};
 pub use db::{now_ms, Backend, Db};
@@ -34,6 +38,15 @@ pub enum StorageError {
     /// The configuration names something we cannot use.
     #[error("invalid storage configuration: {0}")]
     Config(String),
+    /// Input that cannot be stored as given (names the problem).
+    #[error("{0}")]
+    Invalid(String),
+    /// The thing to create exists already.
+    #[error("{0}")]
+    Duplicate(String),
+    /// The thing to change does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
     /// Stored data could not be decoded (e.g. metadata that is not JSON).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),

@@ -5,6 +5,7 @@ use sqlx::Row;
 
 use crate::db::{on_db, Db};
 use crate::index::name_match_key;
+use crate::scope::ReadScope;
 use crate::Result;
 
 /// The level a search returns.
@@ -135,6 +136,8 @@ pub struct Query {
     /// Also return one instance's stored metadata per row, for `includefield` keys the
     /// index has no column for.
     pub with_sample_metadata: bool,
+    /// What the caller may read; rows outside it are never returned.
+    pub scope: ReadScope,
 }
 
 /// Study attributes of a result row.
@@ -263,6 +266,9 @@ fn build_sql(q: &Query) -> (String, Vec<Param>) {
             clauses.push(matcher_sql(*key, matcher, &mut params));
         }
     }
+    let mut scope_params = Vec::new();
+    clauses.extend(q.scope.sql(&mut scope_params, params.len() + 1));
+    params.extend(scope_params.into_iter().map(Param::Text));
     let where_sql = if clauses.is_empty() {
         "1 = 1".to_string()
     } else {

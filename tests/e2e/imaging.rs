@@ -137,6 +137,10 @@ fn dicomweb_client_check(hub: &Hub) -> Result<()> {
     let out = std::process::Command::new("python3")
         .arg(script)
         .arg(hub.dicomweb())
+        .env(
+            "HUB_TOKEN",
+            tests::reader_token(&hub.url).context("reader token")?,
+        )
         .output()?;
     ensure!(
         out.status.success(),

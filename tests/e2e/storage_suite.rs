@@ -35,19 +35,19 @@ pub async fn index_outcomes_and_exam_lifecycle(backend: Backend) -> Result<()> {
     let s = env.storage().await?;
     let ct = instance("dicom/single/CT_small.dcm", "aa")?;
     let study = ct.header.study_instance_uid.clone();
-    let out = index_batch(&s.db, "township-a", &[ct.clone(), ct.clone()]).await?;
+    let out = index_batch(&s.db, "township-a", &[ct.clone(), ct.clone()], &audit()).await?;
     ensure!(
         out == vec![IndexOutcome::Stored, IndexOutcome::AlreadyStored],
         "{out:?}"
     );
     let mut changed = ct.clone();
     changed.data_set_sha256 = "bb".into();
-    let out = index_batch(&s.db, "township-a", &[changed]).await?;
+    let out = index_batch(&s.db, "township-a", &[changed], &audit()).await?;
     ensure!(
         matches!(&out[0], IndexOutcome::Conflict { stored_sha256 } if stored_sha256 == "aa"),
         "{out:?}"
     );
-    let out = index_batch(&s.db, "township-b", std::slice::from_ref(&ct)).await?;
+    let out = index_batch(&s.db, "township-b", std::slice::from_ref(&ct), &audit()).await?;
     ensure!(out == vec![IndexOutcome::WrongSite], "{out:?}");
 
     let exam = storage::exams::by_study(&s.db, &study)
@@ -58,19 +58,22 @@ pub async fn index_outcomes_and_exam_lifecycle(backend: Backend) -> Result<()> {
         "{exam:?}"
     );
     ensure!(
-        storage::exams::complete_study(&s.db, "township-b", &study, Priority::Routine, 1).await?
+        storage::exams::complete_study(&s.db, "township-b", &study, Priority::Routine, 1, &audit())
+            .await?
             == Completion::NotFound,
         "another site's notice must not complete the exam"
     );
     ensure!(matches!(
-        storage::exams::complete_study(&s.db, "township-a", &study, Priority::Routine, 2).await?,
+        storage::exams::complete_study(&s.db, "township-a", &study, Priority::Routine, 2, &audit())
+            .await?,
         Completion::Incomplete {
             stored: 1,
             expected: 2
         }
     ));
     let Completion::Ready(exam) =
-        storage::exams::complete_study(&s.db, "township-a", &study, Priority::Stat, 1).await?
+        storage::exams::complete_study(&s.db, "township-a", &study, Priority::Stat, 1, &audit())
+            .await?
     else {
         anyhow::bail!("not ready");
     };
@@ -81,7 +84,7 @@ pub async fn index_outcomes_and_exam_lifecycle(backend: Backend) -> Result<()> {
     // A late instance reopens the same exam.
     let mut late = instance("dicom/single/CT_small.dcm", "cc")?;
     late.header.sop_instance_uid = "1.2.3.4.5.6.7".into();
-    let out = index_batch(&s.db, "township-a", &[late]).await?;
+    let out = index_batch(&s.db, "township-a", &[late], &audit()).await?;
     ensure!(out == vec![IndexOutcome::Stored]);
     let reopened = storage::exams::by_study(&s.db, &study)
         .await?
@@ -130,4 +133,16 @@ pub async fn large_blob_streams_through(backend: Backend) -> Result<()> {
     s.blobs.delete("dicom/1.2/3.4/5.6/big.dcm").await?;
     ensure!(!s.blobs.exists("dicom/1.2/3.4/5.6/big.dcm").await?);
     Ok(())
+}
+
+/// Who the storage suite acts as, for the audit records its writes produce.
+fn audit() -> storage::audit::NewEvent {
+    use storage::audit::{Action, EventType, NewEvent, Outcome};
+    NewEvent::new(
+        EventType::DICOM_INSTANCES_TRANSFERRED,
+        Action::Create,
+        Outcome::Success,
+        "test",
+        "gateway",
+    )
 }

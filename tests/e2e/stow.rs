@@ -176,6 +176,7 @@ pub async fn bad_input_is_refused_and_the_rest_stored(backend: Backend) -> Resul
 
     // Wrong media types.
     let client = reqwest::Client::new();
+    let key = env.accounts()?.key("local")?.to_string();
     for ct in [
         "application/json",
         "multipart/related; type=\"application/dicom+json\"; boundary=X",
@@ -183,6 +184,7 @@ pub async fn bad_input_is_refused_and_the_rest_stored(backend: Backend) -> Resul
     ] {
         let resp = client
             .post(format!("{}/studies", hub.dicomweb()))
+            .bearer_auth(&key)
             .header("Content-Type", ct)
             .body(multipart(
                 "X",
@@ -195,6 +197,7 @@ pub async fn bad_input_is_refused_and_the_rest_stored(backend: Backend) -> Resul
     // A study URL that disagrees with the instance, and a malformed one.
     let resp = client
         .post(format!("{}/studies/1.2.3.4", hub.dicomweb()))
+        .bearer_auth(&key)
         .header(
             "Content-Type",
             "multipart/related; type=\"application/dicom\"; boundary=X",
@@ -212,6 +215,7 @@ pub async fn bad_input_is_refused_and_the_rest_stored(backend: Backend) -> Resul
     );
     let resp = client
         .post(format!("{}/studies/1.2.x", hub.dicomweb()))
+        .bearer_auth(&key)
         .header(
             "Content-Type",
             "multipart/related; type=\"application/dicom\"; boundary=X",

@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
 """Check the hub's DICOMweb answers with the third-party `dicomweb-client` package.
 
-    dicomweb_check.py DICOMWEB_ROOT
+    HUB_TOKEN=... dicomweb_check.py DICOMWEB_ROOT
 
 Every study found by QIDO is listed at series and instance level, its instances are
 retrieved (WADO-RS) and parse with pydicom, and /metadata agrees with them.
 """
+import os
 import sys
 
 from dicomweb_client.api import DICOMwebClient
 
 
 def main():
-    client = DICOMwebClient(url=sys.argv[1])
+    client = DICOMwebClient(
+        url=sys.argv[1],
+        headers={"Authorization": "Bearer " + os.environ["HUB_TOKEN"]},
+    )
     studies = client.search_for_studies()
     assert studies, "no studies found"
     for st in studies:

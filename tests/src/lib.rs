@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod accounts;
+
+use std::sync::Arc;
+
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -33,11 +37,31 @@ pub struct Env {
     pub database_url: String,
     /// Blob URL for hubs of this test.
     pub blob_url: String,
+    /// Sites, users and gateway keys (`None` for a bare environment).
+    pub accounts: Option<Arc<accounts::Accounts>>,
 }
 
 impl Env {
-    /// Create fresh storage for one test.
+    /// Create fresh storage for one test, with the fixture accounts
+    /// ([`accounts::create_fixture`]).
     pub async fn new(backend: Backend) -> Result<Env> {
+        let mut env = Env::bare(backend).await?;
+        let storage = env.storage().await?;
+        let accounts = accounts::create_fixture(&storage.db).await?;
+        storage.db.close().await;
+        env.accounts = Some(Arc::new(accounts));
+        Ok(env)
+    }
+
+    /// The fixture accounts; fails for a bare environment.
+    pub fn accounts(&self) -> Result<&accounts::Accounts> {
+        self.accounts
+            .as_deref()
+            .context("a bare Env has no accounts")
+    }
+
+    /// Create fresh, empty storage for one test: no sites, no users.
+    pub async fn bare(backend: Backend) -> Result<Env> {
         let dir = tempfile::Builder::new().prefix("hub-e2e-").tempdir()?;
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let (database_url, blob_url) = match backend {
@@ -66,6 +90,7 @@ impl Env {
             dir,
             database_url,
             blob_url,
+            accounts: None,
         })
     }
 
@@ -246,11 +271,14 @@ impl Hub {
             .env("RUST_LOG", "info,sqlx=warn");
         let (proc, line) = Proc::start(cmd, env.path(&format!("{name}.log")), "hub ready:")?;
         let url = line
-            .split("http=")
-            .nth(1)
+            .split_once('=')
+            .map(|(_, url)| url)
             .context("hub ready line")?
             .trim()
             .to_string();
+        if let Some(accounts) = &env.accounts {
+            accounts::register(&url, accounts.clone());
+        }
         Ok(Hub { proc, url })
     }
 
@@ -283,6 +311,9 @@ impl Viewer {
             .context("viewer-api ready line")?
             .trim()
             .to_string();
+        if let Some(accounts) = &env.accounts {
+            accounts::register(&url, accounts.clone());
+        }
         Ok(Viewer { proc, url })
     }
 }
@@ -300,16 +331,29 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Write a configuration and start a gateway forwarding to `hub_url`.
+    /// Write a configuration and start a gateway of `site` (with its key) forwarding to
+    /// `hub_url`.
     pub fn start(env: &Env, name: &str, hub_url: &str, site: &str) -> Result<Gateway> {
+        Self::start_with(env, name, hub_url, site, "")
+    }
+
+    /// Like [`Gateway::start`], with extra TOML lines in the configuration.
+    pub fn start_with(
+        env: &Env,
+        name: &str,
+        hub_url: &str,
+        site: &str,
+        extra: &str,
+    ) -> Result<Gateway> {
         let data = env.path(name);
         std::fs::create_dir_all(&data)?;
         let config = data.join("gateway.toml");
+        let key = env.accounts()?.key(site)?;
         std::fs::write(
             &config,
             format!(
                 "ae_title = \"TOWNSHIP_GW\"\nlisten = \"127.0.0.1:0\"\nhub_url = \"{hub_url}\"\nsite = \"{site}\"\n\
-                 data_dir = \"{}\"\nquiet_period_secs = 1\nbackoff_base_ms = 100\nbackoff_max_ms = 1000\n",
+                 hub_key = \"{key}\"\ndata_dir = \"{}\"\nquiet_period_secs = 1\nbackoff_base_ms = 100\nbackoff_max_ms = 1000\n{extra}\n",
                 data.join("data").display()
             ),
         )?;
@@ -423,8 +467,16 @@ pub fn multipart(boundary: &str, parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
     body
 }
 
-/// STOW-RS the given DICOM files' bytes in one request; returns status and JSON body.
+/// STOW-RS the given DICOM files' bytes in one request as the gateway of `site`
+/// (default `local`); returns status and JSON body.
 pub async fn stow(url: &str, site: Option<&str>, parts: &[Vec<u8>]) -> Result<(u16, Value)> {
+    let accounts = accounts::for_url(url).context("no accounts registered for this hub")?;
+    let key = accounts.key(site.unwrap_or("local"))?.to_string();
+    stow_as(url, Some(&key), parts).await
+}
+
+/// STOW-RS with the given bearer credential (or none).
+pub async fn stow_as(url: &str, token: Option<&str>, parts: &[Vec<u8>]) -> Result<(u16, Value)> {
     let parts: Vec<(&str, Vec<u8>)> = parts
         .iter()
         .map(|p| ("application/dicom", p.clone()))
@@ -438,8 +490,8 @@ pub async fn stow(url: &str, site: Option<&str>, parts: &[Vec<u8>]) -> Result<(u
         )
         .header("Accept", "application/dicom+json")
         .body(body);
-    if let Some(site) = site {
-        req = req.header("X-Site", site);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
     }
     let resp = req.send().await?;
     let status = resp.status().as_u16();
@@ -448,9 +500,23 @@ pub async fn stow(url: &str, site: Option<&str>, parts: &[Vec<u8>]) -> Result<(u
     Ok((status, json))
 }
 
-/// GET a URL as JSON.
+/// The county reader's token for a URL of a hub a test started.
+pub fn reader_token(url: &str) -> Option<String> {
+    accounts::for_url(url).map(|a| a.reader.clone())
+}
+
+/// GET a URL as JSON, as the county reader.
 pub async fn get_json(url: &str) -> Result<(u16, Value)> {
-    let resp = reqwest::get(url).await?;
+    get_json_as(url, reader_token(url).as_deref()).await
+}
+
+/// GET a URL as JSON with the given bearer token (or none).
+pub async fn get_json_as(url: &str, token: Option<&str>) -> Result<(u16, Value)> {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await?;
     let status = resp.status().as_u16();
     let text = resp.text().await?;
     Ok((
@@ -459,10 +525,13 @@ pub async fn get_json(url: &str) -> Result<(u16, Value)> {
     ))
 }
 
-/// Split a `multipart/related` response into its parts' bodies.
+/// Split a `multipart/related` response into its parts' bodies (as the county reader).
 pub async fn retrieve_parts(url: &str) -> Result<Vec<Vec<u8>>> {
-    let resp = reqwest::Client::new()
-        .get(url)
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(token) = reader_token(url) {
+        req = req.bearer_auth(token);
+    }
+    let resp = req
         .header(
             "Accept",
             "multipart/related; type=\"application/dicom\"; transfer-syntax=*",

@@ -48,14 +48,28 @@ impl ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
-        tracing::error!(error = %e, "storage failure");
         match e {
             StorageError::BlobNotFound(_) => ApiError::not_found("stored original is missing"),
-            _ => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
-                "storage is unavailable, retry later",
-            ),
+            StorageError::Invalid(m) => ApiError::bad_request("invalid", m),
+            StorageError::Duplicate(m) => ApiError::new(StatusCode::CONFLICT, "duplicate", m),
+            StorageError::NotFound(m) => ApiError::not_found(format!("{m} not found")),
+            e => {
+                tracing::error!(error = %e, "storage failure");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "storage is unavailable, retry later",
+                )
+            }
+        }
+    }
+}
+
+impl From<access::AccessError> for ApiError {
+    fn from(e: access::AccessError) -> Self {
+        match e {
+            access::AccessError::Storage(e) => e.into(),
+            other => ApiError::new(other.status_code(), "access", other.to_string()),
         }
     }
 }

@@ -64,13 +64,20 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
     .context("opening storage")?;
+    let access = web::Data::new(access::Access::new(
+        storage.db.clone(),
+        access::AccessConfig::default(),
+    ));
     let state = web::Data::new(ViewerState { storage });
     let listener = std::net::TcpListener::bind(&config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
     println!("viewer-api ready: http=http://{}", listener.local_addr()?);
     HttpServer::new(move || {
         App::new()
+            // Sessions and keys are the hub's; this process checks them the same way.
+            .wrap(actix_web::middleware::from_fn(access::guard))
             .app_data(state.clone())
+            .app_data(access.clone())
             .configure(viewer_api::configure)
             .route(
                 "/healthz",

@@ -1,10 +1,13 @@
 //! QIDO-RS (PS3.18 10.6): search for studies, series and instances.
 
+use access::policy::read_scope;
+use access::Caller;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use dicom_core::dictionary::DataDictionary;
 use dicom_dictionary_std::StandardDataDictionary;
 use serde_json::{Map, Value};
+use storage::audit::{Action, EventType, NewEvent, Outcome};
 use storage::qido::{Hit, Key, Level, Matcher, Query};
 
 use crate::dicom_json::JsonDataset;
@@ -19,57 +22,63 @@ type Params = web::Query<Vec<(String, String)>>;
 /// `GET /studies`
 pub async fn studies(
     req: HttpRequest,
+    caller: Caller,
     state: web::Data<ViewerState>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
-    search(&req, &state, Level::Study, Vec::new(), &params).await
+    search(&req, &caller, &state, Level::Study, Vec::new(), &params).await
 }
 
 /// `GET /series`
 pub async fn all_series(
     req: HttpRequest,
+    caller: Caller,
     state: web::Data<ViewerState>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
-    search(&req, &state, Level::Series, Vec::new(), &params).await
+    search(&req, &caller, &state, Level::Series, Vec::new(), &params).await
 }
 
 /// `GET /instances`
 pub async fn all_instances(
     req: HttpRequest,
+    caller: Caller,
     state: web::Data<ViewerState>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
-    search(&req, &state, Level::Instance, Vec::new(), &params).await
+    search(&req, &caller, &state, Level::Instance, Vec::new(), &params).await
 }
 
 /// `GET /studies/{study}/series`
 pub async fn study_series(
     req: HttpRequest,
+    caller: Caller,
     state: web::Data<ViewerState>,
     path: web::Path<String>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let study = parse_uid("StudyInstanceUID in path", &path)?;
     let scope = vec![(Key::StudyInstanceUid, Matcher::Exact(study))];
-    search(&req, &state, Level::Series, scope, &params).await
+    search(&req, &caller, &state, Level::Series, scope, &params).await
 }
 
 /// `GET /studies/{study}/instances`
 pub async fn study_instances(
     req: HttpRequest,
+    caller: Caller,
     state: web::Data<ViewerState>,
     path: web::Path<String>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let study = parse_uid("StudyInstanceUID in path", &path)?;
     let scope = vec![(Key::StudyInstanceUid, Matcher::Exact(study))];
-    search(&req, &state, Level::Instance, scope, &params).await
+    search(&req, &caller, &state, Level::Instance, scope, &params).await
 }
 
 /// `GET /studies/{study}/series/{series}/instances`
 pub async fn series_instances(
     req: HttpRequest,
+    caller: Caller,
     state: web::Data<ViewerState>,
     path: web::Path<(String, String)>,
     params: Params,
@@ -80,7 +89,37 @@ pub async fn series_instances(
         (Key::StudyInstanceUid, Matcher::Exact(study)),
         (Key::SeriesInstanceUid, Matcher::Exact(series)),
     ];
-    search(&req, &state, Level::Instance, scope, &params).await
+    search(&req, &caller, &state, Level::Instance, scope, &params).await
+}
+
+/// One audit event per search: the query, how many rows it returned, and the patient
+/// when the search named exactly one.
+async fn audit_query(
+    state: &ViewerState,
+    caller: &Caller,
+    req: &HttpRequest,
+    level: Level,
+    query: &Query,
+    results: usize,
+) -> Result<(), ApiError> {
+    let one = |key: Key| {
+        query.conditions.iter().find_map(|(k, m)| match (k, m) {
+            (k, Matcher::Exact(v)) if *k == key => Some(v.clone()),
+            _ => None,
+        })
+    };
+    let event = NewEvent {
+        patient_id: one(Key::PatientId),
+        study_uid: one(Key::StudyInstanceUid),
+        detail: Some(serde_json::json!({
+            "level": format!("{level:?}").to_lowercase(),
+            "query": req.query_string(),
+            "results": results,
+        })),
+        ..caller.event(EventType::QUERY, Action::Execute, Outcome::Success)
+    };
+    storage::audit::append(&state.storage.db, &event).await?;
+    Ok(())
 }
 
 /// What the query string asked for beyond the matching keys.
@@ -97,6 +136,7 @@ enum Include {
 
 async fn search(
     req: &HttpRequest,
+    caller: &Caller,
     state: &ViewerState,
     level: Level,
     scope: Vec<(Key, Matcher)>,
@@ -105,12 +145,14 @@ async fn search(
     check_accept(req)?;
     let mut parsed = parse(level, params)?;
     parsed.query.conditions.extend(scope);
+    parsed.query.scope = read_scope(&caller.principal);
     let requested = parsed.query.limit;
     // One more than asked tells whether results were cut off.
     parsed.query.limit = requested + 1;
     let mut hits = storage::qido::search(&state.storage.db, &parsed.query).await?;
     let truncated = hits.len() as i64 > requested;
     hits.truncate(requested as usize);
+    audit_query(state, caller, req, level, &parsed.query, hits.len()).await?;
 
     let base = base_url(req);
     let body: Vec<Value> = hits
@@ -175,6 +217,8 @@ fn parse(level: Level, params: &[(String, String)]) -> Result<Parsed, ApiError> 
         limit: DEFAULT_LIMIT,
         offset: 0,
         with_sample_metadata: false,
+        // Set from the caller by `search`; nothing until then.
+        scope: storage::scope::ReadScope::nothing(),
     };
     let mut include = Vec::new();
     let mut include_all = false;

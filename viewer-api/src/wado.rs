@@ -1,11 +1,15 @@
 //! WADO-RS (PS3.18 10.4): retrieve originals as `multipart/related` and metadata as
 //! DICOM JSON from the stored headers (never by re-reading the files).
 
+use access::policy::read_scope;
+use access::Caller;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
+use storage::audit::EventType;
 use storage::index::StoredInstance;
+use storage::scope::VisibleStudy;
 
 use crate::error::{parse_uid, ApiError};
 use crate::ViewerState;
@@ -13,76 +17,93 @@ use crate::ViewerState;
 /// `GET /studies/{study}`
 pub async fn study(
     req: HttpRequest,
+    caller: Caller,
     state: web::Data<ViewerState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let study = parse_uid("StudyInstanceUID in path", &path)?;
-    retrieve(&req, &state, &study, None, None).await
+    retrieve(&req, &caller, &state, &study, None, None).await
 }
 
 /// `GET /studies/{study}/series/{series}`
 pub async fn series(
     req: HttpRequest,
+    caller: Caller,
     state: web::Data<ViewerState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let study = parse_uid("StudyInstanceUID in path", &path.0)?;
     let series = parse_uid("SeriesInstanceUID in path", &path.1)?;
-    retrieve(&req, &state, &study, Some(&series), None).await
+    retrieve(&req, &caller, &state, &study, Some(&series), None).await
 }
 
 /// `GET /studies/{study}/series/{series}/instances/{instance}`
 pub async fn instance(
     req: HttpRequest,
+    caller: Caller,
     state: web::Data<ViewerState>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let study = parse_uid("StudyInstanceUID in path", &path.0)?;
     let series = parse_uid("SeriesInstanceUID in path", &path.1)?;
     let sop = parse_uid("SOPInstanceUID in path", &path.2)?;
-    retrieve(&req, &state, &study, Some(&series), Some(&sop)).await
+    retrieve(&req, &caller, &state, &study, Some(&series), Some(&sop)).await
 }
 
 /// `GET /studies/{study}/metadata`
 pub async fn study_metadata(
+    caller: Caller,
     state: web::Data<ViewerState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let study = parse_uid("StudyInstanceUID in path", &path)?;
-    metadata(&state, &study, None, None).await
+    metadata(&caller, &state, &study, None, None).await
 }
 
 /// `GET /studies/{study}/series/{series}/metadata`
 pub async fn series_metadata(
+    caller: Caller,
     state: web::Data<ViewerState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let study = parse_uid("StudyInstanceUID in path", &path.0)?;
     let series = parse_uid("SeriesInstanceUID in path", &path.1)?;
-    metadata(&state, &study, Some(&series), None).await
+    metadata(&caller, &state, &study, Some(&series), None).await
 }
 
 /// `GET /studies/{study}/series/{series}/instances/{instance}/metadata`
 pub async fn instance_metadata(
+    caller: Caller,
     state: web::Data<ViewerState>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let study = parse_uid("StudyInstanceUID in path", &path.0)?;
     let series = parse_uid("SeriesInstanceUID in path", &path.1)?;
     let sop = parse_uid("SOPInstanceUID in path", &path.2)?;
-    metadata(&state, &study, Some(&series), Some(&sop)).await
+    metadata(&caller, &state, &study, Some(&series), Some(&sop)).await
 }
 
 async fn metadata(
+    caller: &Caller,
     state: &ViewerState,
     study: &str,
     series: Option<&str>,
     sop: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
+    let visible = visible(caller, state, study).await?;
     let items = storage::index::metadata(&state.storage.db, study, series, sop).await?;
     if items.is_empty() {
         return Err(ApiError::not_found("no such study, series or instance"));
     }
+    let detail = serde_json::json!({ "metadata": true, "series": series, "instance": sop });
+    caller
+        .audit_study_read(
+            &state.storage.db,
+            EventType::DICOM_INSTANCES_ACCESSED,
+            &visible,
+            detail,
+        )
+        .await?;
     // The stored texts are already DICOM JSON objects: join them without re-parsing.
     let mut body = String::with_capacity(items.iter().map(|s| s.len() + 1).sum::<usize>() + 2);
     body.push('[');
@@ -162,14 +183,27 @@ fn wanted(req: &HttpRequest) -> Result<Wanted, ApiError> {
     }
 }
 
+/// The study, if the caller may read it; otherwise the same 404 as for a missing one.
+async fn visible(
+    caller: &Caller,
+    state: &ViewerState,
+    study: &str,
+) -> Result<VisibleStudy, ApiError> {
+    storage::scope::visible_study(&state.storage.db, &read_scope(&caller.principal), study)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such study, series or instance"))
+}
+
 async fn retrieve(
     req: &HttpRequest,
+    caller: &Caller,
     state: &ViewerState,
     study: &str,
     series: Option<&str>,
     sop: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
     let wanted = wanted(req)?;
+    let visible = visible(caller, state, study).await?;
     let instances = storage::index::instances(&state.storage.db, study, series, sop).await?;
     if instances.is_empty() {
         return Err(ApiError::not_found("no such study, series or instance"));
@@ -189,6 +223,16 @@ async fn retrieve(
             ));
         }
     }
+    let detail =
+        serde_json::json!({ "retrieve": instances.len(), "series": series, "instance": sop });
+    caller
+        .audit_study_read(
+            &state.storage.db,
+            EventType::DICOM_INSTANCES_TRANSFERRED,
+            &visible,
+            detail,
+        )
+        .await?;
     let boundary = uuid::Uuid::new_v4().simple().to_string();
     let content_type =
         format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");

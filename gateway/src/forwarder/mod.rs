@@ -13,13 +13,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::hub::{HubClient, ProblemLog};
 use crate::outbox::{now_ms, DueItem, ItemUpdate, Outbox};
 use crate::spool::Spool;
 use batch::{form_batches, BatchLimits};
@@ -38,26 +39,24 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct Forwarder {
     outbox: Outbox,
     spool: Arc<Spool>,
-    client: reqwest::Client,
+    hub: HubClient,
     config: Arc<Config>,
     backoff: Backoff,
+    /// Shared by all batches, so a failure common to them is logged once.
+    problems: Arc<ProblemLog>,
 }
 
 impl Forwarder {
     /// A forwarder for this outbox and spool.
-    pub fn new(
-        outbox: Outbox,
-        spool: Arc<Spool>,
-        client: reqwest::Client,
-        config: Arc<Config>,
-    ) -> Self {
+    pub fn new(outbox: Outbox, spool: Arc<Spool>, hub: HubClient, config: Arc<Config>) -> Self {
         let backoff = Backoff::from_millis(config.backoff_base_ms, config.backoff_max_ms);
         Forwarder {
             outbox,
             spool,
-            client,
+            hub,
             config,
             backoff,
+            problems: Arc::new(ProblemLog::new("STOW-RS")),
         }
     }
 
@@ -211,8 +210,13 @@ impl Forwarder {
             Some(self.post(parts, sent.len()).await)
         };
         if let Some(verdict) = &verdict {
-            if let Verdict::Transient(why) = verdict {
-                tracing::warn!(instances = sent.len(), error = %why, "STOW-RS request failed; will retry");
+            match verdict {
+                // A refused key, an untrusted certificate or an unreachable hub hits
+                // every batch alike: say so once, not once per batch and retry.
+                Verdict::Transient(why) => {
+                    self.problems.failed(why);
+                }
+                _ => self.problems.succeeded(),
             }
             for item in &sent {
                 match verdict.outcome_for(&item.sop_instance_uid) {
@@ -316,29 +320,31 @@ impl Forwarder {
         let (body, length) = stow::multipart_body(parts, &boundary);
         let content_type =
             format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
-        let url = format!("{}/dicomweb/studies", self.config.hub_base());
         // Generous for slow township links: a minute plus 32 KiB/s for the body.
         let timeout = Duration::from_secs(60 + length / (32 * 1024));
-        let mut request = self
-            .client
-            .post(&url)
+        let request = self
+            .hub
+            .post("/dicomweb/studies")
             .timeout(timeout)
             .header(CONTENT_TYPE, content_type)
             .header(ACCEPT, "application/dicom+json")
             .header(CONTENT_LENGTH, length)
             .body(reqwest::Body::wrap_stream(body));
-        if let Ok(site) = HeaderValue::from_str(&self.config.site) {
-            request = request.header("X-Site", site);
-        }
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => {
-                return Verdict::Transient(format!("cannot reach the hub: {}", error_chain(&e)))
-            }
+            // A TLS failure (untrusted certificate, pin mismatch, wrong host name) is
+            // about the connection, not the instances: transient, with a message that
+            // names the settings to check.
+            Err(e) => return Verdict::Transient(self.hub.describe_send_error(&e)),
         };
         let status = response.status().as_u16();
         match read_limited(response, MAX_RESPONSE_BYTES).await {
+            // A refused key is the gateway's configuration, not the instances' fault:
+            // nothing is rejected, everything waits for the key to be fixed.
             Ok(body) => {
+                if let Some(why) = self.hub.describe_refusal(status, &body) {
+                    return Verdict::Transient(why);
+                }
                 let verdict = stow::classify(status, &body, count);
                 tracing::debug!(status, instances = count, "STOW-RS answered");
                 verdict

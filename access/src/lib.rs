@@ -1,0 +1,131 @@
+//! Who may do what: credentials, the authorization policy and the audit of reads.
+//!
+//! The hub and viewer-api wrap their whole application in [`guard`]; it authenticates
+//! the caller (session cookie, bearer token or gateway key), applies [`policy`] to the
+//! route family and hands the handlers a [`Caller`]. Handlers never decide on roles
+//! themselves: they ask [`policy::read_scope`] / [`policy::store_site`].
+
+pub mod credentials;
+mod error;
+mod guard;
+pub mod policy;
+pub mod session;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use storage::audit::{Action, EventType, NewEvent, Outcome};
+use storage::scope::VisibleStudy;
+use storage::Db;
+
+pub use error::AccessError;
+pub use guard::{guard, Caller};
+pub use policy::Principal;
+
+/// Settings of logins and sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AccessConfig {
+    /// Lifetime of a web UI session, hours.
+    pub session_hours: u64,
+    /// Lifetime of an API bearer token, hours.
+    pub token_hours: u64,
+    /// Wrong passwords in a row before the account is locked for a while.
+    pub max_failed_logins: u32,
+    /// First lock duration, seconds; doubles with each further failure, up to an hour.
+    pub lock_secs: u64,
+    /// Mark the session cookie `Secure` (set when the hub serves HTTPS or sits behind an
+    /// HTTPS proxy).
+    pub secure_cookies: bool,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            session_hours: 12,
+            token_hours: 12,
+            max_failed_logins: 5,
+            lock_secs: 60,
+            secure_cookies: false,
+        }
+    }
+}
+
+/// Name of the web UI's session cookie.
+pub const SESSION_COOKIE: &str = "hub_session";
+
+/// Shared state of the guard and the session routes.
+pub struct Access {
+    /// The accounts database.
+    pub db: Db,
+    /// Login and session settings.
+    pub config: AccessConfig,
+    /// When each gateway key was last marked used by this process, so that marking
+    /// costs one write a minute and not one per request.
+    key_touched: Mutex<HashMap<String, Instant>>,
+}
+
+impl Access {
+    /// State over the given database.
+    pub fn new(db: Db, config: AccessConfig) -> Self {
+        Access {
+            db,
+            config,
+            key_touched: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn should_touch_key(&self, id: &str) -> bool {
+        let Ok(mut touched) = self.key_touched.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        match touched.get(id) {
+            Some(at) if now.duration_since(*at) < Duration::from_secs(60) => false,
+            _ => {
+                touched.insert(id.to_string(), now);
+                true
+            }
+        }
+    }
+}
+
+impl Caller {
+    /// An audit event by this caller, to be completed with what it touched.
+    pub fn event(&self, event: EventType, action: Action, outcome: Outcome) -> NewEvent {
+        NewEvent {
+            event,
+            action,
+            outcome,
+            actor: self.principal.actor(),
+            role: self.principal.role_name().to_string(),
+            site: self.principal.home_site().map(str::to_string),
+            client_addr: self.client_addr.clone(),
+            patient_id: None,
+            study_uid: None,
+            exam_id: None,
+            detail: None,
+        }
+    }
+
+    /// Record that this caller read a study's data (one event per request).
+    pub async fn audit_study_read(
+        &self,
+        db: &Db,
+        event: EventType,
+        study: &VisibleStudy,
+        detail: serde_json::Value,
+    ) -> Result<(), AccessError> {
+        let event = NewEvent {
+            patient_id: study.patient_id.clone(),
+            study_uid: Some(study.study_uid.clone()),
+            exam_id: study.exam_id,
+            detail: Some(detail),
+            ..self.event(event, Action::Read, Outcome::Success)
+        };
+        storage::audit::append(db, &event).await?;
+        Ok(())
+    }
+}
