@@ -535,12 +535,19 @@ mod tests {
             limit: 10,
             offset: 0,
             with_sample_metadata: false,
+            scope: ReadScope {
+                sites: Some(vec!["a".into(), "b".into()]),
+                kinds: Some(vec![crate::exams::ExamKind::Imaging]),
+            },
         };
         let (sql, params) = build_sql(&q);
-        assert_eq!(params.len(), 7);
-        for n in 1..=7 {
+        assert_eq!(params.len(), 10);
+        for n in 1..=10 {
             assert!(sql.contains(&format!("${n}")), "{sql}");
         }
         assert!(sql.contains("EXISTS (SELECT 1 FROM series ms"));
+        assert!(sql.contains("st.site IN ($6, $7)"), "{sql}");
+        assert!(sql.contains("sx.kind IN ($8)"), "{sql}");
+        assert!(sql.ends_with("LIMIT $9 OFFSET $10"), "{sql}");
     }
 }

@@ -1,6 +1,7 @@
 //! End-to-end suite: every test runs on both backend pairs (SQLite + local directory,
 //! PostgreSQL + S3) with real processes and third-party clients.
 
+mod access;
 mod imaging;
 mod qido;
 mod scale_out;

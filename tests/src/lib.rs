@@ -104,6 +104,26 @@ impl Env {
         Ok(storage::Storage::open(&config).await?)
     }
 
+    /// A `hub` command over this test's storage, data directory `name` (add arguments).
+    pub fn hub_command(&self, name: &str) -> Result<Command> {
+        let data = self.path(name);
+        std::fs::create_dir_all(&data)?;
+        let mut cmd = Command::new(bin("hub"));
+        cmd.env("HUB_DATA_DIR", &data)
+            .env("HUB_DATABASE_URL", &self.database_url)
+            .env("HUB_BLOB_URL", &self.blob_url);
+        Ok(cmd)
+    }
+
+    /// Run `hub <args>` (an admin or audit command) to completion.
+    pub fn hub_cli(&self, args: &[&str]) -> Result<Output> {
+        Ok(self
+            .hub_command("hub-cli")?
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?)
+    }
+
     /// A path inside the test directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -260,15 +280,16 @@ pub struct Hub {
 impl Hub {
     /// Start a hub on `port` (0 for any) over the test's storage.
     pub fn start(env: &Env, name: &str, port: u16) -> Result<Hub> {
-        let data = env.path(name);
-        std::fs::create_dir_all(&data)?;
-        let mut cmd = Command::new(bin("hub"));
+        Self::start_with(env, name, port, &[])
+    }
+
+    /// Like [`Hub::start`], with further `HUB_*` environment settings.
+    pub fn start_with(env: &Env, name: &str, port: u16, settings: &[(&str, &str)]) -> Result<Hub> {
+        let mut cmd = env.hub_command(name)?;
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("HUB_DATA_DIR", &data)
-            .env("HUB_DATABASE_URL", &env.database_url)
-            .env("HUB_BLOB_URL", &env.blob_url)
             .env("HUB_WORKERS", "2")
-            .env("RUST_LOG", "info,sqlx=warn");
+            .env("RUST_LOG", "info,sqlx=warn")
+            .envs(settings.iter().copied());
         let (proc, line) = Proc::start(cmd, env.path(&format!("{name}.log")), "hub ready:")?;
         let url = line
             .split_once('=')

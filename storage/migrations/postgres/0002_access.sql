@@ -101,3 +101,5 @@ END;
 $$;
 CREATE TRIGGER audit_events_no_change BEFORE UPDATE OR DELETE ON audit_events
 FOR EACH ROW EXECUTE FUNCTION audit_events_append_only();
+CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
+FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only();
