@@ -7,6 +7,7 @@ mod qido;
 mod scale_out;
 mod storage_suite;
 mod stow;
+mod transport;
 
 use std::path::PathBuf;
 use std::process::Command;
