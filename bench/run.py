@@ -27,6 +27,10 @@ Loads (each reported as ours, Orthanc's, the ratio and the target):
             is shown for information.
 
 Every server runs on 127.0.0.1 with a fresh data directory under the work directory.
+Our hub authenticates every request: after starting a hub the script creates, with the
+hub's own admin CLI (`hub admin`, same HUB_DATA_DIR), a site "bench", a gateway key for
+it (STOW-RS into the hub and the gateway's `hub_key`) and a reader with every specialty,
+who logs in for a bearer token (QIDO/WADO reads). Orthanc runs without authentication.
 The final table is printed and written to <workdir>/results.json. The exit status is 0
 even when a target is missed (this is a report); it is 1 when the product failed to
 build, start or do what a load asked, 130 on Ctrl-C.
@@ -78,6 +82,11 @@ QIDO_REQUESTS_PER_CLIENT = 50
 METADATA_REQUESTS = 30
 MEMORY_LIMIT_MB = 200
 
+# Accounts the script creates in every hub it starts (the hub authenticates every request).
+BENCH_SITE = "bench"
+BENCH_READER = "benchreader"
+KEY_LINE = "key (shown once; put it in the gateway's hub_key): "
+
 # Bounds on every wait, in seconds.
 START_TIMEOUT = 60
 HTTP_TIMEOUT = 300
@@ -128,10 +137,20 @@ class Proc:
 class Hub:
     proc: Proc
     url: str  # http://127.0.0.1:PORT
+    gateway_key: str = ""  # gk_...: site "bench"'s key; STOW-RS and the gateway's hub_key
+    reader_token: str = ""  # bearer token of the reader BENCH_READER: QIDO/WADO
 
     @property
     def dicomweb(self) -> str:
         return self.url + "/dicomweb"
+
+    @property
+    def stow_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.gateway_key}"}
+
+    @property
+    def read_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.reader_token}"}
 
 
 @dataclass
@@ -213,10 +232,44 @@ class Processes:
         url = proc.ready_line.split("http=", 1)[1].strip()
         hub = Hub(proc, url)
         wait_http_ok(hub.url + "/healthz", f"hub-{tag}")
-        log(f"started hub-{tag} pid {proc.pid} at {url}")
+        self._provision_hub(hub, exe, data, tag)
+        log(f"started hub-{tag} pid {proc.pid} at {url} (site {BENCH_SITE}: gateway key + reader token)")
         return hub
 
-    def start_gateway(self, tag: str, hub_url: str, quiet_period_secs: int = 5) -> GatewayProc:
+    def _provision_hub(self, hub: Hub, exe: Path, data: Path, tag: str) -> None:
+        """Site, gateway key and reader for the loads, made with the hub's admin CLI on
+        the hub's own database (same HUB_DATA_DIR); then the reader logs in for a token."""
+        env = {**os.environ, "HUB_DATA_DIR": str(data)}
+
+        def admin(*args: str, stdin: str | None = None) -> str:
+            argv = [str(exe), "admin", *args]
+            try:
+                p = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env,
+                                   timeout=START_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise ProductError(f"hub-{tag}: `hub admin {args[0]}` did not finish within {START_TIMEOUT}s")
+            if p.returncode != 0:
+                raise ProductError(f"hub-{tag}: `hub admin {' '.join(args)}` failed (exit {p.returncode}):\n"
+                                   + (p.stdout + p.stderr).strip()[-1500:])
+            return p.stdout
+
+        admin("site-add", BENCH_SITE, "Bench township", "--kind", "township")
+        out = admin("key-create", "--site", BENCH_SITE, "--label", "bench")
+        key = next((line[len(KEY_LINE):].strip() for line in out.splitlines() if line.startswith(KEY_LINE)), "")
+        if not key.startswith("gk_"):
+            raise ProductError(f"hub-{tag}: no gateway key in the output of `hub admin key-create`:\n{out}")
+        password = "bench-" + uuid.uuid4().hex  # >= 10 characters
+        admin("user-add", BENCH_READER, "--role", "reader", "--specialty", "radiology",
+              "--specialty", "cardiology", "--specialty", "laboratory", "--grade", "senior",
+              "--password-stdin", stdin=password + "\n")
+        r = requests.post(hub.url + "/api/auth/login", timeout=60,
+                          json={"username": BENCH_READER, "password": password, "kind": "bearer"})
+        token = r.json().get("token") if r.status_code == 200 else None
+        if not token:
+            raise ProductError(f"hub-{tag}: login of {BENCH_READER} failed: HTTP {r.status_code}: {r.text[:300]}")
+        hub.gateway_key, hub.reader_token = key, token
+
+    def start_gateway(self, tag: str, hub_url: str, hub_key: str, quiet_period_secs: int = 5) -> GatewayProc:
         data = self.run_dir / f"gateway-{tag}"
         exe = self.bin_dir / "gateway"
         if not exe.exists():
@@ -226,7 +279,8 @@ class Processes:
             f'ae_title = "BENCH_GW"\n'
             f'listen = "127.0.0.1:0"\n'
             f'hub_url = "{hub_url}"\n'
-            f'site = "bench"\n'
+            f'hub_key = "{hub_key}"\n'
+            f'site = "{BENCH_SITE}"\n'  # a label only: the hub knows the site from hub_key
             f'data_dir = "{data}"\n'
             f"quiet_period_secs = {quiet_period_secs}\n"
         )
@@ -329,13 +383,21 @@ def wait_http_ok(url: str, what: str, proc: Proc | None = None) -> None:
 # --------------------------------------------------------------------------------------
 
 class Target:
-    """One system under test: a DICOMweb root for STOW/QIDO/WADO and a C-STORE SCP."""
+    """One system under test: a DICOMweb root for STOW/QIDO/WADO and a C-STORE SCP, with
+    the HTTP headers its requests carry (our hub: Authorization; Orthanc: none)."""
 
-    def __init__(self, name: str, dicomweb: str, dicom=None, pids=None):
+    def __init__(self, name: str, dicomweb: str, dicom=None, pids=None,
+                 stow_headers: dict | None = None, read_headers: dict | None = None):
         self.name = name
         self.dicomweb = dicomweb
         self._dicom = dicom  # callable returning (host, port, ae), started lazily
         self._pids = pids  # callable returning {process name: pid}, for CPU accounting
+        self.stow_headers = dict(stow_headers or {})  # STOW-RS
+        self.read_headers = dict(read_headers or {})  # QIDO-RS, WADO-RS
+
+    @classmethod
+    def hub(cls, name: str, hub: Hub, dicom=None, pids=None) -> "Target":
+        return cls(name, hub.dicomweb, dicom, pids, hub.stow_headers, hub.read_headers)
 
     def dicom(self) -> tuple[str, int, str]:
         return self._dicom()
@@ -352,7 +414,7 @@ class Targets:
         self.procs = procs
         self.hub = procs.start_hub("main")
         self.gateway: GatewayProc | None = None
-        self.ours = Target("ours", self.hub.dicomweb, self._gateway_addr, self._our_pids)
+        self.ours = Target.hub("ours", self.hub, self._gateway_addr, self._our_pids)
         self.orthanc_proc = procs.start_orthanc("main") if want_orthanc else None
         self.orthanc = None
         if self.orthanc_proc:
@@ -368,7 +430,7 @@ class Targets:
 
     def _gateway_addr(self):
         if self.gateway is None:
-            self.gateway = self.procs.start_gateway("main", self.hub.url)
+            self.gateway = self.procs.start_gateway("main", self.hub.url, self.hub.gateway_key)
         return self.gateway.host, self.gateway.port, self.gateway.ae
 
     def all(self) -> list[Target]:
@@ -517,14 +579,15 @@ def multipart_body(files: list[Path], boundary: str, chunk: int = 1 << 20):
     yield f"--{boundary}--\r\n".encode()
 
 
-def stow(session: requests.Session, dicomweb: str, files: list[Path]) -> None:
+def stow(session: requests.Session, t: Target, files: list[Path]) -> None:
     check_stop()
+    dicomweb = t.dicomweb
     boundary = uuid.uuid4().hex
     r = session.post(
         dicomweb + "/studies",
         data=multipart_body(files, boundary),
         headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-                 "Accept": DICOM_JSON},
+                 "Accept": DICOM_JSON, **t.stow_headers},
         timeout=HTTP_TIMEOUT,
     )
     if r.status_code != 200:
@@ -534,23 +597,23 @@ def stow(session: requests.Session, dicomweb: str, files: list[Path]) -> None:
         raise ProductError(f"STOW-RS to {dicomweb}: {len(failed)} instances failed: {json.dumps(failed)[:500]}")
 
 
-def stow_all(dicomweb: str, files: list[Path], clients: int = 2, batch: int = 50) -> None:
+def stow_all(t: Target, files: list[Path], clients: int = 2, batch: int = 50) -> None:
     """Untimed loading: STOW the files in batches with a few clients."""
     batches = [files[i:i + batch] for i in range(0, len(files), batch)]
 
     def worker(part):
         with requests.Session() as s:
             for b in part:
-                stow(s, dicomweb, b)
+                stow(s, t, b)
 
     with ThreadPoolExecutor(clients) as ex:
         for fut in [ex.submit(worker, batches[i::clients]) for i in range(clients)]:
             fut.result()
 
 
-def study_instance_count(dicomweb: str, study_uid: str) -> int:
-    r = requests.get(dicomweb + "/studies", params={"StudyInstanceUID": study_uid, "includefield": "00201208"},
-                     headers={"Accept": DICOM_JSON}, timeout=60)
+def study_instance_count(t: Target, study_uid: str) -> int:
+    r = requests.get(t.dicomweb + "/studies", params={"StudyInstanceUID": study_uid, "includefield": "00201208"},
+                     headers={"Accept": DICOM_JSON, **t.read_headers}, timeout=60)
     if r.status_code == 204 or not r.content:
         return 0
     r.raise_for_status()
@@ -567,7 +630,7 @@ def wait_study_count(target: Target, study_uid: str, n: int, timeout: float, pro
     while time.monotonic() < deadline:
         procs.check_alive()
         try:
-            last = study_instance_count(target.dicomweb, study_uid)
+            last = study_instance_count(target, study_uid)
         except requests.RequestException:
             pass
         if last >= n:
@@ -578,10 +641,10 @@ def wait_study_count(target: Target, study_uid: str, n: int, timeout: float, pro
 
 def ensure_series(target: Target, series: Series, procs: Processes) -> None:
     """Make sure the target holds the series' study (STOW it, untimed, if not)."""
-    if study_instance_count(target.dicomweb, series.study_uid) >= len(series.files):
+    if study_instance_count(target, series.study_uid) >= len(series.files):
         return
     log(f"{target.name}: loading {len(series.files)} instances by STOW-RS (untimed setup)")
-    stow_all(target.dicomweb, series.files)
+    stow_all(target, series.files)
     wait_study_count(target, series.study_uid, len(series.files), 60, procs)
 
 
@@ -663,7 +726,7 @@ class Bench:
             series = self.ct_for_round(load, k)
             order = self.targets.all() if k % 2 == 0 else self.targets.all()[::-1]
             for t in order:
-                if study_instance_count(t.dicomweb, series.study_uid):
+                if study_instance_count(t, series.study_uid):
                     raise ProductError(f"{load}: {t.name} already holds study {series.study_uid}; it must be new")
                 warm_page_cache(series.files)
                 r = once(t, series)
@@ -696,7 +759,7 @@ class Bench:
         # The same send into a gateway whose hub is elsewhere (here: a closed port, so the
         # forwarder only verifies its items and backs off): roughly what a township
         # modality sees when the hub does not share the gateway's 2 cores, as deployed.
-        solo = self.procs.start_gateway("solo", f"http://127.0.0.1:{free_port()}")
+        solo = self.procs.start_gateway("solo", f"http://127.0.0.1:{free_port()}", self.targets.hub.gateway_key)
         warm_page_cache(ct.files)
         log(f"cstore: {n} instances -> gateway alone (its hub is not on this machine)")
         with CpuMeter({"gateway": solo.proc.pid}) as cpu:
@@ -727,7 +790,7 @@ class Bench:
             with requests.Session() as s:
                 barrier.wait(timeout=60)
                 for i in range(0, len(files), STOW_BATCH):
-                    stow(s, t.dicomweb, files[i:i + STOW_BATCH])
+                    stow(s, t, files[i:i + STOW_BATCH])
 
         log(f"stow: {n} instances -> {t.name}, {STOW_CLIENTS} clients x {STOW_BATCH} per request")
         with ThreadPoolExecutor(STOW_CLIENTS) as ex:
@@ -738,7 +801,7 @@ class Bench:
                 for f in futs:
                     f.result()
                 wall = time.perf_counter() - t0
-        count = study_instance_count(t.dicomweb, series.study_uid)
+        count = study_instance_count(t, series.study_uid)
         if count != n:
             raise ProductError(f"stow: {t.name} reports {count} of {n} instances after STOW")
         log(f"stow: {t.name}: {n / wall:.1f} instances/s ({wall:.2f}s); {cpu.summary()}")
@@ -793,17 +856,18 @@ class Bench:
         for t in self.targets.all():
             # Setup (untimed): load the qido studies if this server does not hold them yet.
             first = pydicom.dcmread(files[-1], stop_before_pixels=True)
-            if study_instance_count(t.dicomweb, str(first.StudyInstanceUID)) == 0:
+            if study_instance_count(t, str(first.StudyInstanceUID)) == 0:
                 log(f"qido: loading {len(files)} studies into {t.name} by STOW-RS (untimed setup)")
-                stow_all(t.dicomweb, files)
+                stow_all(t, files)
             # Warm-up: one request of each kind, not measured; then record result sizes.
             counts[t.name] = {}
+            read_headers = {"Accept": DICOM_JSON, **t.read_headers}
             with requests.Session() as s:
                 for name, params in queries:
                     key = params
                     if key in counts[t.name]:
                         continue
-                    r = s.get(f"{t.dicomweb}/studies?{params}", headers={"Accept": DICOM_JSON},
+                    r = s.get(f"{t.dicomweb}/studies?{params}", headers=read_headers,
                               timeout=HTTP_TIMEOUT)
                     if r.status_code not in (200, 204):
                         raise ProductError(f"qido: {t.name} {params}: HTTP {r.status_code}: {r.text[:300]}")
@@ -812,14 +876,14 @@ class Bench:
             lock = threading.Lock()
             barrier = threading.Barrier(QIDO_CLIENTS + 1)
 
-            def client(mine, dicomweb=t.dicomweb, name_=t.name):
+            def client(mine, dicomweb=t.dicomweb, name_=t.name, headers=read_headers):
                 local = []
                 with requests.Session() as s:
                     barrier.wait(timeout=60)
                     for kind, params in mine:
                         check_stop()
                         t0 = time.perf_counter()
-                        r = s.get(f"{dicomweb}/studies?{params}", headers={"Accept": DICOM_JSON},
+                        r = s.get(f"{dicomweb}/studies?{params}", headers=headers,
                                   timeout=HTTP_TIMEOUT)
                         _ = r.content
                         dt = time.perf_counter() - t0
@@ -874,10 +938,11 @@ class Bench:
             ensure_series(t, ct, self.procs)
             url = f"{t.dicomweb}/studies/{ct.study_uid}/series/{ct.series_uid}/metadata"
             times = []
+            headers = {"Accept": DICOM_JSON, **t.read_headers}
             with requests.Session() as s, CpuMeter(t.pids()) as cpu:
                 for i in range(METADATA_REQUESTS + 1):
                     t0 = time.perf_counter()
-                    r = s.get(url, headers={"Accept": DICOM_JSON}, timeout=HTTP_TIMEOUT)
+                    r = s.get(url, headers=headers, timeout=HTTP_TIMEOUT)
                     body = r.content
                     dt = time.perf_counter() - t0
                     if r.status_code != 200:
@@ -910,8 +975,8 @@ class Bench:
         res = {"instances": n, "bytes": nbytes}
         # Fresh processes: VmHWM is the peak since the process started.
         hub = self.procs.start_hub("mem")
-        gw = self.procs.start_gateway("mem", hub.url)
-        target = Target("ours", hub.dicomweb)
+        gw = self.procs.start_gateway("mem", hub.url, hub.gateway_key)
+        target = Target.hub("ours", hub)
         warm_page_cache(big.files)
         pids = {"hub": hub.proc.pid, "gateway": gw.proc.pid}
         with RssSampler(pids) as rss, CpuMeter(pids) as cpu:

@@ -4,3 +4,4 @@
 //! network, no database. Each submodule is one family of formats.
 
 pub mod dicom;
+pub mod report;
