@@ -759,7 +759,8 @@ class Bench:
         # The same send into a gateway whose hub is elsewhere (here: a closed port, so the
         # forwarder only verifies its items and backs off): roughly what a township
         # modality sees when the hub does not share the gateway's 2 cores, as deployed.
-        solo = self.procs.start_gateway("solo", f"http://127.0.0.1:{free_port()}", self.targets.hub.gateway_key)
+        solo = self.procs.start_gateway("solo", f"http://127.0.0.1:{free_port()}",
+                                        self.targets.hub.gateway_key)
         warm_page_cache(ct.files)
         log(f"cstore: {n} instances -> gateway alone (its hub is not on this machine)")
         with CpuMeter({"gateway": solo.proc.pid}) as cpu:

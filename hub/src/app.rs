@@ -24,6 +24,10 @@ pub struct HubState {
     pub max_instance_bytes: u64,
     /// Caps header parses running at once (each may hold a header in memory).
     pub parse_slots: Arc<Semaphore>,
+    /// Reading targets.
+    pub deadlines: storage::worklist::DeadlineTargets,
+    /// Claim lease, ms.
+    pub lease_ms: i64,
 }
 
 impl HubState {
@@ -43,6 +47,8 @@ impl HubState {
             tmp_dir,
             max_instance_bytes: config.max_instance_bytes,
             parse_slots: Arc::new(Semaphore::new(cores * 2)),
+            deadlines: config.deadlines.clone(),
+            lease_ms: config.claim_lease_minutes.max(1) * 60_000,
         })
     }
 }

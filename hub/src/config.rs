@@ -35,6 +35,18 @@ pub struct HubConfig {
     pub plain_http_behind_proxy: bool,
     /// Logins and sessions (`[access]` in the file, `HUB_ACCESS__SESSION_HOURS`, ...).
     pub access: access::AccessConfig,
+    /// Reading targets per priority and kind (`[deadlines]`).
+    pub deadlines: storage::worklist::DeadlineTargets,
+    /// How long a claim lasts unless renewed, minutes.
+    pub claim_lease_minutes: i64,
+    /// Ed25519 report signing key (32 raw bytes, created if missing); default
+    /// `{data_dir}/report-signing.key`. Replicas may share one or each keep their own:
+    /// every key used is published.
+    pub signing_key_file: Option<PathBuf>,
+    /// Font with Chinese glyphs for printed reports; default: the usual Debian paths.
+    pub report_font: Option<PathBuf>,
+    /// Name printed at the head of reports.
+    pub hospital_name: String,
 }
 
 impl Default for HubConfig {
@@ -52,6 +64,11 @@ impl Default for HubConfig {
             tls_key_file: None,
             plain_http_behind_proxy: false,
             access: access::AccessConfig::default(),
+            deadlines: storage::worklist::DeadlineTargets::default(),
+            claim_lease_minutes: 30,
+            signing_key_file: None,
+            report_font: None,
+            hospital_name: "县人民医院 区域诊断中心".into(),
         }
     }
 }

@@ -32,10 +32,10 @@ pub async fn complete(
         .ok_or_else(|| ApiError::not_found("no such study"))?
         .to_string();
     let study = parse_uid("StudyInstanceUID in path", &path)?;
-    let priority = Priority::parse(&body.priority).ok_or_else(|| {
+    let priority = Priority::parse_any(&body.priority).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_priority",
-            format!("priority {:?} is not stat or routine", body.priority),
+            format!("priority {:?} is not stat, urgent or routine", body.priority),
         )
     })?;
     if body.instance_count < 0 {
@@ -50,6 +50,7 @@ pub async fn complete(
         &study,
         priority,
         body.instance_count,
+        &state.deadlines,
         &caller.event(EventType::PATIENT_RECORD, Action::Update, Outcome::Success),
     )
     .await?

@@ -8,31 +8,28 @@ use crate::db::{now_ms, on_db, Db};
 use crate::scope::ReadScope;
 use crate::Result;
 
-/// Exam priority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Priority {
-    /// Emergency: read first, shortest deadline.
-    Stat,
-    /// Everything else.
-    Routine,
+crate::accounts::stored_enum! {
+    /// Exam priority: decides the order of the worklist and the deadline.
+    Priority {
+        /// Emergency (e.g. chest pain ECG, stroke CT): read first, shortest deadline.
+        Stat = "stat",
+        /// Urgent.
+        Urgent = "urgent",
+        /// Everything else.
+        Routine = "routine",
+    }
 }
 
 impl Priority {
-    /// Stored form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Stat => "stat",
-            Priority::Routine => "routine",
-        }
+    /// Parse the API form, in any case.
+    pub fn parse_any(s: &str) -> Option<Self> {
+        Priority::parse(&s.to_ascii_lowercase())
     }
 
-    /// Parse the stored or API form.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "stat" => Some(Priority::Stat),
-            "routine" => Some(Priority::Routine),
-            _ => None,
-        }
+    /// The higher of two priorities (a priority only ever rises).
+    pub fn max(self, other: Priority) -> Priority {
+        // Declaration order is most urgent first.
+        std::cmp::min(self, other)
     }
 }
 
@@ -217,6 +214,7 @@ pub async fn complete_study(
     study_uid: &str,
     priority: Priority,
     expected_instances: i64,
+    targets: &crate::worklist::DeadlineTargets,
     audit: &NewEvent,
 ) -> Result<Completion> {
     let _turn = db.write_turn().await;
@@ -243,18 +241,17 @@ pub async fn complete_study(
             });
         }
         // Priority only ever rises: a STAT notice on a routine exam escalates it.
-        let priority = if current.priority == Priority::Stat.as_str() {
-            Priority::Stat
-        } else {
-            priority
-        };
+        let was = Priority::parse(&current.priority).unwrap_or(Priority::Routine);
+        let priority = priority.max(was);
+        let deadline = now + targets.target_ms(current.kind, priority);
         let became_ready = sqlx::query(
-            "UPDATE exams SET status = 'ready', priority = $1, ready_at = $2, updated_at = $2 \
+            "UPDATE exams SET status = 'ready', priority = $1, ready_at = $2, updated_at = $2, deadline_at = $4 \
              WHERE id = $3 AND status = 'receiving'",
         )
         .bind(priority.as_str())
         .bind(now)
         .bind(current.id)
+        .bind(deadline)
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -281,11 +278,16 @@ pub async fn complete_study(
                 ..audit.clone()
             };
             audit_append!(&mut *tx, &event, now).await?;
-        } else if priority != Priority::parse(&current.priority).unwrap_or(Priority::Routine) {
-            sqlx::query("UPDATE exams SET priority = $1, updated_at = $2 WHERE id = $3")
-                .bind(priority.as_str())
-                .bind(now)
-                .bind(current.id)
+        } else if priority != was {
+            // Escalated after it became ready: the deadline moves forward from ready time.
+            sqlx::query(
+                "UPDATE exams SET priority = $1, updated_at = $2, \
+                 deadline_at = COALESCE(ready_at, $2) + $4 WHERE id = $3",
+            )
+            .bind(priority.as_str())
+            .bind(now)
+            .bind(current.id)
+            .bind(targets.target_ms(current.kind, priority))
                 .execute(&mut *tx)
                 .await?;
         }

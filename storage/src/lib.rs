@@ -10,8 +10,10 @@ mod db;
 pub mod exams;
 pub mod index;
 pub mod qido;
+pub mod reports;
 pub mod scope;
 pub mod sessions;
+pub mod worklist;
 
 pub use blobs::{BlobConfig, BlobStore};
 pub use db::{now_ms, Backend, Db};
@@ -44,6 +46,9 @@ pub enum StorageError {
     /// The thing to create exists already.
     #[error("{0}")]
     Duplicate(String),
+    /// The change conflicts with the current state (names why).
+    #[error("{0}")]
+    Conflict(String),
     /// The thing to change does not exist.
     #[error("{0} not found")]
     NotFound(String),
