@@ -7,7 +7,7 @@
 //! missing exam, so another site's data cannot even be seen to exist.
 
 use actix_web::http::Method;
-use storage::accounts::{Role, Specialty, User};
+use storage::accounts::{Grade, Role, Specialty, User};
 use storage::exams::ExamKind;
 use storage::scope::ReadScope;
 
@@ -78,6 +78,8 @@ pub enum Family {
     Reports,
     /// Sites, accounts, keys, audit trail.
     Admin,
+    /// A township gateway fetching its site's signed reports.
+    Delivery,
     /// Anything else: authentication required, then the router answers (404).
     Other,
 }
@@ -85,7 +87,12 @@ pub enum Family {
 /// The family of a request.
 pub fn family_of(method: &Method, path: &str) -> Family {
     let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
-    if path == "/healthz" || path == "/api/auth/login" || under("/ui") || path == "/" {
+    if path == "/healthz"
+        || path == "/api/auth/login"
+        || path == "/api/signing-keys"
+        || under("/ui")
+        || path == "/"
+    {
         Family::Public
     } else if under("/api/auth") {
         Family::Session
@@ -99,8 +106,10 @@ pub fn family_of(method: &Method, path: &str) -> Family {
         Family::Ingest
     } else if under("/api/exams") || under("/api/worklist") {
         Family::Worklist
-    } else if under("/api/reports") {
+    } else if under("/api/reports") || under("/api/templates") {
         Family::Reports
+    } else if under("/api/delivery") {
+        Family::Delivery
     } else if under("/api/admin") {
         Family::Admin
     } else {
@@ -123,6 +132,42 @@ pub fn permits(principal: &Principal, family: Family) -> bool {
         // Gateways fetch their site's signed reports.
         Family::Reports => matches!(role, None | Some(Technician | Reader | Clinician)),
         Family::Admin => role == Some(Admin),
+        Family::Delivery => role.is_none(),
+    }
+}
+
+/// The statuses in which the caller may claim an exam of this kind: readers of the
+/// specialty claim what is ready; seniors also claim preliminaries to review them.
+pub fn claimable_statuses(principal: &Principal, kind: ExamKind) -> &'static [&'static str] {
+    match principal {
+        Principal::User(u) if u.role == Role::Reader && u.specialties.iter().any(|s| kinds_of(*s) == kind) => {
+            match u.grade {
+                Some(Grade::Senior) => &["ready", "preliminary"],
+                _ => &["ready"],
+            }
+        }
+        _ => &[],
+    }
+}
+
+/// May the caller amend a signed report of this kind? (Senior readers of the specialty.)
+pub fn may_amend(principal: &Principal, kind: ExamKind) -> bool {
+    claimable_statuses(principal, kind).contains(&"preliminary")
+}
+
+/// Is the caller an administrator?
+pub fn is_admin(principal: &Principal) -> bool {
+    matches!(principal, Principal::User(u) if u.role == Role::Admin)
+}
+
+/// Which signed reports the caller may read: as [`read_scope`], and a gateway its site's.
+pub fn report_scope(principal: &Principal) -> ReadScope {
+    match principal {
+        Principal::Gateway { site, .. } => ReadScope {
+            sites: Some(vec![site.clone()]),
+            kinds: None,
+        },
+        other => read_scope(other),
     }
 }
 
@@ -168,7 +213,6 @@ pub fn store_site(principal: &Principal) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use storage::accounts::Grade;
 
     fn user(role: Role, sites: &[&str], specialties: &[Specialty]) -> Principal {
         Principal::User(User {

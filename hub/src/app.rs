@@ -28,11 +28,20 @@ pub struct HubState {
     pub deadlines: storage::worklist::DeadlineTargets,
     /// Claim lease, ms.
     pub lease_ms: i64,
+    /// Woken whenever this process changes an exam or a delivery (worklist events,
+    /// delivery long-polls); other processes' changes are seen by polling.
+    pub changes: Arc<tokio::sync::Notify>,
+    /// Signs reports.
+    pub signer: Arc<crate::signing::ReportSigner>,
 }
 
 impl HubState {
     /// State for the given storage and configuration; creates the temporary directory.
-    pub fn new(storage: Storage, config: &HubConfig) -> std::io::Result<Self> {
+    pub fn new(
+        storage: Storage,
+        config: &HubConfig,
+        signer: Arc<crate::signing::ReportSigner>,
+    ) -> std::io::Result<Self> {
         let tmp_dir = config.tmp_dir();
         std::fs::create_dir_all(&tmp_dir)?;
         // Leftovers of a crash are partial uploads nobody acknowledged.
@@ -49,6 +58,8 @@ impl HubState {
             parse_slots: Arc::new(Semaphore::new(cores * 2)),
             deadlines: config.deadlines.clone(),
             lease_ms: config.claim_lease_minutes.max(1) * 60_000,
+            changes: Arc::new(tokio::sync::Notify::new()),
+            signer,
         })
     }
 }
@@ -82,8 +93,9 @@ pub fn build_server(
     storage: Storage,
     config: &HubConfig,
     tls: Option<rustls::ServerConfig>,
+    signer: Arc<crate::signing::ReportSigner>,
 ) -> std::io::Result<Server> {
-    let hub = web::Data::new(HubState::new(storage.clone(), config)?);
+    let hub = web::Data::new(HubState::new(storage.clone(), config, signer)?);
     let mut access_config = config.access.clone();
     access_config.secure_cookies |= tls.is_some();
     let access = web::Data::new(Access::new(storage.db.clone(), access_config));
@@ -105,6 +117,10 @@ pub fn build_server(
             .configure(configure)
             .configure(access::session::configure)
             .configure(crate::admin::http::configure)
+            .configure(crate::worklist::configure)
+            .configure(crate::reports::configure)
+            .configure(crate::delivery::configure)
+            .configure(crate::turnaround::configure)
             .configure(|cfg| {
                 if serve_viewer {
                     viewer_api::configure(cfg)

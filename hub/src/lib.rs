@@ -4,9 +4,14 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod delivery;
 pub mod ingest;
+pub mod reports;
+pub mod signing;
 pub mod stow;
 pub mod tls;
+pub mod turnaround;
+pub mod worklist;
 
 pub use app::{build_server, HubState};
 pub use config::HubConfig;

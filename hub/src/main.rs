@@ -117,8 +117,16 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> anyhow::
             file.display()
         );
     }
+    let key_file = config
+        .signing_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("report-signing.key"));
+    let signer = hub::signing::ReportSigner::open(&key_file, &storage.db)
+        .await
+        .context("report signing key")?;
+    tracing::info!(key_id = %signer.key_id, "reports are signed with this key");
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let server = hub::build_server(listener, storage.clone(), &config, tls)?;
+    let server = hub::build_server(listener, storage.clone(), &config, tls, std::sync::Arc::new(signer))?;
     tracing::info!(%addr, scheme, "hub started");
     // Tests and scripts read this line to learn the port.
     println!("hub ready: {scheme}={scheme}://{addr}");

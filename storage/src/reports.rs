@@ -178,7 +178,7 @@ fn not_holder(exam_id: i64) -> StorageError {
 }
 
 /// Save the text being written (autosave). Only the claim holder may; creates the
-/// report on the first save with `new_report_id`.
+/// report on the first save with `new_report_id`. Each save is audited.
 #[allow(clippy::too_many_arguments)]
 pub async fn save_draft(
     db: &Db,
@@ -188,7 +188,7 @@ pub async fn save_draft(
     template_id: &str,
     content: &BTreeMap<String, String>,
     critical: bool,
-    actor: &str,
+    audit: &NewEvent,
 ) -> Result<Draft> {
     let draft = serde_json::to_string(content).map_err(|e| StorageError::Corrupt(e.to_string()))?;
     let _turn = db.write_turn().await;
@@ -225,12 +225,18 @@ pub async fn save_draft(
         .bind(template_id)
         .bind(&draft)
         .bind(i64::from(critical))
-        .bind(actor)
+        .bind(&audit.actor)
         .bind(now)
         .execute(&mut *tx)
         .await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(select)).bind(exam_id).fetch_one(&mut *tx).await?;
         let saved = draft_row(&row)?;
+        let event = NewEvent {
+            exam_id: Some(exam_id),
+            detail: Some(serde_json::json!({ "report": saved.report_id, "draft": true, "critical": critical })),
+            ..audit.clone()
+        };
+        audit_append!(&mut *tx, &event, now).await?;
         tx.commit().await?;
         Ok(saved)
     })

@@ -52,6 +52,7 @@ impl From<StorageError> for ApiError {
             StorageError::BlobNotFound(_) => ApiError::not_found("stored original is missing"),
             StorageError::Invalid(m) => ApiError::bad_request("invalid", m),
             StorageError::Duplicate(m) => ApiError::new(StatusCode::CONFLICT, "duplicate", m),
+            StorageError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             StorageError::NotFound(m) => ApiError::not_found(format!("{m} not found")),
             e => {
                 tracing::error!(error = %e, "storage failure");
