@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use storage::accounts::{Grade, Role, Specialty};
 use tests::accounts::{create_user, person, reader, session_for, PASSWORD};
-use tests::{attr, stow, stow_as, Backend, Env, Hub};
+use tests::{attr, call, stow, stow_as, Backend, Env, Hub};
 
 use crate::{make_study, on_both_backends};
 
@@ -18,29 +18,6 @@ on_both_backends!(
     audit_trail_records_reads_and_detects_tampering,
     first_start_and_admin_commands
 );
-
-/// Send a request with an optional bearer token; status and body (JSON when it is).
-async fn call(
-    method: Method,
-    url: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> Result<(StatusCode, Value)> {
-    let mut req = reqwest::Client::new().request(method, url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await?;
-    let status = resp.status();
-    let text = resp.text().await?;
-    Ok((
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    ))
-}
 
 /// Study Instance UIDs in a QIDO answer.
 fn study_uids(body: &Value) -> BTreeSet<String> {
@@ -545,30 +522,6 @@ async fn events_of(
         .collect())
 }
 
-/// Run SQL against the test database directly, as someone with database rights would.
-async fn tamper(env: &Env, statements: &[String]) -> Result<()> {
-    use sqlx::Connection;
-    match env.backend {
-        Backend::SqliteLocal => {
-            let mut c = sqlx::SqliteConnection::connect(&env.database_url).await?;
-            for s in statements {
-                sqlx::query(sqlx::AssertSqlSafe(s.as_str()))
-                    .execute(&mut c)
-                    .await?;
-            }
-        }
-        Backend::PostgresS3 => {
-            let mut c = sqlx::PgConnection::connect(&env.database_url).await?;
-            for s in statements {
-                sqlx::query(sqlx::AssertSqlSafe(s.as_str()))
-                    .execute(&mut c)
-                    .await?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// `hub audit verify`: (exit code, output).
 fn verify(env: &Env) -> Result<(i32, String)> {
     let out = env.hub_cli(&["audit", "verify"])?;
@@ -675,7 +628,7 @@ pub async fn audit_trail_records_reads_and_detects_tampering(backend: Backend) -
     };
     // The database itself refuses edits while the triggers stand.
     ensure!(
-        tamper(
+        tests::run_sql(
             &env,
             &["UPDATE audit_events SET actor = 'x' WHERE seq = 1".into()]
         )
@@ -683,11 +636,11 @@ pub async fn audit_trail_records_reads_and_detects_tampering(backend: Backend) -
         .is_err(),
         "audit rows are editable"
     );
-    tamper(&env, &unlock).await?;
+    tests::run_sql(&env, &unlock).await?;
     let seq = stored[0].seq;
 
     // One field edited: named; put back: intact again.
-    tamper(
+    tests::run_sql(
         &env,
         &[format!(
             "UPDATE audit_events SET actor = 'user:mallory' WHERE seq = {seq}"
@@ -699,7 +652,7 @@ pub async fn audit_trail_records_reads_and_detects_tampering(backend: Backend) -
         code == 2 && out.contains(&format!("event {seq}: Altered")),
         "edit not named: {out}"
     );
-    tamper(
+    tests::run_sql(
         &env,
         &[format!(
             "UPDATE audit_events SET actor = '{}' WHERE seq = {seq}",
@@ -717,17 +670,17 @@ pub async fn audit_trail_records_reads_and_detects_tampering(backend: Backend) -
             format!("UPDATE audit_events SET seq = {b} WHERE seq = -1"),
         ]
     };
-    tamper(&env, &swap(seq, seq + 1)).await?;
+    tests::run_sql(&env, &swap(seq, seq + 1)).await?;
     let (code, out) = verify(&env)?;
     ensure!(
         code == 2 && out.contains(&format!("event {seq}:")),
         "reorder not named: {out}"
     );
-    tamper(&env, &swap(seq, seq + 1)).await?;
+    tests::run_sql(&env, &swap(seq, seq + 1)).await?;
     ensure!(verify(&env)?.0 == 0, "restored order refused");
 
     // One event removed: named.
-    tamper(
+    tests::run_sql(
         &env,
         &[format!("DELETE FROM audit_events WHERE seq = {}", seq + 1)],
     )

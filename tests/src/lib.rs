@@ -521,6 +521,48 @@ pub async fn stow_as(url: &str, token: Option<&str>, parts: &[Vec<u8>]) -> Resul
     Ok((status, json))
 }
 
+/// Run SQL statements against a test's database directly, as someone with database
+/// rights would (to tamper, or to set known times).
+pub async fn run_sql(env: &Env, statements: &[String]) -> Result<()> {
+    use sqlx::Connection;
+    match env.backend {
+        Backend::SqliteLocal => {
+            let mut c = sqlx::SqliteConnection::connect(&env.database_url).await?;
+            for s in statements {
+                sqlx::query(sqlx::AssertSqlSafe(s.as_str())).execute(&mut c).await?;
+            }
+        }
+        Backend::PostgresS3 => {
+            let mut c = sqlx::PgConnection::connect(&env.database_url).await?;
+            for s in statements {
+                sqlx::query(sqlx::AssertSqlSafe(s.as_str())).execute(&mut c).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Send a request with an optional bearer token and JSON body; status and body (JSON
+/// when it parses, else the text as a JSON string).
+pub async fn call(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Result<(reqwest::StatusCode, Value)> {
+    let mut req = reqwest::Client::new().request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
 /// The county reader's token for a URL of a hub a test started.
 pub fn reader_token(url: &str) -> Option<String> {
     accounts::for_url(url).map(|a| a.reader.clone())
