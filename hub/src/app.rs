@@ -99,7 +99,7 @@ pub fn build_server(
     let mut access_config = config.access.clone();
     access_config.secure_cookies |= tls.is_some();
     let access = web::Data::new(Access::new(storage.db.clone(), access_config));
-    let viewer = web::Data::new(ViewerState { storage });
+    let viewer = web::Data::new(ViewerState::new(storage, config.report_font.as_deref(), &config.hospital_name));
     let serve_viewer = config.serve_viewer;
     let server = HttpServer::new(move || {
         App::new()
@@ -121,6 +121,9 @@ pub fn build_server(
             .configure(crate::reports::configure)
             .configure(crate::delivery::configure)
             .configure(crate::turnaround::configure)
+            // The clinicians' report API is served here in every deployment: the
+            // proxy sends /api to the hubs.
+            .configure(viewer_api::reports::configure)
             .configure(|cfg| {
                 if serve_viewer {
                     viewer_api::configure(cfg)

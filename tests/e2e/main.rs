@@ -4,6 +4,7 @@
 mod access;
 mod imaging;
 mod qido;
+mod reading;
 mod scale_out;
 mod storage_suite;
 mod stow;

@@ -250,6 +250,46 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
     let (_, mine) = call(Method::GET, &format!("{}/api/reports", hub.url), Some(&clin_b), None).await?;
     ensure!(mine.as_array().is_some_and(Vec::is_empty), "{mine}");
 
+    // FHIR R4 (validated by fhir.resources) and the printable PDF (Chinese text back
+    // out with pdftotext) of the amended version.
+    let (status, resource) = call(
+        Method::GET,
+        &format!("{}/api/reports/{report_id}/versions/3/fhir", hub.url),
+        Some(&clin_a),
+        None,
+    )
+    .await?;
+    ensure!(status == 200 && resource["status"] == "amended", "FHIR: {status}");
+    let fhir_file = env.path("report.fhir.json");
+    std::fs::write(&fhir_file, serde_json::to_vec(&resource)?)?;
+    let out = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/py/fhir_check.py"))
+        .arg(&fhir_file)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "FHIR validation failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resp = reqwest::Client::new()
+        .get(format!("{}/api/reports/{report_id}/versions/3/pdf", hub.url))
+        .bearer_auth(&clin_a)
+        .send()
+        .await?;
+    ensure!(resp.status() == 200, "PDF: {}", resp.status());
+    let pdf_file = env.path("report.pdf");
+    std::fs::write(&pdf_file, resp.bytes().await?)?;
+    let text = std::process::Command::new("/usr/bin/pdftotext")
+        .args(["-enc", "UTF-8"])
+        .arg(&pdf_file)
+        .arg("-")
+        .output()?;
+    let text = String::from_utf8_lossy(&text.stdout);
+    for expected in ["检查所见", "诊断意见", "右肺上叶小结节", "复阅发现右肺上叶小结节", "电子签名验证通过"] {
+        ensure!(text.contains(expected), "PDF text lacks {expected}:\n{text}");
+    }
+
     // A version altered in the database no longer verifies, and is shown as such.
     let unlock = match backend {
         Backend::SqliteLocal => "DROP TRIGGER report_versions_no_update".to_string(),

@@ -5,7 +5,10 @@
 
 pub mod dicom_json;
 pub mod error;
+pub mod fhir;
+pub mod printout;
 mod qido;
+pub mod reports;
 mod wado;
 
 use actix_web::web;
@@ -19,6 +22,29 @@ pub use qido::base_url;
 pub struct ViewerState {
     /// Index and blobs.
     pub storage: Storage,
+    /// Font for printed reports (`None`: PDFs answer 503 naming the missing font).
+    pub report_font: Option<std::sync::Arc<printout::ReportFont>>,
+    /// Name printed at the head of reports.
+    pub hospital_name: String,
+}
+
+impl ViewerState {
+    /// State over `storage`, loading the report font from `font` or the usual places;
+    /// without one, everything but printing works and the reason is logged.
+    pub fn new(storage: Storage, font: Option<&std::path::Path>, hospital_name: &str) -> Self {
+        let report_font = match printout::ReportFont::load(font) {
+            Ok(f) => Some(std::sync::Arc::new(f)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no font for printed reports; PDF and FHIR report routes will answer 503");
+                None
+            }
+        };
+        ViewerState {
+            storage,
+            report_font,
+            hospital_name: hospital_name.to_string(),
+        }
+    }
 }
 
 /// Mount the DICOMweb read routes under `/dicomweb`. The caller registers

@@ -18,6 +18,10 @@ struct Config {
     database_url: String,
     blob_url: String,
     max_db_connections: u32,
+    /// Font with Chinese glyphs for printed reports (default: the usual Debian paths).
+    report_font: Option<std::path::PathBuf>,
+    /// Name printed at the head of reports.
+    hospital_name: String,
 }
 
 impl Default for Config {
@@ -27,6 +31,8 @@ impl Default for Config {
             database_url: "sqlite://./data/hub/hub.db".into(),
             blob_url: "./data/hub/blobs".into(),
             max_db_connections: 8,
+            report_font: None,
+            hospital_name: "县人民医院 区域诊断中心".into(),
         }
     }
 }
@@ -68,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
         storage.db.clone(),
         access::AccessConfig::default(),
     ));
-    let state = web::Data::new(ViewerState { storage });
+    let state = web::Data::new(ViewerState::new(storage, config.report_font.as_deref(), &config.hospital_name));
     let listener = std::net::TcpListener::bind(&config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
     println!("viewer-api ready: http=http://{}", listener.local_addr()?);
@@ -79,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
             .app_data(state.clone())
             .app_data(access.clone())
             .configure(viewer_api::configure)
+            .configure(viewer_api::reports::configure)
             .route(
                 "/healthz",
                 web::get().to(|| async { HttpResponse::Ok().body("ok") }),

@@ -4,7 +4,7 @@
 use access::policy::report_scope;
 use access::Caller;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use formats::report::{decode_public_key, verify, ReportPayload, VerifyingKey};
 use serde::Deserialize;
 use storage::audit::{Action, EventType, NewEvent, Outcome};
@@ -87,18 +87,13 @@ async fn trusted_keys(state: &ViewerState) -> Result<Vec<VerifyingKey>, ApiError
 
 /// Verify a stored version now; a version that fails is shown as such, never as valid.
 fn check(version: &Version, keys: &[VerifyingKey]) -> (Option<ReportPayload>, VerificationState) {
-    match verify(&version.signed, keys) {
-        Ok(payload) => (
-            Some(payload),
-            VerificationState::Valid {
-                key_id: version.signed.key_id.clone(),
-            },
-        ),
-        Err(e) => (
-            serde_json::from_str(&version.signed.payload).ok(),
-            VerificationState::Invalid { reason: e.to_string() },
-        ),
-    }
+    let state = VerificationState::check(&version.signed, keys);
+    let payload = match verify(&version.signed, keys) {
+        Ok(p) => Some(p),
+        // Shown for what it says, marked invalid; never parsed into anything trusted.
+        Err(_) => serde_json::from_str(&version.signed.payload).ok(),
+    };
+    (payload, state)
 }
 
 async fn audit_read(state: &ViewerState, caller: &Caller, s: &Summary, what: &str) -> Result<(), ApiError> {
@@ -158,7 +153,7 @@ async fn version_view(
     let history = versions
         .iter()
         .filter(|o| o.version != version)
-        .map(|o| format!("v{} {} {} {}", o.version, o.status, o.signer, crate::printout::china_time(o.signed_at)))
+        .map(|o| format!("v{} {} {} {}", o.version, o.status, o.signer, crate::printout::format_cst(o.signed_at)))
         .collect();
     Ok((summary, v, payload, verification, history))
 }
@@ -174,6 +169,7 @@ async fn field_labels(state: &ViewerState, template: &str) -> Result<Vec<(String
 
 async fn render(
     caller: &Caller,
+    base: &str,
     state: &ViewerState,
     report_id: &str,
     version: i64,
@@ -204,14 +200,19 @@ async fn render(
     let fhir = if want_pdf_only {
         serde_json::Value::Null
     } else {
-        crate::fhir::diagnostic_report(&printout, Some(&pdf), &crate::base_url_root(caller, state))
+        crate::fhir::diagnostic_report(&printout, Some(&pdf), base)
     };
     Ok((summary, pdf, fhir))
 }
 
-async fn pdf(caller: Caller, state: web::Data<ViewerState>, path: web::Path<(String, i64)>) -> Result<HttpResponse, ApiError> {
+async fn pdf(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<ViewerState>,
+    path: web::Path<(String, i64)>,
+) -> Result<HttpResponse, ApiError> {
     let (report_id, version) = path.into_inner();
-    let (summary, pdf, _) = render(&caller, &state, &report_id, version, true).await?;
+    let (summary, pdf, _) = render(&caller, &crate::base_url(&req), &state, &report_id, version, true).await?;
     audit_read(&state, &caller, &summary, "pdf").await?;
     Ok(HttpResponse::Ok()
         .content_type("application/pdf")
@@ -222,9 +223,14 @@ async fn pdf(caller: Caller, state: web::Data<ViewerState>, path: web::Path<(Str
         .body(pdf))
 }
 
-async fn fhir(caller: Caller, state: web::Data<ViewerState>, path: web::Path<(String, i64)>) -> Result<HttpResponse, ApiError> {
+async fn fhir(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<ViewerState>,
+    path: web::Path<(String, i64)>,
+) -> Result<HttpResponse, ApiError> {
     let (report_id, version) = path.into_inner();
-    let (summary, _, resource) = render(&caller, &state, &report_id, version, false).await?;
+    let (summary, _, resource) = render(&caller, &crate::base_url(&req), &state, &report_id, version, false).await?;
     audit_read(&state, &caller, &summary, "fhir").await?;
     Ok(HttpResponse::Ok().content_type("application/fhir+json").json(resource))
 }

@@ -23,27 +23,22 @@ impl From<AdminError> for ApiError {
     }
 }
 
-/// Mount the admin routes.
+/// Mount the admin routes. Plain routes, not a scope: other modules add their own
+/// admin routes (templates, turnaround, reassignment) under the same prefix.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/api/admin")
-            .route("/sites", web::get().to(list_sites))
-            .route("/sites", web::post().to(add_site))
-            .route("/users", web::get().to(list_users))
-            .route("/users", web::post().to(add_user))
-            .route("/users/{username}/password", web::post().to(reset_password))
-            .route("/users/{username}/disable", web::post().to(disable))
-            .route("/users/{username}/enable", web::post().to(enable))
-            .route(
-                "/users/{username}/sessions",
-                web::delete().to(revoke_sessions),
-            )
-            .route("/gateway-keys", web::get().to(list_keys))
-            .route("/gateway-keys", web::post().to(create_key))
-            .route("/gateway-keys/{id}", web::delete().to(revoke_key))
-            .route("/audit", web::get().to(audit_list))
-            .route("/audit/verify", web::get().to(audit_verify)),
-    );
+    cfg.route("/api/admin/sites", web::get().to(list_sites))
+        .route("/api/admin/sites", web::post().to(add_site))
+        .route("/api/admin/users", web::get().to(list_users))
+        .route("/api/admin/users", web::post().to(add_user))
+        .route("/api/admin/users/{username}/password", web::post().to(reset_password))
+        .route("/api/admin/users/{username}/disable", web::post().to(disable))
+        .route("/api/admin/users/{username}/enable", web::post().to(enable))
+        .route("/api/admin/users/{username}/sessions", web::delete().to(revoke_sessions))
+        .route("/api/admin/gateway-keys", web::get().to(list_keys))
+        .route("/api/admin/gateway-keys", web::post().to(create_key))
+        .route("/api/admin/gateway-keys/{id}", web::delete().to(revoke_key))
+        .route("/api/admin/audit", web::get().to(audit_list))
+        .route("/api/admin/audit/verify", web::get().to(audit_verify));
 }
 
 fn by(caller: &Caller) -> NewEvent {
