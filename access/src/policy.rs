@@ -140,7 +140,9 @@ pub fn permits(principal: &Principal, family: Family) -> bool {
 /// specialty claim what is ready; seniors also claim preliminaries to review them.
 pub fn claimable_statuses(principal: &Principal, kind: ExamKind) -> &'static [&'static str] {
     match principal {
-        Principal::User(u) if u.role == Role::Reader && u.specialties.iter().any(|s| kinds_of(*s) == kind) => {
+        Principal::User(u)
+            if u.role == Role::Reader && u.specialties.iter().any(|s| kinds_of(*s) == kind) =>
+        {
             match u.grade {
                 Some(Grade::Senior) => &["ready", "preliminary"],
                 _ => &["ready"],

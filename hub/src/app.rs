@@ -99,7 +99,11 @@ pub fn build_server(
     let mut access_config = config.access.clone();
     access_config.secure_cookies |= tls.is_some();
     let access = web::Data::new(Access::new(storage.db.clone(), access_config));
-    let viewer = web::Data::new(ViewerState::new(storage, config.report_font.as_deref(), &config.hospital_name));
+    let viewer = web::Data::new(ViewerState::new(
+        storage,
+        config.report_font.as_deref(),
+        &config.hospital_name,
+    ));
     let serve_viewer = config.serve_viewer;
     let server = HttpServer::new(move || {
         App::new()

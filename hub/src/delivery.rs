@@ -38,16 +38,29 @@ pub struct PollQuery {
 }
 
 /// `GET /api/delivery?after=&wait=`: items after the cursor, waiting for the first.
-async fn poll(caller: Caller, state: web::Data<HubState>, q: web::Query<PollQuery>) -> Result<HttpResponse, ApiError> {
+async fn poll(
+    caller: Caller,
+    state: web::Data<HubState>,
+    q: web::Query<PollQuery>,
+) -> Result<HttpResponse, ApiError> {
     let site = site(&caller)?;
     if q.wait > 55 {
-        return Err(ApiError::bad_request("invalid_wait", "wait must be at most 55 seconds"));
+        return Err(ApiError::bad_request(
+            "invalid_wait",
+            "wait must be at most 55 seconds",
+        ));
     }
     let deadline = Instant::now() + Duration::from_secs(q.wait);
     loop {
         // Ask to be woken before looking, so a signature in between is not missed.
         let changed = state.changes.notified();
-        let items = storage::reports::poll_deliveries(&state.storage.db, &site, q.after, q.limit.unwrap_or(50)).await?;
+        let items = storage::reports::poll_deliveries(
+            &state.storage.db,
+            &site,
+            q.after,
+            q.limit.unwrap_or(50),
+        )
+        .await?;
         let left = deadline.saturating_duration_since(Instant::now());
         if !items.is_empty() || left.is_zero() {
             let next = items.iter().map(|i| i.cursor).max().unwrap_or(q.after);
@@ -60,7 +73,9 @@ async fn poll(caller: Caller, state: web::Data<HubState>, q: web::Query<PollQuer
                     })
                 })
                 .collect();
-            return Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next })));
+            return Ok(
+                HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_cursor": next }))
+            );
         }
         // Other hub processes sign too: look again at least every second.
         let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), changed).await;
@@ -75,24 +90,56 @@ pub struct AckBody {
     reason: Option<String>,
 }
 
-async fn ack(caller: Caller, state: web::Data<HubState>, body: web::Json<AckBody>) -> Result<HttpResponse, ApiError> {
+async fn ack(
+    caller: Caller,
+    state: web::Data<HubState>,
+    body: web::Json<AckBody>,
+) -> Result<HttpResponse, ApiError> {
     let site = site(&caller)?;
     let stored = match body.status.as_str() {
         "stored" => true,
         "rejected" => false,
-        other => return Err(ApiError::bad_request("invalid_status", format!("status must be stored or rejected, not {other:?}"))),
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_status",
+                format!("status must be stored or rejected, not {other:?}"),
+            ))
+        }
     };
-    let reason = body.reason.as_deref().map(|r| r.chars().take(1000).collect::<String>());
-    let outcome = if stored { Outcome::Success } else { Outcome::SeriousFailure };
-    let audit = caller.event(EventType::DICOM_INSTANCES_TRANSFERRED, Action::Read, outcome);
-    if storage::reports::ack_delivery(&state.storage.db, &site, body.cursor, stored, reason.as_deref(), &audit).await? {
+    let reason = body
+        .reason
+        .as_deref()
+        .map(|r| r.chars().take(1000).collect::<String>());
+    let outcome = if stored {
+        Outcome::Success
+    } else {
+        Outcome::SeriousFailure
+    };
+    let audit = caller.event(
+        EventType::DICOM_INSTANCES_TRANSFERRED,
+        Action::Read,
+        outcome,
+    );
+    if storage::reports::ack_delivery(
+        &state.storage.db,
+        &site,
+        body.cursor,
+        stored,
+        reason.as_deref(),
+        &audit,
+    )
+    .await?
+    {
         if !stored {
             tracing::error!(site, cursor = body.cursor, reason = ?reason, "a township refused a signed report");
         }
         state.changes.notify_waiters();
         Ok(HttpResponse::NoContent().finish())
     } else {
-        Err(ApiError::not_found(format!("no delivery {} for site {site}", body.cursor)))
+        Err(ApiError::not_found(format!(
+            "no delivery {} for site {site}",
+            body.cursor
+        )))
     }
 }
 
@@ -112,10 +159,22 @@ async fn critical_ack(
     let site = site(&caller)?;
     let by = body.acknowledged_by.trim();
     if by.is_empty() || by.chars().count() > 100 {
-        return Err(ApiError::bad_request("invalid_name", "acknowledged_by must name the clinician (1-100 characters)"));
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "acknowledged_by must name the clinician (1-100 characters)",
+        ));
     }
     let audit = caller.event(EventType::PATIENT_RECORD, Action::Update, Outcome::Success);
-    if storage::reports::acknowledge_critical(&state.storage.db, &site, &body.report_id, body.version, by, &audit).await? {
+    if storage::reports::acknowledge_critical(
+        &state.storage.db,
+        &site,
+        &body.report_id,
+        body.version,
+        by,
+        &audit,
+    )
+    .await?
+    {
         state.changes.notify_waiters();
         Ok(HttpResponse::NoContent().finish())
     } else {

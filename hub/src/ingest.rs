@@ -35,7 +35,10 @@ pub async fn complete(
     let priority = Priority::parse_any(&body.priority).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_priority",
-            format!("priority {:?} is not stat, urgent or routine", body.priority),
+            format!(
+                "priority {:?} is not stat, urgent or routine",
+                body.priority
+            ),
         )
     })?;
     if body.instance_count < 0 {

@@ -126,7 +126,13 @@ async fn serve(config_file: Option<PathBuf>, listen: Option<String>) -> anyhow::
         .context("report signing key")?;
     tracing::info!(key_id = %signer.key_id, "reports are signed with this key");
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let server = hub::build_server(listener, storage.clone(), &config, tls, std::sync::Arc::new(signer))?;
+    let server = hub::build_server(
+        listener,
+        storage.clone(),
+        &config,
+        tls,
+        std::sync::Arc::new(signer),
+    )?;
     tracing::info!(%addr, scheme, "hub started");
     // Tests and scripts read this line to learn the port.
     println!("hub ready: {scheme}={scheme}://{addr}");

@@ -8,7 +8,8 @@ use access::{Caller, Principal};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use formats::report::{
-    canonical_json, payload_sha256, sign, ExamRef, ReportPayload, ReportStatus, Signer, Supersedes, FORMAT,
+    canonical_json, payload_sha256, sign, ExamRef, ReportPayload, ReportStatus, Signer, Supersedes,
+    FORMAT,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -57,10 +58,14 @@ struct TemplateQuery {
 }
 
 fn parse_kind(s: &str) -> Result<ExamKind, ApiError> {
-    ExamKind::parse(s).ok_or_else(|| ApiError::bad_request("invalid_kind", format!("unknown exam kind {s:?}")))
+    ExamKind::parse(s)
+        .ok_or_else(|| ApiError::bad_request("invalid_kind", format!("unknown exam kind {s:?}")))
 }
 
-async fn templates(state: web::Data<HubState>, q: web::Query<TemplateQuery>) -> Result<HttpResponse, ApiError> {
+async fn templates(
+    state: web::Data<HubState>,
+    q: web::Query<TemplateQuery>,
+) -> Result<HttpResponse, ApiError> {
     let kind = q.kind.as_deref().map(parse_kind).transpose()?;
     Ok(HttpResponse::Ok().json(storage::reports::templates(&state.storage.db, kind).await?))
 }
@@ -75,14 +80,22 @@ async fn put_template(
     t.id = path.into_inner();
     let audit = NewEvent {
         detail: Some(serde_json::json!({ "template": t.id })),
-        ..caller.event(EventType::APPLICATION_ACTIVITY, Action::Update, Outcome::Success)
+        ..caller.event(
+            EventType::APPLICATION_ACTIVITY,
+            Action::Update,
+            Outcome::Success,
+        )
     };
     storage::reports::put_template(&state.storage.db, &t, &audit).await?;
     Ok(HttpResponse::Ok().json(t))
 }
 
 /// `GET /api/exams/{id}/report`: the draft and every signed version.
-async fn get_report(caller: Caller, state: web::Data<HubState>, path: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn get_report(
+    caller: Caller,
+    state: web::Data<HubState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     let item = exam(&state, &caller, path.into_inner()).await?;
     let draft = storage::reports::draft_of_exam(&state.storage.db, item.id).await?;
     let versions = match &draft {
@@ -96,7 +109,8 @@ async fn get_report(caller: Caller, state: web::Data<HubState>, path: web::Path<
         ..caller.event(EventType::PATIENT_RECORD, Action::Read, Outcome::Success)
     };
     storage::audit::append(&state.storage.db, &event).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "exam": item, "draft": draft, "versions": versions })))
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "exam": item, "draft": draft, "versions": versions })))
 }
 
 /// Body of the draft autosave.
@@ -112,11 +126,20 @@ const MAX_FIELD_CHARS: usize = 20_000;
 
 fn check_content(content: &BTreeMap<String, String>) -> Result<(), ApiError> {
     for (k, v) in content {
-        if k.is_empty() || k.len() > 64 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(ApiError::bad_request("invalid_field", format!("field name {k:?} is not a-z, 0-9, _")));
+        if k.is_empty()
+            || k.len() > 64
+            || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!("field name {k:?} is not a-z, 0-9, _"),
+            ));
         }
         if v.chars().count() > MAX_FIELD_CHARS {
-            return Err(ApiError::bad_request("too_long", format!("field {k} is over {MAX_FIELD_CHARS} characters")));
+            return Err(ApiError::bad_request(
+                "too_long",
+                format!("field {k} is over {MAX_FIELD_CHARS} characters"),
+            ));
         }
     }
     Ok(())
@@ -174,15 +197,25 @@ fn exam_ref(
 
 /// What a reader confirms before signing: SHA-256 of the canonical JSON of the exam's
 /// identifiers, the template, the text and the critical flag.
-fn confirmation(exam: &ExamRef, template: &str, content: &BTreeMap<String, String>, critical: bool) -> Result<String, ApiError> {
+fn confirmation(
+    exam: &ExamRef,
+    template: &str,
+    content: &BTreeMap<String, String>,
+    critical: bool,
+) -> Result<String, ApiError> {
     let value = serde_json::json!({ "exam": exam, "template": template, "content": content, "critical": critical });
-    let text = canonical_json(&value).map_err(|e| ApiError::bad_request("invalid", e.to_string()))?;
+    let text =
+        canonical_json(&value).map_err(|e| ApiError::bad_request("invalid", e.to_string()))?;
     Ok(hex::encode(Sha256::digest(text.as_bytes())))
 }
 
 /// `GET /api/exams/{id}/report/preview`: exactly what signing will cover, and the digest
 /// to send back with the signature request.
-async fn preview(caller: Caller, state: web::Data<HubState>, path: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn preview(
+    caller: Caller,
+    state: web::Data<HubState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     let item = exam(&state, &caller, path.into_inner()).await?;
     let draft = storage::reports::draft_of_exam(&state.storage.db, item.id)
         .await?
@@ -207,7 +240,11 @@ fn signer_of(user: &User, at: i64) -> Signer {
     Signer {
         username: user.username.clone(),
         display_name: user.display_name.clone(),
-        grade: user.grade.map(|g| g.as_str()).unwrap_or("junior").to_string(),
+        grade: user
+            .grade
+            .map(|g| g.as_str())
+            .unwrap_or("junior")
+            .to_string(),
         signed_at_ms: at,
     }
 }
@@ -223,12 +260,15 @@ fn build(
     let previous = match &ctx.previous {
         Some(v) => Some((
             v,
-            serde_json::from_str::<ReportPayload>(&v.signed.payload).map_err(|e| format!("stored version: {e}"))?,
+            serde_json::from_str::<ReportPayload>(&v.signed.payload)
+                .map_err(|e| format!("stored version: {e}"))?,
         )),
         None => None,
     };
     let preliminary_by = match (&previous, status) {
-        (Some((_, p)), ReportStatus::Final) if p.status == ReportStatus::Preliminary => Some(p.signer.clone()),
+        (Some((_, p)), ReportStatus::Final) if p.status == ReportStatus::Preliminary => {
+            Some(p.signer.clone())
+        }
         (Some((_, p)), ReportStatus::Amended) => p.preliminary_by.clone(),
         _ => None,
     };
@@ -291,7 +331,10 @@ async fn sign_draft(
     let st = state.clone();
     let version = storage::reports::sign(
         &state.storage.db,
-        SignMode::Draft { exam_id: item.id, user_id: user.id },
+        SignMode::Draft {
+            exam_id: item.id,
+            user_id: user.id,
+        },
         |ctx| {
             let exam = exam_ref(
                 ctx.draft.exam_id,
@@ -302,15 +345,24 @@ async fn sign_draft(
                 &ctx.accession_number,
                 &ctx.modality,
             );
-            let expected = confirmation(&exam, &ctx.draft.template_id, &ctx.draft.content, ctx.draft.critical)
-                .map_err(|e| e.message)?;
+            let expected = confirmation(
+                &exam,
+                &ctx.draft.template_id,
+                &ctx.draft.content,
+                ctx.draft.critical,
+            )
+            .map_err(|e| e.message)?;
             if expected != confirm {
-                return Err("the report changed since it was confirmed: review the preview again".into());
+                return Err(
+                    "the report changed since it was confirmed: review the preview again".into(),
+                );
             }
             let status = match (ctx.exam_status.as_str(), senior) {
                 ("ready", false) => ReportStatus::Preliminary,
                 ("ready", true) | ("preliminary", true) => ReportStatus::Final,
-                ("preliminary", false) => return Err("a preliminary report waits for a senior reader".into()),
+                ("preliminary", false) => {
+                    return Err("a preliminary report waits for a senior reader".into())
+                }
                 ("final", _) => return Err("the report is final: amend it instead".into()),
                 (other, _) => return Err(format!("the exam is {other}, not ready for reporting")),
             };
@@ -345,7 +397,10 @@ async fn amend(
     check_content(&body.content)?;
     let reason = body.reason.trim().to_string();
     if reason.is_empty() || reason.chars().count() > 1000 {
-        return Err(ApiError::bad_request("invalid_reason", "an amendment needs a reason (1-1000 characters)"));
+        return Err(ApiError::bad_request(
+            "invalid_reason",
+            "an amendment needs a reason (1-1000 characters)",
+        ));
     }
     let report_id = path.into_inner();
     let draft = storage::reports::draft(&state.storage.db, &report_id)
@@ -353,7 +408,9 @@ async fn amend(
         .ok_or_else(|| ApiError::not_found(format!("no report {report_id}")))?;
     let item = exam(&state, &caller, draft.exam_id).await?;
     if !may_amend(&caller.principal, item.kind) {
-        return Err(forbidden("only senior readers of this specialty amend reports"));
+        return Err(forbidden(
+            "only senior readers of this specialty amend reports",
+        ));
     }
     let audit = NewEvent {
         patient_id: item.patient_id.clone(),
@@ -363,7 +420,11 @@ async fn amend(
     let st = state.clone();
     let version = storage::reports::sign(
         &state.storage.db,
-        SignMode::Amend { report_id, content: body.content, critical: body.critical },
+        SignMode::Amend {
+            report_id,
+            content: body.content,
+            critical: body.critical,
+        },
         |ctx| {
             if ctx.exam_status != "final" {
                 return Err("only a final report is amended; sign it first".into());

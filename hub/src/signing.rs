@@ -65,7 +65,12 @@ impl ReportSigner {
             .map_err(|_| SigningKeyError::Malformed(path.display().to_string()))?;
         let key = SigningKey::from_bytes(&bytes);
         let key_id = key_id(&key.verifying_key());
-        storage::reports::register_signing_key(db, &key_id, &encode_public_key(&key.verifying_key())).await?;
+        storage::reports::register_signing_key(
+            db,
+            &key_id,
+            &encode_public_key(&key.verifying_key()),
+        )
+        .await?;
         Ok(ReportSigner { key, key_id })
     }
 }

@@ -103,12 +103,21 @@ pub fn summarize(times: &[ExamTimes], by: &str) -> Vec<Group> {
         .collect()
 }
 
-async fn turnaround(state: web::Data<HubState>, q: web::Query<Query>) -> Result<HttpResponse, ApiError> {
+async fn turnaround(
+    state: web::Data<HubState>,
+    q: web::Query<Query>,
+) -> Result<HttpResponse, ApiError> {
     if !["site", "kind", "priority", "reader"].contains(&q.by.as_str()) {
-        return Err(ApiError::bad_request("invalid_by", "by must be site, kind, priority or reader"));
+        return Err(ApiError::bad_request(
+            "invalid_by",
+            "by must be site, kind, priority or reader",
+        ));
     }
     if q.to <= q.from {
-        return Err(ApiError::bad_request("invalid_range", "to must be after from"));
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            "to must be after from",
+        ));
     }
     let times = storage::reports::exam_times(&state.storage.db, q.from, q.to).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "by": q.by, "from": q.from, "to": q.to, "groups": summarize(&times, &q.by) })))
@@ -118,7 +127,13 @@ async fn turnaround(state: web::Data<HubState>, q: web::Query<Query>) -> Result<
 mod tests {
     use super::*;
 
-    fn t(site: &str, received: i64, fin: Option<i64>, delivered: Option<i64>, deadline: i64) -> ExamTimes {
+    fn t(
+        site: &str,
+        received: i64,
+        fin: Option<i64>,
+        delivered: Option<i64>,
+        deadline: i64,
+    ) -> ExamTimes {
         ExamTimes {
             exam_id: 1,
             site: site.into(),

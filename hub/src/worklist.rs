@@ -43,12 +43,17 @@ pub struct ListQuery {
 
 const STATUSES: [&str; 4] = ["receiving", "ready", "preliminary", "final"];
 
-async fn list(caller: Caller, state: web::Data<HubState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    caller: Caller,
+    state: web::Data<HubState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
     let kinds = match &q.specialty {
         Some(s) => {
-            let specialty = storage::accounts::Specialty::parse(s)
-                .ok_or_else(|| ApiError::bad_request("invalid_specialty", format!("unknown specialty {s:?}")))?;
+            let specialty = storage::accounts::Specialty::parse(s).ok_or_else(|| {
+                ApiError::bad_request("invalid_specialty", format!("unknown specialty {s:?}"))
+            })?;
             Some(vec![access::policy::kinds_of(specialty)])
         }
         None => None,
@@ -60,10 +65,9 @@ async fn list(caller: Caller, state: web::Data<HubState>, q: web::Query<ListQuer
             list.split(',')
                 .map(|s| {
                     let s = s.trim();
-                    STATUSES
-                        .contains(&s)
-                        .then(|| s.to_string())
-                        .ok_or_else(|| ApiError::bad_request("invalid_status", format!("unknown status {s:?}")))
+                    STATUSES.contains(&s).then(|| s.to_string()).ok_or_else(|| {
+                        ApiError::bad_request("invalid_status", format!("unknown status {s:?}"))
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         ),
@@ -72,13 +76,17 @@ async fn list(caller: Caller, state: web::Data<HubState>, q: web::Query<ListQuer
         .priority
         .as_deref()
         .map(|p| {
-            Priority::parse_any(p)
-                .ok_or_else(|| ApiError::bad_request("invalid_priority", format!("unknown priority {p:?}")))
+            Priority::parse_any(p).ok_or_else(|| {
+                ApiError::bad_request("invalid_priority", format!("unknown priority {p:?}"))
+            })
         })
         .transpose()?;
     let limit = q.limit.unwrap_or(200);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_limit", "limit must be 1..=1000"));
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be 1..=1000",
+        ));
     }
     let filter = Filter {
         kinds,
@@ -115,13 +123,19 @@ async fn events(_caller: Caller, state: web::Data<HubState>) -> Result<HttpRespo
             let _ = tokio::time::timeout(Duration::from_secs(1), changed.notified()).await;
             let now = worklist::last_change(&db).await.unwrap_or(seen);
             let (chunk, quiet) = if now > seen {
-                (format!("event: worklist\ndata: {{\"changed_at\":{now}}}\n\n"), 0)
+                (
+                    format!("event: worklist\ndata: {{\"changed_at\":{now}}}\n\n"),
+                    0,
+                )
             } else if quiet >= 14 {
                 (": keep-alive\n\n".to_string(), 0)
             } else {
                 (String::new(), quiet + 1)
             };
-            Some((Ok::<_, std::convert::Infallible>(Bytes::from(chunk)), (now.max(seen), quiet)))
+            Some((
+                Ok::<_, std::convert::Infallible>(Bytes::from(chunk)),
+                (now.max(seen), quiet),
+            ))
         }
     });
     Ok(HttpResponse::Ok()
@@ -149,26 +163,51 @@ async fn exam_kind(state: &HubState, caller: &Caller, id: i64) -> Result<ExamKin
 fn user_id(caller: &Caller) -> Result<i64, ApiError> {
     match &caller.principal {
         Principal::User(u) => Ok(u.id),
-        Principal::Gateway { .. } => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "not a user")),
+        Principal::Gateway { .. } => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "not a user",
+        )),
     }
 }
 
 /// `POST /api/exams/{id}/claim` (and `/renew`: the same, for the holder).
-async fn claim(caller: Caller, state: web::Data<HubState>, path: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn claim(
+    caller: Caller,
+    state: web::Data<HubState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let kind = exam_kind(&state, &caller, id).await?;
     let statuses = claimable_statuses(&caller.principal, kind);
     if statuses.is_empty() {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only readers of this specialty claim it"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only readers of this specialty claim it",
+        ));
     }
     let audit = caller.event(EventType::PATIENT_RECORD, Action::Update, Outcome::Success);
-    let outcome = worklist::claim(&state.storage.db, id, user_id(&caller)?, state.lease_ms, statuses, false, &audit).await?;
+    let outcome = worklist::claim(
+        &state.storage.db,
+        id,
+        user_id(&caller)?,
+        state.lease_ms,
+        statuses,
+        false,
+        &audit,
+    )
+    .await?;
     state.changes.notify_waiters();
     Ok(claim_answer(outcome))
 }
 
 /// `POST /api/exams/{id}/release`.
-async fn release(caller: Caller, state: web::Data<HubState>, path: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn release(
+    caller: Caller,
+    state: web::Data<HubState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     exam_kind(&state, &caller, id).await?;
     let audit = caller.event(EventType::PATIENT_RECORD, Action::Update, Outcome::Success);
@@ -176,7 +215,11 @@ async fn release(caller: Caller, state: web::Data<HubState>, path: web::Path<i64
         state.changes.notify_waiters();
         Ok(HttpResponse::NoContent().finish())
     } else {
-        Err(ApiError::new(StatusCode::CONFLICT, "not_holder", format!("you do not hold exam {id}")))
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_holder",
+            format!("you do not hold exam {id}"),
+        ))
     }
 }
 
@@ -194,26 +237,48 @@ async fn assign(
     body: web::Json<AssignBody>,
 ) -> Result<HttpResponse, ApiError> {
     if !is_admin(&caller.principal) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only admins reassign"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only admins reassign",
+        ));
     }
     let id = path.into_inner();
-    let kind = worklist::get(&state.storage.db, &storage::scope::ReadScope::everything(), id)
-        .await?
-        .map(|i| i.kind)
-        .ok_or_else(|| ApiError::not_found(format!("no exam {id}")))?;
+    let kind = worklist::get(
+        &state.storage.db,
+        &storage::scope::ReadScope::everything(),
+        id,
+    )
+    .await?
+    .map(|i| i.kind)
+    .ok_or_else(|| ApiError::not_found(format!("no exam {id}")))?;
     let reader = storage::accounts::login_record_by_name(&state.storage.db, &body.username)
         .await?
         .map(|r| r.user)
-        .ok_or_else(|| ApiError::bad_request("unknown_user", format!("no user {}", body.username)))?;
+        .ok_or_else(|| {
+            ApiError::bad_request("unknown_user", format!("no user {}", body.username))
+        })?;
     let statuses = claimable_statuses(&Principal::User(reader.clone()), kind);
     if statuses.is_empty() {
-        return Err(ApiError::bad_request("not_a_reader", format!("{} does not read {kind} exams", reader.username)));
+        return Err(ApiError::bad_request(
+            "not_a_reader",
+            format!("{} does not read {kind} exams", reader.username),
+        ));
     }
     let audit = NewEvent {
         detail: Some(serde_json::json!({ "assign_to": reader.username })),
         ..caller.event(EventType::PATIENT_RECORD, Action::Update, Outcome::Success)
     };
-    let outcome = worklist::claim(&state.storage.db, id, reader.id, state.lease_ms, statuses, true, &audit).await?;
+    let outcome = worklist::claim(
+        &state.storage.db,
+        id,
+        reader.id,
+        state.lease_ms,
+        statuses,
+        true,
+        &audit,
+    )
+    .await?;
     state.changes.notify_waiters();
     Ok(claim_answer(outcome))
 }

@@ -288,8 +288,8 @@ pub async fn complete_study(
             .bind(now)
             .bind(current.id)
             .bind(targets.target_ms(current.kind, priority))
-                .execute(&mut *tx)
-                .await?;
+            .execute(&mut *tx)
+            .await?;
         }
         let row = sqlx::query(select)
             .bind(study_uid)

@@ -56,10 +56,12 @@ where
     let fields: String = r.try_get("fields")?;
     Ok(Template {
         id: r.try_get("id")?,
-        kind: ExamKind::parse(&kind).ok_or_else(|| StorageError::Corrupt(format!("template kind {kind:?}")))?,
+        kind: ExamKind::parse(&kind)
+            .ok_or_else(|| StorageError::Corrupt(format!("template kind {kind:?}")))?,
         modality: r.try_get("modality")?,
         name: r.try_get("name")?,
-        fields: serde_json::from_str(&fields).map_err(|e| StorageError::Corrupt(format!("template fields: {e}")))?,
+        fields: serde_json::from_str(&fields)
+            .map_err(|e| StorageError::Corrupt(format!("template fields: {e}")))?,
     })
 }
 
@@ -79,13 +81,24 @@ pub async fn templates(db: &Db, kind: Option<ExamKind>) -> Result<Vec<Template>>
 
 /// Create or replace a template.
 pub async fn put_template(db: &Db, t: &Template, audit: &NewEvent) -> Result<()> {
-    if t.id.is_empty() || t.id.len() > 64 || !t.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(StorageError::Invalid("template id must be 1-64 of a-z, 0-9, '-', '_'".into()));
+    if t.id.is_empty()
+        || t.id.len() > 64
+        || !t
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(StorageError::Invalid(
+            "template id must be 1-64 of a-z, 0-9, '-', '_'".into(),
+        ));
     }
     if t.fields.is_empty() {
-        return Err(StorageError::Invalid("a template needs at least one field".into()));
+        return Err(StorageError::Invalid(
+            "a template needs at least one field".into(),
+        ));
     }
-    let fields = serde_json::to_string(&t.fields).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    let fields =
+        serde_json::to_string(&t.fields).map_err(|e| StorageError::Corrupt(e.to_string()))?;
     let _turn = db.write_turn().await;
     let now = now_ms();
     on_db!(db, |pool| {
@@ -143,7 +156,8 @@ where
         report_id: r.try_get("id")?,
         exam_id: r.try_get("exam_id")?,
         template_id: r.try_get("template_id")?,
-        content: serde_json::from_str(&draft).map_err(|e| StorageError::Corrupt(format!("draft: {e}")))?,
+        content: serde_json::from_str(&draft)
+            .map_err(|e| StorageError::Corrupt(format!("draft: {e}")))?,
         critical: critical != 0,
         draft_by: r.try_get("draft_by")?,
         draft_updated_at: r.try_get("draft_updated_at")?,
@@ -151,14 +165,18 @@ where
     })
 }
 
-const DRAFT_SELECT: &str = "SELECT id, exam_id, template_id, draft, critical, draft_by, draft_updated_at, \
+const DRAFT_SELECT: &str =
+    "SELECT id, exam_id, template_id, draft, critical, draft_by, draft_updated_at, \
     current_version FROM reports";
 
 /// The report of an exam, if one was started.
 pub async fn draft_of_exam(db: &Db, exam_id: i64) -> Result<Option<Draft>> {
     let sql = format!("{DRAFT_SELECT} WHERE exam_id = $1");
     on_db!(db, |pool| {
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(exam_id).fetch_optional(pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(exam_id)
+            .fetch_optional(pool)
+            .await?;
         row.map(|r| draft_row(&r)).transpose()
     })
 }
@@ -167,14 +185,19 @@ pub async fn draft_of_exam(db: &Db, exam_id: i64) -> Result<Option<Draft>> {
 pub async fn draft(db: &Db, report_id: &str) -> Result<Option<Draft>> {
     let sql = format!("{DRAFT_SELECT} WHERE id = $1");
     on_db!(db, |pool| {
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(report_id).fetch_optional(pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(report_id)
+            .fetch_optional(pool)
+            .await?;
         row.map(|r| draft_row(&r)).transpose()
     })
 }
 
 /// The caller does not hold the exam's claim.
 fn not_holder(exam_id: i64) -> StorageError {
-    StorageError::Conflict(format!("exam {exam_id} is not claimed by you (claim it first, or your lease expired)"))
+    StorageError::Conflict(format!(
+        "exam {exam_id} is not claimed by you (claim it first, or your lease expired)"
+    ))
 }
 
 /// Save the text being written (autosave). Only the claim holder may; creates the
@@ -229,11 +252,16 @@ pub async fn save_draft(
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(select)).bind(exam_id).fetch_one(&mut *tx).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(select))
+            .bind(exam_id)
+            .fetch_one(&mut *tx)
+            .await?;
         let saved = draft_row(&row)?;
         let event = NewEvent {
             exam_id: Some(exam_id),
-            detail: Some(serde_json::json!({ "report": saved.report_id, "draft": true, "critical": critical })),
+            detail: Some(
+                serde_json::json!({ "report": saved.report_id, "draft": true, "critical": critical }),
+            ),
             ..audit.clone()
         };
         audit_append!(&mut *tx, &event, now).await?;
@@ -290,7 +318,10 @@ const VERSION_SELECT: &str =
 pub async fn versions(db: &Db, report_id: &str) -> Result<Vec<Version>> {
     let sql = format!("{VERSION_SELECT} WHERE report_id = $1 ORDER BY version");
     on_db!(db, |pool| {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(report_id).fetch_all(pool).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(report_id)
+            .fetch_all(pool)
+            .await?;
         rows.iter().map(version_row).collect()
     })
 }
@@ -378,7 +409,9 @@ where
                     .bind(exam_id)
                     .fetch_optional(&mut *tx)
                     .await?
-                    .ok_or_else(|| StorageError::Conflict("nothing written yet: save a draft first".into()))?;
+                    .ok_or_else(|| {
+                        StorageError::Conflict("nothing written yet: save a draft first".into())
+                    })?;
                 draft_row(&row)?
             }
             SignMode::Amend { report_id, .. } => {
@@ -396,7 +429,10 @@ where
                 d
             }
         };
-        if let SignMode::Amend { content, critical, .. } = &mode {
+        if let SignMode::Amend {
+            content, critical, ..
+        } = &mode
+        {
             draft.content = content.clone();
             draft.critical = *critical;
         }
@@ -426,7 +462,8 @@ where
         let kind: String = exam.try_get("kind")?;
         let ctx = SignContext {
             exam_status: exam.try_get("status")?,
-            kind: ExamKind::parse(&kind).ok_or_else(|| StorageError::Corrupt(format!("exam kind {kind:?}")))?,
+            kind: ExamKind::parse(&kind)
+                .ok_or_else(|| StorageError::Corrupt(format!("exam kind {kind:?}")))?,
             site: exam.try_get("site")?,
             patient_id: exam.try_get("patient_id")?,
             patient_name: exam.try_get("patient_name")?,
@@ -454,8 +491,12 @@ where
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        if let SignMode::Amend { content, critical, .. } = &mode {
-            let text = serde_json::to_string(content).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        if let SignMode::Amend {
+            content, critical, ..
+        } = &mode
+        {
+            let text =
+                serde_json::to_string(content).map_err(|e| StorageError::Corrupt(e.to_string()))?;
             sqlx::query("UPDATE reports SET draft = $1, critical = $2 WHERE id = $3")
                 .bind(text)
                 .bind(i64::from(*critical))
@@ -479,8 +520,20 @@ where
         .bind(draft.exam_id)
         .execute(&mut *tx)
         .await?;
-        let detail = format!("report {} v{next_version} {}", draft.report_id, status.as_str());
-        record_event!(&mut *tx, draft.exam_id, status.as_str(), audit.actor.as_str(), &detail, now).await?;
+        let detail = format!(
+            "report {} v{next_version} {}",
+            draft.report_id,
+            status.as_str()
+        );
+        record_event!(
+            &mut *tx,
+            draft.exam_id,
+            status.as_str(),
+            audit.actor.as_str(),
+            &detail,
+            now
+        )
+        .await?;
         if status != ReportStatus::Preliminary || draft.critical {
             sqlx::query(
                 "INSERT INTO deliveries (site, report_id, version, critical, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -534,9 +587,11 @@ pub async fn register_signing_key(db: &Db, key_id: &str, public_key: &str) -> Re
 /// Every verification key ever used: (key id, base64 public key, created at ms).
 pub async fn signing_keys(db: &Db) -> Result<Vec<(String, String, i64)>> {
     on_db!(db, |pool| {
-        Ok(sqlx::query_as("SELECT key_id, public_key, created_at FROM signing_keys ORDER BY created_at, key_id")
-            .fetch_all(pool)
-            .await?)
+        Ok(sqlx::query_as(
+            "SELECT key_id, public_key, created_at FROM signing_keys ORDER BY created_at, key_id",
+        )
+        .fetch_all(pool)
+        .await?)
     })
 }
 
@@ -608,7 +663,11 @@ pub async fn list(db: &Db, scope: &ReadScope, filter: &ListFilter) -> Result<Vec
         clauses.push(text("r.id = ?", r, &mut texts));
     }
     let mut ints: Vec<i64> = Vec::new();
-    for (clause, v) in [("e.id = ", filter.exam_id), ("v.signed_at >= ", filter.from_ms), ("v.signed_at < ", filter.to_ms)] {
+    for (clause, v) in [
+        ("e.id = ", filter.exam_id),
+        ("v.signed_at >= ", filter.from_ms),
+        ("v.signed_at < ", filter.to_ms),
+    ] {
         if let Some(v) = v {
             ints.push(v);
             clauses.push(format!("{clause}${}", texts.len() + ints.len()));
@@ -632,7 +691,10 @@ pub async fn list(db: &Db, scope: &ReadScope, filter: &ListFilter) -> Result<Vec
         for i in &ints {
             query = query.bind(*i);
         }
-        let rows = query.bind(filter.limit.clamp(1, 1000)).fetch_all(pool).await?;
+        let rows = query
+            .bind(filter.limit.clamp(1, 1000))
+            .fetch_all(pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 let critical: i64 = r.try_get("critical")?;
@@ -765,12 +827,21 @@ pub async fn ack_delivery(
                 .execute(&mut *tx)
                 .await?;
         }
-        let what = if stored { "delivered" } else { "delivery refused" };
-        let detail = format!("report {report_id} v{version} {what}{}", reason.map(|r| format!(": {r}")).unwrap_or_default());
+        let what = if stored {
+            "delivered"
+        } else {
+            "delivery refused"
+        };
+        let detail = format!(
+            "report {report_id} v{version} {what}{}",
+            reason.map(|r| format!(": {r}")).unwrap_or_default()
+        );
         record_event!(&mut *tx, exam_id, what, audit.actor.as_str(), &detail, now).await?;
         let event = NewEvent {
             exam_id: Some(exam_id),
-            detail: Some(serde_json::json!({ "report": report_id, "version": version, "ack": what, "reason": reason })),
+            detail: Some(
+                serde_json::json!({ "report": report_id, "version": version, "ack": what, "reason": reason }),
+            ),
             ..audit.clone()
         };
         audit_append!(&mut *tx, &event, now).await?;
@@ -813,11 +884,22 @@ pub async fn acknowledge_critical(
             .bind(report_id)
             .fetch_one(&mut *tx)
             .await?;
-        let detail = format!("critical finding of report {report_id} v{version} acknowledged by {by}");
-        record_event!(&mut *tx, exam_id, "critical acknowledged", audit.actor.as_str(), &detail, now).await?;
+        let detail =
+            format!("critical finding of report {report_id} v{version} acknowledged by {by}");
+        record_event!(
+            &mut *tx,
+            exam_id,
+            "critical acknowledged",
+            audit.actor.as_str(),
+            &detail,
+            now
+        )
+        .await?;
         let event = NewEvent {
             exam_id: Some(exam_id),
-            detail: Some(serde_json::json!({ "report": report_id, "version": version, "critical_ack_by": by })),
+            detail: Some(
+                serde_json::json!({ "report": report_id, "version": version, "critical_ack_by": by }),
+            ),
             ..audit.clone()
         };
         audit_append!(&mut *tx, &event, now).await?;
@@ -828,7 +910,14 @@ pub async fn acknowledge_critical(
 
 /// Delivery state of a report's versions: (version, delivered_at, acknowledged_at,
 /// ack_status, critical_ack_at, critical_ack_by).
-pub type DeliveryState = (i64, Option<i64>, Option<i64>, Option<String>, Option<i64>, Option<String>);
+pub type DeliveryState = (
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+);
 
 /// Where each version of a report is on its way to the township.
 pub async fn delivery_state(db: &Db, report_id: &str) -> Result<Vec<DeliveryState>> {

@@ -59,8 +59,12 @@ impl DeadlineTargets {
         let o = self.by_kind.get(kind.as_str());
         let minutes = match priority {
             Priority::Stat => o.and_then(|o| o.stat_minutes).unwrap_or(self.stat_minutes),
-            Priority::Urgent => o.and_then(|o| o.urgent_minutes).unwrap_or(self.urgent_minutes),
-            Priority::Routine => o.and_then(|o| o.routine_minutes).unwrap_or(self.routine_minutes),
+            Priority::Urgent => o
+                .and_then(|o| o.urgent_minutes)
+                .unwrap_or(self.urgent_minutes),
+            Priority::Routine => o
+                .and_then(|o| o.routine_minutes)
+                .unwrap_or(self.routine_minutes),
         };
         minutes.max(1) * 60_000
     }
@@ -150,7 +154,8 @@ where
     let claimed_until: Option<i64> = r.try_get("claimed_until")?;
     Ok(Item {
         id: r.try_get("id")?,
-        kind: ExamKind::parse(&kind).ok_or_else(|| StorageError::Corrupt(format!("exam kind {kind:?}")))?,
+        kind: ExamKind::parse(&kind)
+            .ok_or_else(|| StorageError::Corrupt(format!("exam kind {kind:?}")))?,
         site: r.try_get("site")?,
         modality: r.try_get("modality")?,
         patient_id: r.try_get("patient_id")?,
@@ -185,11 +190,21 @@ pub async fn list(db: &Db, scope: &ReadScope, filter: &Filter) -> Result<Vec<Ite
         .statuses
         .clone()
         .unwrap_or_else(|| vec!["ready".into(), "preliminary".into()]);
-    let list: Vec<String> = statuses.into_iter().map(|s| push("?", s, &mut params)).collect();
+    let list: Vec<String> = statuses
+        .into_iter()
+        .map(|s| push("?", s, &mut params))
+        .collect();
     clauses.push(format!("e.status IN ({})", list.join(", ")));
     if let Some(kinds) = &filter.kinds {
-        let list: Vec<String> = kinds.iter().map(|k| push("?", k.as_str().to_string(), &mut params)).collect();
-        clauses.push(if list.is_empty() { "1 = 0".to_string() } else { format!("e.kind IN ({})", list.join(", ")) });
+        let list: Vec<String> = kinds
+            .iter()
+            .map(|k| push("?", k.as_str().to_string(), &mut params))
+            .collect();
+        clauses.push(if list.is_empty() {
+            "1 = 0".to_string()
+        } else {
+            format!("e.kind IN ({})", list.join(", "))
+        });
     }
     if let Some(site) = &filter.site {
         clauses.push(push("e.site = ?", site.clone(), &mut params));
@@ -198,11 +213,19 @@ pub async fn list(db: &Db, scope: &ReadScope, filter: &Filter) -> Result<Vec<Ite
         clauses.push(push("e.modality = ?", modality.clone(), &mut params));
     }
     if let Some(priority) = filter.priority {
-        clauses.push(push("e.priority = ?", priority.as_str().to_string(), &mut params));
+        clauses.push(push(
+            "e.priority = ?",
+            priority.as_str().to_string(),
+            &mut params,
+        ));
     }
     if let Some(patient) = &filter.patient {
         let id = push("e.patient_id = ?", patient.clone(), &mut params);
-        let name = push("UPPER(e.patient_name) LIKE ?", format!("{}%", patient.to_uppercase()), &mut params);
+        let name = push(
+            "UPPER(e.patient_name) LIKE ?",
+            format!("{}%", patient.to_uppercase()),
+            &mut params,
+        );
         clauses.push(format!("({id} OR {name})"));
     }
     let mut ints: Vec<i64> = vec![now];
@@ -237,7 +260,10 @@ pub async fn list(db: &Db, scope: &ReadScope, filter: &Filter) -> Result<Vec<Ite
         for i in &ints[1..] {
             query = query.bind(*i);
         }
-        let rows = query.bind(filter.limit.clamp(1, 1000)).fetch_all(pool).await?;
+        let rows = query
+            .bind(filter.limit.clamp(1, 1000))
+            .fetch_all(pool)
+            .await?;
         rows.iter().map(|r| item(r, now)).collect()
     })
 }
@@ -251,7 +277,9 @@ pub async fn get(db: &Db, scope: &ReadScope, exam_id: i64) -> Result<Option<Item
     let sql = format!("{ITEM_SELECT} WHERE {}", clauses.join(" AND "));
     on_db!(db, |pool| {
         // Audited: fixed SQL with numbered placeholders; every value is bound.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(exam_id);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(exam_id);
         for p in &params {
             query = query.bind(p);
         }
@@ -334,7 +362,15 @@ pub async fn claim(
             == 1;
         if won {
             let actor = audit.actor.as_str();
-            record_event!(&mut *tx, exam_id, "claimed", actor, format!("lease until {until}"), now).await?;
+            record_event!(
+                &mut *tx,
+                exam_id,
+                "claimed",
+                actor,
+                format!("lease until {until}"),
+                now
+            )
+            .await?;
             let event = NewEvent {
                 exam_id: Some(exam_id),
                 detail: Some(serde_json::json!({ "claim": until, "force": force })),
@@ -381,7 +417,15 @@ pub async fn release(db: &Db, exam_id: i64, user_id: i64, audit: &NewEvent) -> R
         .await?
         .rows_affected();
         if n == 1 {
-            record_event!(&mut *tx, exam_id, "released", audit.actor.as_str(), None::<String>, now).await?;
+            record_event!(
+                &mut *tx,
+                exam_id,
+                "released",
+                audit.actor.as_str(),
+                None::<String>,
+                now
+            )
+            .await?;
             let event = NewEvent {
                 exam_id: Some(exam_id),
                 detail: Some(serde_json::json!({ "release": true })),

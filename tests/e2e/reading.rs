@@ -17,7 +17,13 @@ use crate::{make_study, on_both_backends};
 on_both_backends!(read_sign_deliver_amend, fifty_claims_one_winner);
 
 /// Store a generated study from a site's gateway and send its complete notice.
-pub async fn ready_study(env: &Env, hub: &Hub, site: &str, salt: &str, priority: &str) -> Result<(String, String)> {
+pub async fn ready_study(
+    env: &Env,
+    hub: &Hub,
+    site: &str,
+    salt: &str,
+    priority: &str,
+) -> Result<(String, String)> {
     let files = make_study(env, salt, 2, salt, &[]);
     let parts: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
     let (status, body) = stow(&hub.url, Some(site), &parts).await?;
@@ -42,22 +48,45 @@ pub async fn ready_study(env: &Env, hub: &Hub, site: &str, salt: &str, priority:
 
 /// The hub's published verification keys.
 pub async fn hub_keys(hub: &Hub) -> Result<Vec<VerifyingKey>> {
-    let (status, keys) = call(Method::GET, &format!("{}/api/signing-keys", hub.url), None, None).await?;
+    let (status, keys) = call(
+        Method::GET,
+        &format!("{}/api/signing-keys", hub.url),
+        None,
+        None,
+    )
+    .await?;
     ensure!(status == 200, "signing keys: {status}");
     keys.as_array()
         .context("key list")?
         .iter()
-        .map(|k| Ok(decode_public_key(k["public_key"].as_str().context("public_key")?)?))
+        .map(|k| {
+            Ok(decode_public_key(
+                k["public_key"].as_str().context("public_key")?,
+            )?)
+        })
         .collect()
 }
 
 /// Draft, preview, confirm and sign as the claim holder; returns the signed version.
-async fn write_and_sign(hub: &Hub, token: &str, exam: &str, content: Value, critical: bool) -> Result<Value> {
+async fn write_and_sign(
+    hub: &Hub,
+    token: &str,
+    exam: &str,
+    content: Value,
+    critical: bool,
+) -> Result<Value> {
     let base = format!("{}/api/exams/{exam}/report", hub.url);
     let body = json!({"template": "imaging", "content": content, "critical": critical});
-    let (status, draft) = call(Method::PUT, &format!("{base}/draft"), Some(token), Some(body)).await?;
+    let (status, draft) = call(
+        Method::PUT,
+        &format!("{base}/draft"),
+        Some(token),
+        Some(body),
+    )
+    .await?;
     ensure!(status == 200, "draft: {status} {draft}");
-    let (status, preview) = call(Method::GET, &format!("{base}/preview"), Some(token), None).await?;
+    let (status, preview) =
+        call(Method::GET, &format!("{base}/preview"), Some(token), None).await?;
     ensure!(status == 200, "preview: {status} {preview}");
     let confirm = preview["confirm_sha256"].as_str().context("confirm")?;
     let (status, signed) = call(
@@ -72,7 +101,9 @@ async fn write_and_sign(hub: &Hub, token: &str, exam: &str, content: Value, crit
 }
 
 fn signed_of(v: &Value) -> Result<SignedReport> {
-    Ok(serde_json::from_value(v.get("signed").context("signed")?.clone())?)
+    Ok(serde_json::from_value(
+        v.get("signed").context("signed")?.clone(),
+    )?)
 }
 
 pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
@@ -92,18 +123,39 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
     let (_, stat) = ready_study(&env, &hub, "township-a", "read-stat", "stat").await?;
 
     // The worklist: STAT first, deadlines from the targets, only for the specialty.
-    let (status, list) = call(Method::GET, &format!("{}/api/worklist", hub.url), Some(&jr), None).await?;
+    let (status, list) = call(
+        Method::GET,
+        &format!("{}/api/worklist", hub.url),
+        Some(&jr),
+        None,
+    )
+    .await?;
     ensure!(status == 200, "worklist: {status} {list}");
     let rows = list.as_array().context("rows")?;
-    ensure!(rows.len() == 2 && rows[0]["id"].to_string() == stat, "STAT first: {list}");
+    ensure!(
+        rows.len() == 2 && rows[0]["id"].to_string() == stat,
+        "STAT first: {list}"
+    );
     for (row, minutes) in [(&rows[0], 30), (&rows[1], 24 * 60)] {
         let deadline = row["deadline_at"].as_i64().context("deadline")?;
         let ready = row["ready_at"].as_i64().context("ready")?;
         ensure!(deadline - ready == minutes * 60_000, "deadline of {row}");
-        ensure!(row["overdue"] == false && row["seconds_left"].as_i64() > Some(0), "{row}");
+        ensure!(
+            row["overdue"] == false && row["seconds_left"].as_i64() > Some(0),
+            "{row}"
+        );
     }
-    let (_, list) = call(Method::GET, &format!("{}/api/worklist", hub.url), Some(&card), None).await?;
-    ensure!(list.as_array().is_some_and(Vec::is_empty), "a cardiologist sees CTs: {list}");
+    let (_, list) = call(
+        Method::GET,
+        &format!("{}/api/worklist", hub.url),
+        Some(&card),
+        None,
+    )
+    .await?;
+    ensure!(
+        list.as_array().is_some_and(Vec::is_empty),
+        "a cardiologist sees CTs: {list}"
+    );
 
     // Claims: one holder at a time.
     let claim = |exam: &str, token: &str| {
@@ -112,11 +164,20 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
         async move { call(Method::POST, &url, Some(&token), None).await }
     };
     let (status, held) = claim(&routine, &jr).await?;
-    ensure!(status == 200 && held["outcome"] == "held", "junior claims: {status} {held}");
+    ensure!(
+        status == 200 && held["outcome"] == "held",
+        "junior claims: {status} {held}"
+    );
     let (status, taken) = claim(&routine, &sr).await?;
-    ensure!(status == 409 && taken["by"] == "jr", "second claim: {status} {taken}");
+    ensure!(
+        status == 409 && taken["by"] == "jr",
+        "second claim: {status} {taken}"
+    );
     let (status, _) = claim(&routine, &card).await?;
-    ensure!(status == 404, "another specialty's exam must look absent: {status}");
+    ensure!(
+        status == 404,
+        "another specialty's exam must look absent: {status}"
+    );
     let body = json!({"template": "imaging", "content": {"findings": "x"}, "critical": false});
     let (status, _) = call(
         Method::PUT,
@@ -139,20 +200,32 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
     )
     .await?;
     ensure!(status == 200);
-    let (status, stale) =
-        call(Method::POST, &format!("{base}/sign"), Some(&jr), Some(json!({"confirm_sha256": "00"}))).await?;
+    let (status, stale) = call(
+        Method::POST,
+        &format!("{base}/sign"),
+        Some(&jr),
+        Some(json!({"confirm_sha256": "00"})),
+    )
+    .await?;
     ensure!(status == 409, "stale confirmation signed: {status} {stale}");
     let v1 = write_and_sign(&hub, &jr, &routine, content.clone(), false).await?;
-    ensure!(v1["status"] == "preliminary" && v1["version"] == 1, "junior signs: {v1}");
+    ensure!(
+        v1["status"] == "preliminary" && v1["version"] == 1,
+        "junior signs: {v1}"
+    );
     let (status, _) = claim(&routine, &jr).await?;
     ensure!(status == 409, "a junior claims a preliminary");
 
     // Senior: reviews, corrects and signs the final.
     let (status, _) = claim(&routine, &sr).await?;
     ensure!(status == 200, "senior claims the preliminary");
-    let corrected = json!({"findings": findings, "impression": "胸部CT平扫未见明显异常，建议随访。"});
+    let corrected =
+        json!({"findings": findings, "impression": "胸部CT平扫未见明显异常，建议随访。"});
     let v2 = write_and_sign(&hub, &sr, &routine, corrected.clone(), false).await?;
-    ensure!(v2["status"] == "final" && v2["version"] == 2, "senior signs: {v2}");
+    ensure!(
+        v2["status"] == "final" && v2["version"] == 2,
+        "senior signs: {v2}"
+    );
 
     // The township's gateway fetches it and can check it is authentic and unaltered.
     let keys = hub_keys(&hub).await?;
@@ -164,15 +237,29 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
     let (status, got) = poll(0, 0, &gw_a).await?;
     ensure!(status == 200, "poll: {status} {got}");
     let items = got["items"].as_array().context("items")?;
-    ensure!(items.len() == 1 && items[0]["version"] == 2, "only the final goes out: {got}");
+    ensure!(
+        items.len() == 1 && items[0]["version"] == 2,
+        "only the final goes out: {got}"
+    );
     let payload: ReportPayload = verify(&signed_of(&items[0])?, &keys)?;
     ensure!(payload.signer.username == "sr" && payload.exam.site == "township-a");
-    ensure!(payload.preliminary_by.as_ref().map(|p| p.username.as_str()) == Some("jr"), "{payload:?}");
-    ensure!(payload.content.get("impression").map(String::as_str) == corrected["impression"].as_str());
+    ensure!(
+        payload.preliminary_by.as_ref().map(|p| p.username.as_str()) == Some("jr"),
+        "{payload:?}"
+    );
+    ensure!(
+        payload.content.get("impression").map(String::as_str) == corrected["impression"].as_str()
+    );
     let (_, other) = poll(0, 0, &gw_b).await?;
-    ensure!(other["items"].as_array().is_some_and(Vec::is_empty), "township B got A's report: {other}");
+    ensure!(
+        other["items"].as_array().is_some_and(Vec::is_empty),
+        "township B got A's report: {other}"
+    );
     let cursor = items[0]["cursor"].as_i64().context("cursor")?;
-    let report_id = items[0]["report_id"].as_str().context("report id")?.to_string();
+    let report_id = items[0]["report_id"]
+        .as_str()
+        .context("report id")?
+        .to_string();
     let (status, _) = call(
         Method::POST,
         &format!("{}/api/delivery/ack", hub.url),
@@ -188,7 +275,9 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
         let key = gw_a.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            call(Method::GET, &url, Some(&key), None).await.map(|r| (r, started.elapsed()))
+            call(Method::GET, &url, Some(&key), None)
+                .await
+                .map(|r| (r, started.elapsed()))
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -197,7 +286,10 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
     let critical = json!({"findings": "右侧大量气胸。", "impression": "右侧张力性气胸，危急值。"});
     write_and_sign(&hub, &sr, &stat, critical, true).await?;
     let ((status, got), waited) = waiting.await??;
-    ensure!(status == 200 && waited < Duration::from_secs(10), "long-poll: {status} after {waited:?}");
+    ensure!(
+        status == 200 && waited < Duration::from_secs(10),
+        "long-poll: {status} after {waited:?}"
+    );
     let item = &got["items"][0];
     ensure!(item["critical"] == true, "critical item: {got}");
     let (status, _) = call(
@@ -210,12 +302,19 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
     ensure!(status == 204, "critical acknowledgement: {status}");
     let (_, stat_report) = call(
         Method::GET,
-        &format!("{}/api/reports/{}", hub.url, item["report_id"].as_str().context("id")?),
+        &format!(
+            "{}/api/reports/{}",
+            hub.url,
+            item["report_id"].as_str().context("id")?
+        ),
         Some(&clin_a),
         None,
     )
     .await?;
-    ensure!(stat_report["versions"][0]["critical_acknowledged_by"] == "李医生", "{stat_report}");
+    ensure!(
+        stat_report["versions"][0]["critical_acknowledged_by"] == "李医生",
+        "{stat_report}"
+    );
 
     // Amendment: a new signed version referencing the final; both stay retrievable.
     let amend_url = format!("{}/api/reports/{report_id}/amend", hub.url);
@@ -224,30 +323,68 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
     let (status, _) = call(Method::POST, &amend_url, Some(&jr), Some(body.clone())).await?;
     ensure!(status == 403, "a junior amends: {status}");
     let (status, v3) = call(Method::POST, &amend_url, Some(&sr), Some(body)).await?;
-    ensure!(status == 200 && v3["status"] == "amended" && v3["version"] == 3, "amend: {status} {v3}");
+    ensure!(
+        status == 200 && v3["status"] == "amended" && v3["version"] == 3,
+        "amend: {status} {v3}"
+    );
     let v3_payload = verify(&signed_of(&v3)?, &keys)?;
     let v2_signed = signed_of(&v2)?;
     ensure!(
-        v3_payload.supersedes.as_ref().map(|s| (s.version, s.payload_sha256.clone()))
+        v3_payload
+            .supersedes
+            .as_ref()
+            .map(|s| (s.version, s.payload_sha256.clone()))
             == Some((2, formats::report::payload_sha256(&v2_signed.payload))),
         "amendment must reference the final: {v3_payload:?}"
     );
     ensure!(v3_payload.reason.as_deref() == Some("复阅发现右肺上叶小结节"));
     let (_, got) = poll(cursor, 0, &gw_a).await?;
-    let versions: Vec<i64> = got["items"].as_array().context("items")?.iter().filter_map(|i| i["version"].as_i64()).collect();
-    ensure!(versions.contains(&3), "the amendment goes to the township: {got}");
+    let versions: Vec<i64> = got["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .filter_map(|i| i["version"].as_i64())
+        .collect();
+    ensure!(
+        versions.contains(&3),
+        "the amendment goes to the township: {got}"
+    );
 
     // Clinicians: their site's reports, every version verified.
-    let (status, report) =
-        call(Method::GET, &format!("{}/api/reports/{report_id}", hub.url), Some(&clin_a), None).await?;
+    let (status, report) = call(
+        Method::GET,
+        &format!("{}/api/reports/{report_id}", hub.url),
+        Some(&clin_a),
+        None,
+    )
+    .await?;
     ensure!(status == 200, "clinician reads: {status} {report}");
     let vs = report["versions"].as_array().context("versions")?;
     ensure!(vs.len() == 3, "all versions: {report}");
-    ensure!(vs.iter().all(|v| v["verification"]["state"] == "valid"), "verification: {report}");
-    ensure!(vs[1]["acknowledged_at"].is_i64(), "delivery time recorded: {}", vs[1]);
-    let (status, _) = call(Method::GET, &format!("{}/api/reports/{report_id}", hub.url), Some(&clin_b), None).await?;
+    ensure!(
+        vs.iter().all(|v| v["verification"]["state"] == "valid"),
+        "verification: {report}"
+    );
+    ensure!(
+        vs[1]["acknowledged_at"].is_i64(),
+        "delivery time recorded: {}",
+        vs[1]
+    );
+    let (status, _) = call(
+        Method::GET,
+        &format!("{}/api/reports/{report_id}", hub.url),
+        Some(&clin_b),
+        None,
+    )
+    .await?;
     ensure!(status == 404, "another site's clinician reads it: {status}");
-    let (_, mine) = call(Method::GET, &format!("{}/api/reports", hub.url), Some(&clin_b), None).await?;
+    let (_, mine) = call(
+        Method::GET,
+        &format!("{}/api/reports", hub.url),
+        Some(&clin_b),
+        None,
+    )
+    .await?;
     ensure!(mine.as_array().is_some_and(Vec::is_empty), "{mine}");
 
     // FHIR R4 (validated by fhir.resources) and the printable PDF (Chinese text back
@@ -259,7 +396,10 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
         None,
     )
     .await?;
-    ensure!(status == 200 && resource["status"] == "amended", "FHIR: {status}");
+    ensure!(
+        status == 200 && resource["status"] == "amended",
+        "FHIR: {status}"
+    );
     let fhir_file = env.path("report.fhir.json");
     std::fs::write(&fhir_file, serde_json::to_vec(&resource)?)?;
     let out = std::process::Command::new("python3")
@@ -273,7 +413,10 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     let resp = reqwest::Client::new()
-        .get(format!("{}/api/reports/{report_id}/versions/3/pdf", hub.url))
+        .get(format!(
+            "{}/api/reports/{report_id}/versions/3/pdf",
+            hub.url
+        ))
         .bearer_auth(&clin_a)
         .send()
         .await?;
@@ -286,14 +429,25 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
         .arg("-")
         .output()?;
     let text = String::from_utf8_lossy(&text.stdout);
-    for expected in ["检查所见", "诊断意见", "右肺上叶小结节", "复阅发现右肺上叶小结节", "电子签名验证通过"] {
-        ensure!(text.contains(expected), "PDF text lacks {expected}:\n{text}");
+    for expected in [
+        "检查所见",
+        "诊断意见",
+        "右肺上叶小结节",
+        "复阅发现右肺上叶小结节",
+        "电子签名验证通过",
+    ] {
+        ensure!(
+            text.contains(expected),
+            "PDF text lacks {expected}:\n{text}"
+        );
     }
 
     // A version altered in the database no longer verifies, and is shown as such.
     let unlock = match backend {
         Backend::SqliteLocal => "DROP TRIGGER report_versions_no_update".to_string(),
-        Backend::PostgresS3 => "ALTER TABLE report_versions DISABLE TRIGGER report_versions_no_change".to_string(),
+        Backend::PostgresS3 => {
+            "ALTER TABLE report_versions DISABLE TRIGGER report_versions_no_change".to_string()
+        }
     };
     tests::run_sql(
         &env,
@@ -306,9 +460,18 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
         ],
     )
     .await?;
-    let (_, report) = call(Method::GET, &format!("{}/api/reports/{report_id}", hub.url), Some(&clin_a), None).await?;
+    let (_, report) = call(
+        Method::GET,
+        &format!("{}/api/reports/{report_id}", hub.url),
+        Some(&clin_a),
+        None,
+    )
+    .await?;
     let v2_state = &report["versions"][1]["verification"];
-    ensure!(v2_state["state"] == "invalid", "altered version still verifies: {v2_state}");
+    ensure!(
+        v2_state["state"] == "invalid",
+        "altered version still verifies: {v2_state}"
+    );
     ensure!(report["versions"][2]["verification"]["state"] == "valid");
 
     // Turnaround on known times: A final after 10 min (deadline 1 h, met), delivered 30 s
@@ -334,16 +497,39 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
     )
     .await?;
     let admin = env.accounts()?.admin.clone();
-    let url = |by: &str| format!("{}/api/admin/turnaround?from={t0}&to={}&by={by}", hub.url, t0 + 86_400_000);
+    let url = |by: &str| {
+        format!(
+            "{}/api/admin/turnaround?from={t0}&to={}&by={by}",
+            hub.url,
+            t0 + 86_400_000
+        )
+    };
     let (status, site) = call(Method::GET, &url("site"), Some(&admin), None).await?;
     ensure!(status == 200, "turnaround: {status} {site}");
     let g = &site["groups"][0];
-    ensure!(g["key"] == "township-a" && g["exams"] == 2 && g["finals"] == 2, "{site}");
-    ensure!(g["received_to_final_p50_s"] == 600 && g["received_to_final_p90_s"] == 2400, "{g}");
-    ensure!(g["final_to_delivered_p50_s"] == 10 && g["final_to_delivered_p90_s"] == 30, "{g}");
-    ensure!(g["met_deadline"] == 1 && g["deadline_compliance"] == 0.5, "{g}");
+    ensure!(
+        g["key"] == "township-a" && g["exams"] == 2 && g["finals"] == 2,
+        "{site}"
+    );
+    ensure!(
+        g["received_to_final_p50_s"] == 600 && g["received_to_final_p90_s"] == 2400,
+        "{g}"
+    );
+    ensure!(
+        g["final_to_delivered_p50_s"] == 10 && g["final_to_delivered_p90_s"] == 30,
+        "{g}"
+    );
+    ensure!(
+        g["met_deadline"] == 1 && g["deadline_compliance"] == 0.5,
+        "{g}"
+    );
     let (_, by_priority) = call(Method::GET, &url("priority"), Some(&admin), None).await?;
-    let keys: Vec<&str> = by_priority["groups"].as_array().context("groups")?.iter().filter_map(|g| g["key"].as_str()).collect();
+    let keys: Vec<&str> = by_priority["groups"]
+        .as_array()
+        .context("groups")?
+        .iter()
+        .filter_map(|g| g["key"].as_str())
+        .collect();
     ensure!(keys == ["routine", "stat"], "{by_priority}");
     let (_, by_reader) = call(Method::GET, &url("reader"), Some(&admin), None).await?;
     ensure!(by_reader["groups"][0]["key"] == "user:sr", "{by_reader}");
@@ -364,7 +550,13 @@ pub async fn fifty_claims_one_winner(backend: Backend) -> Result<()> {
     let storage = env.storage().await?;
     let mut tokens = Vec::new();
     for n in 0..50 {
-        tokens.push(create_user(&storage.db, &reader(&format!("r{n}"), &[Specialty::Radiology], Grade::Junior)).await?);
+        tokens.push(
+            create_user(
+                &storage.db,
+                &reader(&format!("r{n}"), &[Specialty::Radiology], Grade::Junior),
+            )
+            .await?,
+        );
     }
     let attempts = tokens.into_iter().enumerate().map(|(n, token)| {
         let hub = match (&second, n % 2) {
@@ -384,6 +576,9 @@ pub async fn fifty_claims_one_winner(backend: Backend) -> Result<()> {
             other => anyhow::bail!("claim answered {other}: {body}"),
         }
     }
-    ensure!(winners == 1 && losers == 49, "{winners} winners, {losers} refused");
+    ensure!(
+        winners == 1 && losers == 49,
+        "{winners} winners, {losers} refused"
+    );
     Ok(())
 }

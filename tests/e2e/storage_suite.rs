@@ -58,22 +58,45 @@ pub async fn index_outcomes_and_exam_lifecycle(backend: Backend) -> Result<()> {
         "{exam:?}"
     );
     ensure!(
-        storage::exams::complete_study(&s.db, "township-b", &study, Priority::Routine, 1, &Default::default(), &audit())
-            .await?
+        storage::exams::complete_study(
+            &s.db,
+            "township-b",
+            &study,
+            Priority::Routine,
+            1,
+            &Default::default(),
+            &audit()
+        )
+        .await?
             == Completion::NotFound,
         "another site's notice must not complete the exam"
     );
     ensure!(matches!(
-        storage::exams::complete_study(&s.db, "township-a", &study, Priority::Routine, 2, &Default::default(), &audit())
-            .await?,
+        storage::exams::complete_study(
+            &s.db,
+            "township-a",
+            &study,
+            Priority::Routine,
+            2,
+            &Default::default(),
+            &audit()
+        )
+        .await?,
         Completion::Incomplete {
             stored: 1,
             expected: 2
         }
     ));
-    let Completion::Ready(exam) =
-        storage::exams::complete_study(&s.db, "township-a", &study, Priority::Stat, 1, &Default::default(), &audit())
-            .await?
+    let Completion::Ready(exam) = storage::exams::complete_study(
+        &s.db,
+        "township-a",
+        &study,
+        Priority::Stat,
+        1,
+        &Default::default(),
+        &audit(),
+    )
+    .await?
     else {
         anyhow::bail!("not ready");
     };

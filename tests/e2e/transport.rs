@@ -16,7 +16,9 @@ on_both_backends!(gateway_to_hub_over_https_needs_the_right_ca);
 fn make_ca(dir: &Path, name: &str) -> Result<CertifiedIssuer<'static, KeyPair>> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, format!("{name} county CA"));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{name} county CA"));
     let ca = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
     std::fs::write(dir.join(format!("{name}.pem")), ca.pem())?;
     Ok(ca)
@@ -25,7 +27,9 @@ fn make_ca(dir: &Path, name: &str) -> Result<CertifiedIssuer<'static, KeyPair>> 
 /// Number of instances the hub's index holds for a study.
 async fn stored(env: &Env, study: &str) -> Result<usize> {
     let storage = env.storage().await?;
-    let n = storage::index::instances(&storage.db, study, None, None).await?.len();
+    let n = storage::index::instances(&storage.db, study, None, None)
+        .await?
+        .len();
     storage.db.close().await;
     Ok(n)
 }
@@ -52,15 +56,30 @@ pub async fn gateway_to_hub_over_https_needs_the_right_ca(backend: Backend) -> R
             ("HUB_TLS_KEY_FILE", key_file.to_str().context("path")?),
         ],
     )?;
-    ensure!(hub.url.starts_with("https://"), "hub not on HTTPS: {}", hub.url);
+    ensure!(
+        hub.url.starts_with("https://"),
+        "hub not on HTTPS: {}",
+        hub.url
+    );
 
     // Plain HTTP to the HTTPS port gets nowhere.
     let plain = hub.url.replacen("https://", "http://", 1);
-    let refused = reqwest::Client::new().get(format!("{plain}/healthz")).send().await;
-    ensure!(refused.map(|r| !r.status().is_success()).unwrap_or(true), "plain HTTP answered");
+    let refused = reqwest::Client::new()
+        .get(format!("{plain}/healthz"))
+        .send()
+        .await;
+    ensure!(
+        refused.map(|r| !r.status().is_success()).unwrap_or(true),
+        "plain HTTP answered"
+    );
 
     // A gateway that trusts another CA delivers nothing and says why.
-    let ca_line = |name: &str| format!("hub_ca_file = \"{}\"", dir.join(format!("{name}.pem")).display());
+    let ca_line = |name: &str| {
+        format!(
+            "hub_ca_file = \"{}\"",
+            dir.join(format!("{name}.pem")).display()
+        )
+    };
     let mut gw = Gateway::start_with(&env, "gw", &hub.url, "township-a", &ca_line("stranger"))?;
     let files = make_study(&env, "ct", 3, "https-ct", &[]);
     gw.storescu(&[], &files)?;
@@ -71,25 +90,35 @@ pub async fn gateway_to_hub_over_https_needs_the_right_ca(backend: Backend) -> R
             .trim_end_matches('\0')
             .to_string()
     };
-    let status = wait_for(Duration::from_secs(30), "the certificate error in gateway status", || async {
-        let s = gw.status()?;
-        Ok(s.contains("certificate not trusted").then_some(s))
-    })
+    let status = wait_for(
+        Duration::from_secs(30),
+        "the certificate error in gateway status",
+        || async {
+            let s = gw.status()?;
+            Ok(s.contains("certificate not trusted").then_some(s))
+        },
+    )
     .await?;
     ensure!(
         status.contains("rejected by hub: 0; quarantined: 0"),
         "refused or quarantined on a TLS error:\n{status}"
     );
-    ensure!(stored(&env, &study).await? == 0, "delivered through an untrusted certificate");
+    ensure!(
+        stored(&env, &study).await? == 0,
+        "delivered through an untrusted certificate"
+    );
 
     // With the county CA configured, everything held back arrives, once.
     gw.proc.stop();
-    let config = std::fs::read_to_string(&gw.config)?.replace(&ca_line("stranger"), &ca_line("county"));
+    let config =
+        std::fs::read_to_string(&gw.config)?.replace(&ca_line("stranger"), &ca_line("county"));
     std::fs::write(&gw.config, config)?;
     gw = Gateway::restart(&env, "gw", &gw.config)?;
-    wait_for(Duration::from_secs(60), "all instances over HTTPS", || async {
-        Ok((stored(&env, &study).await? == 3).then_some(()))
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "all instances over HTTPS",
+        || async { Ok((stored(&env, &study).await? == 3).then_some(())) },
+    )
     .await?;
 
     // A client trusting the county CA reads over HTTPS with its token.

@@ -529,13 +529,17 @@ pub async fn run_sql(env: &Env, statements: &[String]) -> Result<()> {
         Backend::SqliteLocal => {
             let mut c = sqlx::SqliteConnection::connect(&env.database_url).await?;
             for s in statements {
-                sqlx::query(sqlx::AssertSqlSafe(s.as_str())).execute(&mut c).await?;
+                sqlx::query(sqlx::AssertSqlSafe(s.as_str()))
+                    .execute(&mut c)
+                    .await?;
             }
         }
         Backend::PostgresS3 => {
             let mut c = sqlx::PgConnection::connect(&env.database_url).await?;
             for s in statements {
-                sqlx::query(sqlx::AssertSqlSafe(s.as_str())).execute(&mut c).await?;
+                sqlx::query(sqlx::AssertSqlSafe(s.as_str()))
+                    .execute(&mut c)
+                    .await?;
             }
         }
     }
@@ -560,7 +564,10 @@ pub async fn call(
     let resp = req.send().await?;
     let status = resp.status();
     let text = resp.text().await?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
 }
 
 /// The county reader's token for a URL of a hub a test started.

@@ -74,7 +74,11 @@ async fn main() -> anyhow::Result<()> {
         storage.db.clone(),
         access::AccessConfig::default(),
     ));
-    let state = web::Data::new(ViewerState::new(storage, config.report_font.as_deref(), &config.hospital_name));
+    let state = web::Data::new(ViewerState::new(
+        storage,
+        config.report_font.as_deref(),
+        &config.hospital_name,
+    ));
     let listener = std::net::TcpListener::bind(&config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
     println!("viewer-api ready: http=http://{}", listener.local_addr()?);

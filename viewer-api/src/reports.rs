@@ -18,8 +18,14 @@ use crate::ViewerState;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/reports", web::get().to(list))
         .route("/api/reports/{report_id}", web::get().to(get))
-        .route("/api/reports/{report_id}/versions/{version}/fhir", web::get().to(fhir))
-        .route("/api/reports/{report_id}/versions/{version}/pdf", web::get().to(pdf));
+        .route(
+            "/api/reports/{report_id}/versions/{version}/fhir",
+            web::get().to(fhir),
+        )
+        .route(
+            "/api/reports/{report_id}/versions/{version}/pdf",
+            web::get().to(pdf),
+        );
 }
 
 /// Query of `GET /api/reports`.
@@ -34,11 +40,18 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
-async fn list(caller: Caller, state: web::Data<ViewerState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    caller: Caller,
+    state: web::Data<ViewerState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_limit", "limit must be 1..=1000"));
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be 1..=1000",
+        ));
     }
     let filter = ListFilter {
         patient_id: q.patient.clone(),
@@ -49,7 +62,9 @@ async fn list(caller: Caller, state: web::Data<ViewerState>, q: web::Query<ListQ
         to_ms: q.to,
         limit,
     };
-    let reports = storage::reports::list(&state.storage.db, &report_scope(&caller.principal), &filter).await?;
+    let reports =
+        storage::reports::list(&state.storage.db, &report_scope(&caller.principal), &filter)
+            .await?;
     let event = NewEvent {
         patient_id: q.patient,
         exam_id: q.exam,
@@ -61,17 +76,22 @@ async fn list(caller: Caller, state: web::Data<ViewerState>, q: web::Query<ListQ
 }
 
 /// A report the caller may read, with its versions; 404 otherwise.
-async fn visible(caller: &Caller, state: &ViewerState, report_id: &str) -> Result<(Summary, Vec<Version>), ApiError> {
+async fn visible(
+    caller: &Caller,
+    state: &ViewerState,
+    report_id: &str,
+) -> Result<(Summary, Vec<Version>), ApiError> {
     let filter = ListFilter {
         report_id: Some(report_id.to_string()),
         limit: 1,
         ..Default::default()
     };
-    let summary = storage::reports::list(&state.storage.db, &report_scope(&caller.principal), &filter)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| ApiError::not_found(format!("no report {report_id}")))?;
+    let summary =
+        storage::reports::list(&state.storage.db, &report_scope(&caller.principal), &filter)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::not_found(format!("no report {report_id}")))?;
     let versions = storage::reports::versions(&state.storage.db, report_id).await?;
     Ok((summary, versions))
 }
@@ -96,7 +116,12 @@ fn check(version: &Version, keys: &[VerifyingKey]) -> (Option<ReportPayload>, Ve
     (payload, state)
 }
 
-async fn audit_read(state: &ViewerState, caller: &Caller, s: &Summary, what: &str) -> Result<(), ApiError> {
+async fn audit_read(
+    state: &ViewerState,
+    caller: &Caller,
+    s: &Summary,
+    what: &str,
+) -> Result<(), ApiError> {
     let event = NewEvent {
         patient_id: s.patient_id.clone(),
         study_uid: Some(s.study_uid.clone()),
@@ -109,7 +134,11 @@ async fn audit_read(state: &ViewerState, caller: &Caller, s: &Summary, what: &st
 }
 
 /// `GET /api/reports/{id}`: every version with its verification result and delivery.
-async fn get(caller: Caller, state: web::Data<ViewerState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    caller: Caller,
+    state: web::Data<ViewerState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let (summary, versions) = visible(&caller, &state, &path).await?;
     let keys = trusted_keys(&state).await?;
     let delivery = storage::reports::delivery_state(&state.storage.db, &summary.report_id).await?;
@@ -138,7 +167,16 @@ async fn version_view(
     state: &ViewerState,
     report_id: &str,
     version: i64,
-) -> Result<(Summary, Version, ReportPayload, VerificationState, Vec<String>), ApiError> {
+) -> Result<
+    (
+        Summary,
+        Version,
+        ReportPayload,
+        VerificationState,
+        Vec<String>,
+    ),
+    ApiError,
+> {
     let (summary, versions) = visible(caller, state, report_id).await?;
     let keys = trusted_keys(state).await?;
     let v = versions
@@ -148,17 +186,32 @@ async fn version_view(
         .clone();
     let (payload, verification) = check(&v, &keys);
     let payload = payload.ok_or_else(|| {
-        ApiError::new(StatusCode::CONFLICT, "unreadable", "this version cannot be read: its stored payload is damaged")
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "unreadable",
+            "this version cannot be read: its stored payload is damaged",
+        )
     })?;
     let history = versions
         .iter()
         .filter(|o| o.version != version)
-        .map(|o| format!("v{} {} {} {}", o.version, o.status, o.signer, crate::printout::format_cst(o.signed_at)))
+        .map(|o| {
+            format!(
+                "v{} {} {} {}",
+                o.version,
+                o.status,
+                o.signer,
+                crate::printout::format_cst(o.signed_at)
+            )
+        })
         .collect();
     Ok((summary, v, payload, verification, history))
 }
 
-async fn field_labels(state: &ViewerState, template: &str) -> Result<Vec<(String, String)>, ApiError> {
+async fn field_labels(
+    state: &ViewerState,
+    template: &str,
+) -> Result<Vec<(String, String)>, ApiError> {
     Ok(storage::reports::templates(&state.storage.db, None)
         .await?
         .into_iter()
@@ -175,7 +228,8 @@ async fn render(
     version: i64,
     want_pdf_only: bool,
 ) -> Result<(Summary, Vec<u8>, serde_json::Value), ApiError> {
-    let (summary, v, payload, verification, history) = version_view(caller, state, report_id, version).await?;
+    let (summary, v, payload, verification, history) =
+        version_view(caller, state, report_id, version).await?;
     let labels = field_labels(state, &payload.template).await?;
     let site_name = storage::accounts::list_sites(&state.storage.db)
         .await?
@@ -193,7 +247,11 @@ async fn render(
         history: &history,
     };
     let font = state.report_font.as_ref().ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_font", "no font with Chinese glyphs is configured (report_font)")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_font",
+            "no font with Chinese glyphs is configured (report_font)",
+        )
     })?;
     let pdf = crate::printout::render_pdf(&printout, font)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "pdf", e.to_string()))?;
@@ -212,7 +270,15 @@ async fn pdf(
     path: web::Path<(String, i64)>,
 ) -> Result<HttpResponse, ApiError> {
     let (report_id, version) = path.into_inner();
-    let (summary, pdf, _) = render(&caller, &crate::base_url(&req), &state, &report_id, version, true).await?;
+    let (summary, pdf, _) = render(
+        &caller,
+        &crate::base_url(&req),
+        &state,
+        &report_id,
+        version,
+        true,
+    )
+    .await?;
     audit_read(&state, &caller, &summary, "pdf").await?;
     Ok(HttpResponse::Ok()
         .content_type("application/pdf")
@@ -230,7 +296,17 @@ async fn fhir(
     path: web::Path<(String, i64)>,
 ) -> Result<HttpResponse, ApiError> {
     let (report_id, version) = path.into_inner();
-    let (summary, _, resource) = render(&caller, &crate::base_url(&req), &state, &report_id, version, false).await?;
+    let (summary, _, resource) = render(
+        &caller,
+        &crate::base_url(&req),
+        &state,
+        &report_id,
+        version,
+        false,
+    )
+    .await?;
     audit_read(&state, &caller, &summary, "fhir").await?;
-    Ok(HttpResponse::Ok().content_type("application/fhir+json").json(resource))
+    Ok(HttpResponse::Ok()
+        .content_type("application/fhir+json")
+        .json(resource))
 }

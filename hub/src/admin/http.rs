@@ -30,10 +30,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/admin/sites", web::post().to(add_site))
         .route("/api/admin/users", web::get().to(list_users))
         .route("/api/admin/users", web::post().to(add_user))
-        .route("/api/admin/users/{username}/password", web::post().to(reset_password))
-        .route("/api/admin/users/{username}/disable", web::post().to(disable))
+        .route(
+            "/api/admin/users/{username}/password",
+            web::post().to(reset_password),
+        )
+        .route(
+            "/api/admin/users/{username}/disable",
+            web::post().to(disable),
+        )
         .route("/api/admin/users/{username}/enable", web::post().to(enable))
-        .route("/api/admin/users/{username}/sessions", web::delete().to(revoke_sessions))
+        .route(
+            "/api/admin/users/{username}/sessions",
+            web::delete().to(revoke_sessions),
+        )
         .route("/api/admin/gateway-keys", web::get().to(list_keys))
         .route("/api/admin/gateway-keys", web::post().to(create_key))
         .route("/api/admin/gateway-keys/{id}", web::delete().to(revoke_key))
