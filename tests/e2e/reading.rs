@@ -14,7 +14,11 @@ use tests::{call, stow, Backend, Env, Hub};
 
 use crate::{make_study, on_both_backends};
 
-on_both_backends!(read_sign_deliver_amend, fifty_claims_one_winner);
+on_both_backends!(
+    read_sign_deliver_amend,
+    fifty_claims_one_winner,
+    leases_reassignment_templates_and_live_updates
+);
 
 /// Store a generated study from a site's gateway and send its complete notice.
 pub async fn ready_study(
@@ -579,6 +583,151 @@ pub async fn fifty_claims_one_winner(backend: Backend) -> Result<()> {
     ensure!(
         winners == 1 && losers == 49,
         "{winners} winners, {losers} refused"
+    );
+    Ok(())
+}
+
+pub async fn leases_reassignment_templates_and_live_updates(backend: Backend) -> Result<()> {
+    let env = Env::new(backend).await?;
+    let hub = Hub::start(&env, "hub", 0)?;
+    let storage = env.storage().await?;
+    let a = create_user(
+        &storage.db,
+        &reader("a", &[Specialty::Radiology], Grade::Junior),
+    )
+    .await?;
+    let b = create_user(
+        &storage.db,
+        &reader("b", &[Specialty::Radiology], Grade::Senior),
+    )
+    .await?;
+    let admin = env.accounts()?.admin.clone();
+
+    // Live updates: a worklist screen hears about a change within seconds.
+    let resp = reqwest::Client::new()
+        .get(format!("{}/api/worklist/events", hub.url))
+        .bearer_auth(&a)
+        .send()
+        .await?;
+    ensure!(resp.status() == 200, "events: {}", resp.status());
+    let mut stream = resp.bytes_stream();
+    let (_, exam) = ready_study(&env, &hub, "township-a", "lease", "urgent").await?;
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        use futures_util::StreamExt;
+        let mut seen = String::new();
+        while let Some(chunk) = stream.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk?));
+            if seen.contains("event: worklist") {
+                return Ok::<_, anyhow::Error>(seen);
+            }
+        }
+        anyhow::bail!("stream ended: {seen}")
+    })
+    .await
+    .context("no worklist event within 10 s")??;
+    ensure!(heard.contains("changed_at"), "{heard}");
+
+    // Urgent: a 2-hour deadline.
+    let (_, list) = call(
+        Method::GET,
+        &format!("{}/api/worklist?priority=urgent", hub.url),
+        Some(&a),
+        None,
+    )
+    .await?;
+    let row = &list[0];
+    ensure!(row["priority"] == "urgent", "{list}");
+    ensure!(
+        row["deadline_at"]
+            .as_i64()
+            .zip(row["ready_at"].as_i64())
+            .map(|(d, r)| d - r)
+            == Some(7_200_000)
+    );
+
+    // An expired lease frees the exam.
+    let claim_url = format!("{}/api/exams/{exam}/claim", hub.url);
+    ensure!(call(Method::POST, &claim_url, Some(&a), None).await?.0 == 200);
+    ensure!(call(Method::POST, &claim_url, Some(&b), None).await?.0 == 409);
+    ensure!(
+        call(
+            Method::POST,
+            &format!("{}/api/exams/{exam}/renew", hub.url),
+            Some(&a),
+            None
+        )
+        .await?
+        .0 == 200
+    );
+    tests::run_sql(
+        &env,
+        &[format!(
+            "UPDATE exams SET claimed_until = 1 WHERE id = {exam}"
+        )],
+    )
+    .await?;
+    ensure!(
+        call(Method::POST, &claim_url, Some(&b), None).await?.0 == 200,
+        "expired lease still holds"
+    );
+    // The holder releases it; an admin reassigns it.
+    ensure!(
+        call(
+            Method::POST,
+            &format!("{}/api/exams/{exam}/release", hub.url),
+            Some(&b),
+            None
+        )
+        .await?
+        .0 == 204
+    );
+    let (status, body) = call(
+        Method::POST,
+        &format!("{}/api/admin/exams/{exam}/assign", hub.url),
+        Some(&admin),
+        Some(json!({"username": "a"})),
+    )
+    .await?;
+    ensure!(
+        status == 200 && body["outcome"] == "held",
+        "assign: {status} {body}"
+    );
+    let (_, list) = call(
+        Method::GET,
+        &format!("{}/api/worklist", hub.url),
+        Some(&b),
+        None,
+    )
+    .await?;
+    ensure!(list[0]["claimed_by"] == "a", "{list}");
+
+    // Admins edit templates; readers see them.
+    let template = json!({
+        "id": "ignored", "kind": "imaging", "modality": "CT", "name": "CT 胸部",
+        "fields": [{"key": "findings", "label_zh": "检查所见", "label_en": "Findings", "multiline": true},
+                   {"key": "impression", "label_zh": "诊断意见", "label_en": "Impression", "multiline": true},
+                   {"key": "advice", "label_zh": "建议", "label_en": "Advice", "multiline": false}]
+    });
+    let url = format!("{}/api/admin/templates/ct-chest", hub.url);
+    ensure!(
+        call(Method::PUT, &url, Some(&b), Some(template.clone()))
+            .await?
+            .0
+            == 403,
+        "a reader edits templates"
+    );
+    let (status, body) = call(Method::PUT, &url, Some(&admin), Some(template)).await?;
+    ensure!(status == 200, "template: {status} {body}");
+    let (_, templates) = call(
+        Method::GET,
+        &format!("{}/api/templates?kind=imaging", hub.url),
+        Some(&a),
+        None,
+    )
+    .await?;
+    ensure!(
+        templates[0]["id"] == "ct-chest" && templates[0]["fields"][2]["label_zh"] == "建议",
+        "{templates}"
     );
     Ok(())
 }
