@@ -79,6 +79,23 @@ pub struct Config {
     /// PEM CA certificate(s): when set, DICOM TLS peers must present a client
     /// certificate issued by one of them.
     pub dicom_tls_ca_file: Option<PathBuf>,
+    /// Address of the local report page and API for the township (`IP:PORT`; port 0
+    /// picks a free one). Empty disables it. The page has no login: bind it to the
+    /// township's internal interface only.
+    pub report_listen: String,
+    /// The hub's report verification keys, pinned: standard base64 of Ed25519 public
+    /// keys. When set, only these verify reports and the hub's published keys are never
+    /// fetched; when empty, they are fetched from `{hub_url}/api/signing-keys` over the
+    /// verified TLS link and remembered. A list, or in the environment also a
+    /// comma-separated string.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub report_keys: Vec<String>,
+    /// The township HIS's HL7 v2 MLLP listener (`host:port`). When set, every verified
+    /// report version received from then on is also sent there as an ORU^R01 message.
+    /// Empty (the default): no HL7.
+    pub his_mllp_addr: String,
+    /// MSH-5 (receiving application) of the HL7 messages.
+    pub his_application: String,
 }
 
 /// A secret string such as the hub key: `Debug` never shows it, and reading it takes
@@ -128,7 +145,8 @@ impl From<String> for Secret {
 
 /// Keys whose environment values are taken verbatim: figment would otherwise read a
 /// key or fingerprint made only of digits as a number (dropping leading zeros).
-const VERBATIM_ENV_KEYS: &[&str] = &["hub_key", "hub_cert_sha256"];
+/// Base64 keys are taken verbatim too, so that no `=` or `+` is ever interpreted.
+const VERBATIM_ENV_KEYS: &[&str] = &["hub_key", "hub_cert_sha256", "report_keys"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -136,7 +154,7 @@ impl Default for Config {
             ae_title: "TOWNSHIP_GW".into(),
             listen: "0.0.0.0:11112".into(),
             hub_url: "http://127.0.0.1:8080".into(),
-            site: "local".into(),
+            site: DEFAULT_SITE.into(),
             data_dir: PathBuf::from("./data/gateway"),
             quiet_period_secs: 10,
             batch_max_instances: 10,
@@ -156,9 +174,21 @@ impl Default for Config {
             dicom_tls_cert_file: None,
             dicom_tls_key_file: None,
             dicom_tls_ca_file: None,
+            report_listen: DEFAULT_REPORT_LISTEN.into(),
+            report_keys: Vec::new(),
+            his_mllp_addr: String::new(),
+            his_application: "HIS".into(),
         }
     }
 }
+
+/// Default address of the local report page: loopback only, so nothing is exposed on
+/// the network until the operator chooses the township's internal interface.
+pub const DEFAULT_REPORT_LISTEN: &str = "127.0.0.1:8090";
+
+/// The site label that stands for "not configured": reports are only checked against
+/// the site when the operator set a real label (see [`Config::report_site`]).
+pub const DEFAULT_SITE: &str = "local";
 
 /// The configuration could not be loaded or is not usable.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +235,10 @@ fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
     }
     Ok(match ListOrCsv::deserialize(d)? {
         ListOrCsv::List(v) => v,
+        // A verbatim environment value may still be written as a JSON list.
+        ListOrCsv::Csv(s) if s.trim_start().starts_with('[') => {
+            serde_json::from_str(&s).map_err(serde::de::Error::custom)?
+        }
         ListOrCsv::Csv(s) => s
             .split(',')
             .map(|t| t.trim().to_string())
@@ -275,7 +309,75 @@ impl Config {
             )));
         }
         self.validate_hub_security()?;
-        self.validate_dicom_tls()
+        self.validate_dicom_tls()?;
+        self.validate_reports()
+    }
+
+    fn validate_reports(&self) -> Result<(), ConfigError> {
+        if let Some(listen) = self.report_listen_addr() {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "report_listen {listen:?} must be IP:PORT (or empty to disable the page)"
+                )));
+            }
+        }
+        if let Some(his) = self.his_addr() {
+            if his
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "his_mllp_addr {his:?} must be host:port (or empty for no HL7)"
+                )));
+            }
+        }
+        let app = self.his_application.trim();
+        if app.is_empty()
+            || app.len() > 180
+            || app.chars().any(|c| c.is_control() || "|^~\\&".contains(c))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "his_application {:?} must be a non-empty HL7 name without |^~\\&",
+                self.his_application
+            )));
+        }
+        for (i, key) in self.report_keys.iter().enumerate() {
+            formats::report::decode_public_key(key).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "report_keys[{i}] is not a base64 Ed25519 public key: {e}"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The HIS's MLLP address, `None` when HL7 forwarding is off.
+    pub fn his_addr(&self) -> Option<&str> {
+        Some(self.his_mllp_addr.trim()).filter(|s| !s.is_empty())
+    }
+
+    /// The report page address, `None` when disabled (empty).
+    pub fn report_listen_addr(&self) -> Option<&str> {
+        Some(self.report_listen.trim()).filter(|s| !s.is_empty())
+    }
+
+    /// The pinned report verification keys (validated by [`Config::validate`]).
+    pub fn pinned_report_keys(&self) -> Result<Vec<formats::report::VerifyingKey>, ConfigError> {
+        self.report_keys
+            .iter()
+            .map(|k| {
+                formats::report::decode_public_key(k)
+                    .map_err(|e| ConfigError::Invalid(format!("report_keys: {e}")))
+            })
+            .collect()
+    }
+
+    /// The site reports must be for, when the operator configured one: the default
+    /// label `local` means "not configured" (it was only ever a display label, and
+    /// checking against it would refuse every report of a gateway set up before).
+    pub fn report_site(&self) -> Option<&str> {
+        let site = self.site.trim();
+        (site != DEFAULT_SITE).then_some(site)
     }
 
     /// The key, trust and pin settings for the hub. Files are not read here (that
@@ -448,6 +550,71 @@ mod tests {
             assert_eq!(c.stat_ae_titles, vec!["ER_DX".to_string()]);
             Ok(())
         });
+    }
+
+    #[test]
+    // figment's Jail API fixes the closure's error type; nothing to box on our side.
+    #[allow(clippy::result_large_err)]
+    fn report_settings_from_file_and_environment() {
+        let key = formats::report::encode_public_key(
+            &formats::report::SigningKey::from_bytes(&[5u8; 32]).verifying_key(),
+        );
+        let other = formats::report::encode_public_key(
+            &formats::report::SigningKey::from_bytes(&[6u8; 32]).verifying_key(),
+        );
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.report_listen_addr(), Some(DEFAULT_REPORT_LISTEN));
+            assert!(c.report_keys.is_empty());
+            assert_eq!(c.report_site(), None, "the default label is not a site");
+            jail.create_file(
+                "gw.toml",
+                &format!("report_listen = \"10.0.0.5:8090\"\nreport_keys = [\"{key}\"]\nsite = \"township-a\"\n"),
+            )?;
+            let c = Config::load(Some(Path::new("gw.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.report_listen_addr(), Some("10.0.0.5:8090"));
+            assert_eq!(c.pinned_report_keys().map_err(|e| e.to_string())?.len(), 1);
+            assert_eq!(c.report_site(), Some("township-a"));
+            // Base64 in the environment is taken verbatim, as a list or comma-separated.
+            jail.set_env("GATEWAY_REPORT_KEYS", format!("{key},{other}"));
+            jail.set_env("GATEWAY_REPORT_LISTEN", "");
+            let c = Config::load(Some(Path::new("gw.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.report_keys, vec![key.clone(), other.clone()]);
+            assert_eq!(c.report_listen_addr(), None, "empty disables the page");
+            jail.set_env("GATEWAY_REPORT_KEYS", format!("[\"{other}\"]"));
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.report_keys, vec![other.clone()]);
+            Ok(())
+        });
+        let bad_key = Config {
+            report_keys: vec!["AAAA".into()],
+            ..Config::default()
+        };
+        assert!(bad_key.validate().is_err());
+        let bad_listen = Config {
+            report_listen: "localhost".into(),
+            ..Config::default()
+        };
+        assert!(bad_listen.validate().is_err());
+        for (addr, ok) in [
+            ("his.township:2575", true),
+            ("10.0.0.9:2575", true),
+            ("", true),
+            ("his.township", false),
+            (":2575", false),
+            ("his:port", false),
+        ] {
+            let c = Config {
+                his_mllp_addr: addr.into(),
+                ..Config::default()
+            };
+            assert_eq!(c.validate().is_ok(), ok, "{addr:?}");
+        }
+        let c = Config {
+            his_application: "HIS|X".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -106,7 +106,15 @@ impl HubClient {
 
     /// A POST to `{hub_url}{path}` carrying the gateway key.
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        let request = self.http.post(format!("{}{path}", self.base));
+        self.authorize(self.http.post(format!("{}{path}", self.base)))
+    }
+
+    /// A GET of `{hub_url}{path}` carrying the gateway key.
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.authorize(self.http.get(format!("{}{path}", self.base)))
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.authorization {
             Some(auth) => request.header(AUTHORIZATION, auth.clone()),
             None => request,

@@ -12,6 +12,8 @@
 //! - [`forwarder`]: batching, STOW-RS and the hub's verdicts;
 //! - [`hub`]: the hub connection (gateway key, TLS trust, failure messages);
 //! - [`completion`]: study completion notices;
+//! - [`reports`]: the signed reports coming back from the county (pull, verify, keep,
+//!   show on the township's local page, relay critical-finding acknowledgements);
 //! - [`status`]: the operator's view; [`config`], [`backoff`], [`tls`]: support.
 
 pub mod backoff;
@@ -22,6 +24,7 @@ pub mod forwarder;
 pub mod hub;
 pub mod outbox;
 pub mod receive;
+pub mod reports;
 pub mod scp;
 pub mod spool;
 pub mod status;
@@ -39,6 +42,7 @@ use crate::completion::Completion;
 use crate::forwarder::Forwarder;
 use crate::hub::{HubClient, HubSetupError};
 use crate::outbox::{Outbox, OutboxError};
+use crate::reports::{ReportService, ReportsError};
 use crate::scp::ScpContext;
 use crate::spool::Spool;
 
@@ -73,6 +77,9 @@ pub enum StartError {
     /// The DICOM TLS settings are unusable.
     #[error("DICOM TLS: {0}")]
     DicomTls(#[from] tls::TlsError),
+    /// The report service could not start.
+    #[error(transparent)]
+    Reports(#[from] ReportsError),
 }
 
 /// A running gateway. Dropping it does not stop it; call [`Gateway::shutdown`].
@@ -87,6 +94,7 @@ pub struct Gateway {
     forwarder: JoinHandle<()>,
     completion: JoinHandle<()>,
     committer: JoinHandle<()>,
+    reports: ReportService,
 }
 
 impl Gateway {
@@ -134,6 +142,13 @@ impl Gateway {
         })?;
 
         let shutdown = CancellationToken::new();
+        let reports = ReportService::start(
+            outbox.clone(),
+            hub.clone(),
+            Arc::clone(&config),
+            shutdown.clone(),
+        )
+        .await?;
         let ctx = Arc::new(ScpContext {
             options: scp::association_options(&config, dicom_tls.clone()),
             tls: dicom_tls.clone(),
@@ -172,6 +187,7 @@ impl Gateway {
             forwarder,
             completion,
             committer,
+            reports,
         })
     }
 
@@ -195,6 +211,16 @@ impl Gateway {
         &self.spool
     }
 
+    /// Where the local report page listens (`None` when disabled or not bound).
+    pub fn reports_addr(&self) -> Option<SocketAddr> {
+        self.reports.page_addr()
+    }
+
+    /// The report service (for inspection in tests).
+    pub fn reports(&self) -> &ReportService {
+        &self.reports
+    }
+
     /// Stop accepting, let running associations and requests finish (bounded grace
     /// periods), drain the committer and close the database.
     pub async fn shutdown(self) {
@@ -208,10 +234,15 @@ impl Gateway {
                 tracing::error!(task = name, error = %e, "task ended abnormally");
             }
         }
-        // The committer ends when the last outbox handle is gone.
+        // The report service holds outbox handles too: stopped before the committer.
         let Gateway {
-            outbox, committer, ..
+            outbox,
+            committer,
+            reports,
+            ..
         } = self;
+        reports.stop().await;
+        // The committer ends when the last outbox handle is gone.
         outbox.close().await;
         drop(outbox);
         if let Err(e) = committer.await {

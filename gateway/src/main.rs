@@ -65,11 +65,17 @@ async fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {
         .await
         .context("starting the gateway")?;
     {
-        // The one line on stdout: scripts and tests wait for it to learn the port.
+        // The one line on stdout: scripts and tests wait for it to learn the port. They
+        // read it as space-separated key=value words, so the report page is appended
+        // as one more word (only when it listens).
         let mut out = std::io::stdout().lock();
+        let reports = gateway
+            .reports_addr()
+            .map(|addr| format!(" reports=http://{addr}"))
+            .unwrap_or_default();
         writeln!(
             out,
-            "gateway ready: dicom={} ae={}",
+            "gateway ready: dicom={} ae={}{reports}",
             gateway.dicom_addr(),
             gateway.ae_title()
         )?;

@@ -92,6 +92,78 @@ pub struct StatusReport {
     pub quarantined: i64,
     /// The newest quarantine entries.
     pub quarantine: Vec<QuarantineRow>,
+    /// Reports from the county (`None` when the database predates them).
+    pub reports: Option<ReportsStatus>,
+}
+
+/// The last report that was refused.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Rejection {
+    /// When (RFC 3339).
+    pub at: String,
+    /// Report id the hub named.
+    pub report_id: Option<String>,
+    /// Version the hub named.
+    pub version: Option<i64>,
+    /// Why.
+    pub reason: String,
+}
+
+/// The reports section of `gateway status`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReportsStatus {
+    /// Verified report versions held.
+    pub received: i64,
+    /// Distinct reports among them.
+    pub reports: i64,
+    /// The delivery cursor: everything up to it is recorded.
+    pub cursor: i64,
+    /// Delivery items refused (failed verification or unusable), kept aside.
+    pub rejected: i64,
+    /// The newest refusal.
+    pub last_rejection: Option<Rejection>,
+    /// Reports whose current version is critical and not yet acknowledged.
+    pub critical_waiting: i64,
+    /// Acknowledgements not yet received by the hub.
+    pub acknowledgements_unrelayed: i64,
+    /// Why the last relay attempt failed, while some are unrelayed.
+    pub last_relay_error: Option<String>,
+    /// Acks the hub has not yet received.
+    pub acks_pending: i64,
+    /// Verified versions whose PDF is not on disk yet.
+    pub pdfs_missing: i64,
+    /// Why the last PDF fetch failed, while some are missing.
+    pub last_pdf_error: Option<String>,
+    /// The current delivery error (the last poll failed), if any.
+    pub last_delivery_error: Option<LastDeliveryError>,
+    /// The last time the hub answered a poll (RFC 3339).
+    pub last_contact: Option<String>,
+    /// The local page's address, or why it is not listening.
+    pub page: Option<String>,
+    /// Forwarding to the HIS (HL7), when any version was meant for it.
+    pub his: Option<HisStatus>,
+}
+
+/// Forwarding of reports to the township HIS as HL7 messages.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HisStatus {
+    /// Accepted by the HIS.
+    pub sent: i64,
+    /// Waiting (retried with backoff).
+    pub pending: i64,
+    /// Refused by the HIS for good.
+    pub refused: i64,
+    /// The last error of a waiting or refused message.
+    pub last_error: Option<String>,
+}
+
+/// The current delivery error.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LastDeliveryError {
+    /// When (RFC 3339).
+    pub at: String,
+    /// What went wrong.
+    pub error: String,
 }
 
 /// Read the status of the gateway whose data directory is `data_dir`.
@@ -200,7 +272,96 @@ async fn collect_from(pool: &SqlitePool, data_dir: &Path) -> Result<StatusReport
         last_completion_error: studies.try_get(1)?,
         quarantined,
         quarantine,
+        reports: reports_status(pool).await?,
     })
+}
+
+async fn reports_status(pool: &SqlitePool) -> Result<Option<ReportsStatus>, OutboxError> {
+    if !crate::reports::db::tables_exist(pool).await? {
+        return Ok(None);
+    }
+    let state = crate::reports::db::feed_state(pool).await?;
+    let versions = sqlx::query(
+        "SELECT COALESCE(SUM(verified = 1), 0), COUNT(DISTINCT CASE WHEN verified = 1 THEN report_id END),
+                COALESCE(SUM(verified = 1 AND pdf_path IS NULL), 0),
+                COALESCE(SUM(acknowledged_at IS NOT NULL AND relayed_at IS NULL), 0),
+                (SELECT relay_error FROM report_versions WHERE acknowledged_at IS NOT NULL
+                   AND relayed_at IS NULL AND relay_error IS NOT NULL ORDER BY relay_next_at DESC LIMIT 1),
+                (SELECT pdf_error FROM report_versions WHERE verified = 1 AND pdf_path IS NULL
+                   AND pdf_error IS NOT NULL ORDER BY pdf_next_at DESC LIMIT 1)
+         FROM report_versions",
+    )
+    .fetch_one(pool)
+    .await?;
+    // Current version = the newest verified one of each report.
+    let critical_waiting: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM report_versions v
+         WHERE v.verified = 1 AND v.critical = 1 AND v.acknowledged_at IS NULL
+           AND v.version = (SELECT MAX(o.version) FROM report_versions o
+                            WHERE o.report_id = v.report_id AND o.verified = 1)",
+    )
+    .fetch_one(pool)
+    .await?;
+    let deliveries = sqlx::query(
+        "SELECT COALESCE(SUM(status = 'rejected'), 0), COALESCE(SUM(ack_sent_at IS NULL), 0)
+         FROM report_deliveries",
+    )
+    .fetch_one(pool)
+    .await?;
+    let last_rejection = sqlx::query(
+        "SELECT received_at, report_id, version, reason FROM report_deliveries
+         WHERE status = 'rejected' ORDER BY received_at DESC, cursor DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?
+    .map(|r| -> Result<Rejection, sqlx::Error> {
+        Ok(Rejection {
+            at: rfc3339(r.try_get(0)?),
+            report_id: r.try_get(1)?,
+            version: r.try_get(2)?,
+            reason: r.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
+        })
+    })
+    .transpose()?;
+    let his_row = sqlx::query(
+        "SELECT COALESCE(SUM(hl7_state = 'sent'), 0), COALESCE(SUM(hl7_state = 'pending'), 0),
+                COALESCE(SUM(hl7_state = 'refused'), 0), COUNT(hl7_state),
+                (SELECT hl7_error FROM report_versions WHERE hl7_state IN ('pending', 'refused')
+                   AND hl7_error IS NOT NULL ORDER BY hl7_next_at DESC, id DESC LIMIT 1)
+         FROM report_versions",
+    )
+    .fetch_one(pool)
+    .await?;
+    let his = if his_row.try_get::<i64, _>(3)? > 0 {
+        Some(HisStatus {
+            sent: his_row.try_get(0)?,
+            pending: his_row.try_get(1)?,
+            refused: his_row.try_get(2)?,
+            last_error: his_row.try_get(4)?,
+        })
+    } else {
+        None
+    };
+    Ok(Some(ReportsStatus {
+        his,
+        received: versions.try_get(0)?,
+        reports: versions.try_get(1)?,
+        cursor: state.cursor,
+        rejected: deliveries.try_get(0)?,
+        last_rejection,
+        critical_waiting,
+        acknowledgements_unrelayed: versions.try_get(3)?,
+        last_relay_error: versions.try_get(4)?,
+        acks_pending: deliveries.try_get(1)?,
+        pdfs_missing: versions.try_get(2)?,
+        last_pdf_error: versions.try_get(5)?,
+        last_delivery_error: state.last_error.map(|error| LastDeliveryError {
+            at: rfc3339(state.last_error_at.unwrap_or(0)),
+            error,
+        }),
+        last_contact: state.last_contact_at.map(rfc3339),
+        page: state.page,
+    }))
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -289,6 +450,76 @@ impl fmt::Display for StatusReport {
                     .map(|p| format!(" (file: {p})"))
                     .unwrap_or_default()
             )?;
+        }
+        if let Some(r) = &self.reports {
+            write!(f, "{r}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ReportsStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "reports: {} received ({} reports), cursor {}, last contact {}",
+            self.received,
+            self.reports,
+            self.cursor,
+            self.last_contact.as_deref().unwrap_or("never")
+        )?;
+        write!(f, "  rejected: {}", self.rejected)?;
+        match &self.last_rejection {
+            Some(r) => writeln!(
+                f,
+                " (last: {} report {} v{}: {})",
+                r.at,
+                r.report_id.as_deref().unwrap_or("?"),
+                r.version.map_or_else(|| "?".to_string(), |v| v.to_string()),
+                r.reason
+            )?,
+            None => writeln!(f)?,
+        }
+        writeln!(
+            f,
+            "  critical awaiting acknowledgement: {}",
+            self.critical_waiting
+        )?;
+        write!(
+            f,
+            "  acknowledgements not yet relayed to the hub: {}",
+            self.acknowledgements_unrelayed
+        )?;
+        match &self.last_relay_error {
+            Some(e) if self.acknowledgements_unrelayed > 0 => writeln!(f, " (last error: {e})")?,
+            _ => writeln!(f)?,
+        }
+        write!(
+            f,
+            "  acks not yet sent: {}; PDFs not yet fetched: {}",
+            self.acks_pending, self.pdfs_missing
+        )?;
+        match &self.last_pdf_error {
+            Some(e) if self.pdfs_missing > 0 => writeln!(f, " (last PDF error: {e})")?,
+            _ => writeln!(f)?,
+        }
+        match &self.last_delivery_error {
+            Some(e) => writeln!(f, "  last delivery error: {} {}", e.at, e.error)?,
+            None => writeln!(f, "  last delivery error: none")?,
+        }
+        if let Some(page) = &self.page {
+            writeln!(f, "  local page: {page}")?;
+        }
+        if let Some(his) = &self.his {
+            write!(
+                f,
+                "  HIS (HL7): {} sent, {} waiting, {} refused",
+                his.sent, his.pending, his.refused
+            )?;
+            match &his.last_error {
+                Some(e) if his.pending + his.refused > 0 => writeln!(f, " (last error: {e})")?,
+                _ => writeln!(f)?,
+            }
         }
         Ok(())
     }

@@ -26,6 +26,7 @@ use super::{
     now_ms, ItemUpdate, NewItem, NoticeResult, OutboxError, QuarantineEntry, QuarantineSource,
     StoreOutcome,
 };
+use crate::reports::db::{ReportOutcome, ReportWrite};
 
 /// Requests taken by the committer.
 #[derive(Debug)]
@@ -57,6 +58,19 @@ pub(crate) enum Request {
         notice: NoticeResult,
         reply: oneshot::Sender<Result<(), OutboxError>>,
     },
+    /// The report tables share this writer: one writer for the whole database, and a
+    /// report is acknowledged to the hub only after this commit.
+    Report {
+        write: ReportWrite,
+        reply: oneshot::Sender<Result<ReportOutcome, OutboxError>>,
+    },
+}
+
+/// What `apply` decided, for the requests that return something.
+enum Outcome {
+    None,
+    Store(StoreOutcome),
+    Report(ReportOutcome),
 }
 
 /// Most requests folded into one transaction: bounds the latency of the first waiter.
@@ -190,7 +204,7 @@ impl Committer {
     async fn commit_one(&mut self, req: Request) {
         let mut wakes = Wakes::default();
         let synced = std::mem::take(&mut self.synced);
-        let result: Result<Option<StoreOutcome>, sqlx::Error> = async {
+        let result: Result<Outcome, sqlx::Error> = async {
             let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
             mark_synced(&mut tx, &synced).await?;
             let outcome = apply(&mut tx, &req, &mut wakes).await?;
@@ -221,13 +235,22 @@ impl Committer {
     }
 }
 
-/// Answer a committed request; `outcome` is what `apply` decided for a Store.
-fn answer(req: Request, outcome: Option<StoreOutcome>) {
+/// Answer a committed request; `outcome` is what `apply` decided for it.
+fn answer(req: Request, outcome: Outcome) {
+    let missing = || OutboxError::Db(sqlx::Error::Protocol("write outcome missing".into()));
     match req {
         Request::Store { reply, .. } => {
-            let result = outcome.ok_or_else(|| {
-                OutboxError::Db(sqlx::Error::Protocol("store outcome missing".into()))
-            });
+            let result = match outcome {
+                Outcome::Store(o) => Ok(o),
+                _ => Err(missing()),
+            };
+            let _ = reply.send(result);
+        }
+        Request::Report { reply, .. } => {
+            let result = match outcome {
+                Outcome::Report(o) => Ok(o),
+                _ => Err(missing()),
+            };
             let _ = reply.send(result);
         }
         Request::Abandon { reply, .. }
@@ -245,6 +268,9 @@ fn fail(req: Request, e: sqlx::Error) {
     let err = || OutboxError::Db(sqlx::Error::Protocol(msg.clone()));
     match req {
         Request::Store { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Request::Report { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
         Request::Abandon { reply, .. }
@@ -267,12 +293,12 @@ async fn mark_synced(conn: &mut SqliteConnection, ids: &[i64]) -> Result<(), sql
     Ok(())
 }
 
-/// Write one request; returns the outcome for a Store.
+/// Write one request; returns the outcome for a Store or a report write.
 async fn apply(
     conn: &mut SqliteConnection,
     req: &Request,
     wakes: &mut Wakes,
-) -> Result<Option<StoreOutcome>, sqlx::Error> {
+) -> Result<Outcome, sqlx::Error> {
     let now = now_ms();
     match req {
         Request::Store {
@@ -284,7 +310,12 @@ async fn apply(
             if matches!(outcome, StoreOutcome::Stored(_)) {
                 wakes.forwarder = true;
             }
-            return Ok(Some(outcome));
+            return Ok(Outcome::Store(outcome));
+        }
+        Request::Report { write, .. } => {
+            return Ok(Outcome::Report(
+                crate::reports::db::apply(conn, write, now).await?,
+            ));
         }
         Request::FileSynced { id } => mark_synced(conn, &[*id]).await?,
         Request::Abandon { id, .. } => {
@@ -347,7 +378,7 @@ async fn apply(
             }
         },
     }
-    Ok(None)
+    Ok(Outcome::None)
 }
 
 async fn store(

@@ -495,6 +495,15 @@ impl Outbox {
             .collect()
     }
 
+    /// Durably apply a write to the report tables (committed before this returns).
+    pub async fn write_report(
+        &self,
+        write: crate::reports::db::ReportWrite,
+    ) -> Result<crate::reports::db::ReportOutcome, OutboxError> {
+        self.call(|reply| committer::Request::Report { write, reply })
+            .await
+    }
+
     /// Close the read pool (the committer closes its own connection when it stops).
     pub async fn close(&self) {
         self.pool.close().await;

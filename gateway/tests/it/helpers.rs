@@ -133,6 +133,8 @@ impl TestApp {
             quiet_period_secs: 1,
             backoff_base_ms: 50,
             backoff_max_ms: 500,
+            // Tests run side by side: never the fixed default port.
+            report_listen: "127.0.0.1:0".into(),
             ..Config::default()
         };
         adjust(&mut config);
@@ -156,6 +158,16 @@ impl TestApp {
 
     pub fn data_dir(&self) -> PathBuf {
         self.config.data_dir.clone()
+    }
+
+    /// Base URL of the local report page.
+    pub fn reports_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.gateway()
+                .reports_addr()
+                .expect("report page listening")
+        )
     }
 
     /// Stop and start again on the same data directory with a changed configuration.
