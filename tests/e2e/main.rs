@@ -5,6 +5,7 @@ mod access;
 mod imaging;
 mod qido;
 mod reading;
+mod round_trip;
 mod scale_out;
 mod storage_suite;
 mod stow;

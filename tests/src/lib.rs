@@ -349,6 +349,8 @@ pub struct Gateway {
     pub ae: String,
     /// Its configuration file (to restart it the same way).
     pub config: PathBuf,
+    /// Its local report page, `http://127.0.0.1:PORT`, when listening.
+    pub reports: Option<String>,
 }
 
 impl Gateway {
@@ -374,7 +376,8 @@ impl Gateway {
             &config,
             format!(
                 "ae_title = \"TOWNSHIP_GW\"\nlisten = \"127.0.0.1:0\"\nhub_url = \"{hub_url}\"\nsite = \"{site}\"\n\
-                 hub_key = \"{key}\"\ndata_dir = \"{}\"\nquiet_period_secs = 1\nbackoff_base_ms = 100\nbackoff_max_ms = 1000\n{extra}\n",
+                 hub_key = \"{key}\"\ndata_dir = \"{}\"\nquiet_period_secs = 1\nbackoff_base_ms = 100\nbackoff_max_ms = 1000\n\
+                 report_listen = \"127.0.0.1:0\"\n{extra}\n",
                 data.join("data").display()
             ),
         )?;
@@ -399,11 +402,16 @@ impl Gateway {
             .find_map(|w| w.strip_prefix("ae="))
             .unwrap_or("TOWNSHIP_GW")
             .to_string();
+        let reports = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("reports="))
+            .map(str::to_string);
         Ok(Gateway {
             proc,
             dicom,
             ae,
             config: config.to_path_buf(),
+            reports,
         })
     }
 
