@@ -73,8 +73,8 @@ pub struct ExamRef {
     pub patient_id: Option<String>,
     /// Patient name as sent.
     pub patient_name: Option<String>,
-    /// Study Instance UID.
-    pub study_uid: String,
+    /// Study Instance UID (imaging and DICOM ECG; lab orders have none).
+    pub study_uid: Option<String>,
     /// Accession number.
     pub accession_number: Option<String>,
     /// Modality.
@@ -317,7 +317,7 @@ mod tests {
                 site: "township-a".into(),
                 patient_id: Some("PID1".into()),
                 patient_name: Some("Zhang^San=张^三".into()),
-                study_uid: "1.2.3".into(),
+                study_uid: Some("1.2.3".into()),
                 accession_number: None,
                 modality: Some("CT".into()),
             },

@@ -94,7 +94,7 @@ pub async fn list_exams(
     let event = match exams.as_slice() {
         [exam] if study.is_some() => NewEvent {
             patient_id: exam.patient_id.clone(),
-            study_uid: Some(exam.study_uid.clone()),
+            study_uid: exam.study_uid.clone(),
             exam_id: Some(exam.id),
             ..caller.event(EventType::PATIENT_RECORD, Action::Read, Outcome::Success)
         },

@@ -104,7 +104,7 @@ async fn get_report(
     };
     let event = NewEvent {
         patient_id: item.patient_id.clone(),
-        study_uid: Some(item.study_uid.clone()),
+        study_uid: item.study_uid.clone(),
         exam_id: Some(item.id),
         ..caller.event(EventType::PATIENT_RECORD, Action::Read, Outcome::Success)
     };
@@ -156,7 +156,7 @@ async fn save_draft(
     check_content(&body.content)?;
     let audit = NewEvent {
         patient_id: item.patient_id.clone(),
-        study_uid: Some(item.study_uid.clone()),
+        study_uid: item.study_uid.clone(),
         ..caller.event(EventType::PATIENT_RECORD, Action::Update, Outcome::Success)
     };
     let new_id = uuid::Uuid::new_v4().to_string();
@@ -179,7 +179,7 @@ fn exam_ref(
     kind: ExamKind,
     site: &str,
     patient: (&Option<String>, &Option<String>),
-    study_uid: &str,
+    study_uid: &Option<String>,
     accession: &Option<String>,
     modality: &Option<String>,
 ) -> ExamRef {
@@ -189,7 +189,7 @@ fn exam_ref(
         site: site.to_string(),
         patient_id: patient.0.clone(),
         patient_name: patient.1.clone(),
-        study_uid: study_uid.to_string(),
+        study_uid: study_uid.clone(),
         accession_number: accession.clone(),
         modality: modality.clone(),
     }
@@ -323,7 +323,7 @@ async fn sign_draft(
     }
     let audit = NewEvent {
         patient_id: item.patient_id.clone(),
-        study_uid: Some(item.study_uid.clone()),
+        study_uid: item.study_uid.clone(),
         ..caller.event(EventType::PATIENT_RECORD, Action::Create, Outcome::Success)
     };
     let senior = user.grade == Some(Grade::Senior);
@@ -414,7 +414,7 @@ async fn amend(
     }
     let audit = NewEvent {
         patient_id: item.patient_id.clone(),
-        study_uid: Some(item.study_uid.clone()),
+        study_uid: item.study_uid.clone(),
         ..caller.event(EventType::PATIENT_RECORD, Action::Update, Outcome::Success)
     };
     let st = state.clone();

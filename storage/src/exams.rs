@@ -68,8 +68,8 @@ impl ExamKind {
 pub struct Exam {
     /// Exam id.
     pub id: i64,
-    /// Study it covers.
-    pub study_uid: String,
+    /// Study it covers (none for lab orders).
+    pub study_uid: Option<String>,
     /// Site that sent it.
     pub site: String,
     /// What kind of reading it needs.
@@ -126,7 +126,7 @@ pub enum Completion {
 macro_rules! exam_select {
     () => {
         "SELECT e.id, e.study_uid, e.site, e.kind, e.modality, e.patient_id, e.patient_name, e.priority, e.status, \
-         e.received_at, e.ready_at, st.num_instances FROM exams e JOIN studies st ON st.study_uid = e.study_uid"
+         e.received_at, e.ready_at, COALESCE(st.num_instances, 0) AS num_instances FROM exams e LEFT JOIN studies st ON st.study_uid = e.study_uid"
     };
 }
 
@@ -178,7 +178,7 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Exam>> {
     let mut params: Vec<String> = Vec::new();
-    let mut clauses = scope.sql(&mut params, 1);
+    let mut clauses = scope.exam_sql(&mut params, 1);
     if let Some(uid) = study_uid {
         params.push(uid.to_string());
         clauses.push(format!("e.study_uid = ${}", params.len()));
@@ -272,7 +272,7 @@ pub async fn complete_study(
             .await?;
             let event = NewEvent {
                 patient_id: current.patient_id.clone(),
-                study_uid: Some(current.study_uid.clone()),
+                study_uid: current.study_uid.clone(),
                 exam_id: Some(current.id),
                 detail: Some(serde_json::json!({ "status": "ready", "detail": detail })),
                 ..audit.clone()

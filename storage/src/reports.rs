@@ -341,8 +341,8 @@ pub struct SignContext {
     pub patient_id: Option<String>,
     /// Patient name.
     pub patient_name: Option<String>,
-    /// Study.
-    pub study_uid: String,
+    /// Study (none for lab orders).
+    pub study_uid: Option<String>,
     /// Accession number.
     pub accession_number: Option<String>,
     /// Modality.
@@ -454,7 +454,7 @@ where
         };
         let exam = sqlx::query(
             "SELECT e.status, e.kind, e.site, e.patient_id, e.patient_name, e.study_uid, e.modality, \
-             st.accession_number FROM exams e JOIN studies st ON st.study_uid = e.study_uid WHERE e.id = $1",
+             st.accession_number FROM exams e LEFT JOIN studies st ON st.study_uid = e.study_uid WHERE e.id = $1",
         )
         .bind(draft.exam_id)
         .fetch_one(&mut *tx)
@@ -548,7 +548,7 @@ where
         }
         let event = NewEvent {
             patient_id: ctx.patient_id.clone(),
-            study_uid: Some(ctx.study_uid.clone()),
+            study_uid: ctx.study_uid.clone(),
             exam_id: Some(draft.exam_id),
             detail: Some(serde_json::json!({
                 "report": draft.report_id, "version": next_version, "status": status.as_str(),
@@ -610,8 +610,8 @@ pub struct Summary {
     pub patient_id: Option<String>,
     /// Patient name.
     pub patient_name: Option<String>,
-    /// Study.
-    pub study_uid: String,
+    /// Study (none for lab orders).
+    pub study_uid: Option<String>,
     /// Modality.
     pub modality: Option<String>,
     /// Newest version.
@@ -648,7 +648,7 @@ pub struct ListFilter {
 /// Signed reports within `scope`, newest first.
 pub async fn list(db: &Db, scope: &ReadScope, filter: &ListFilter) -> Result<Vec<Summary>> {
     let mut texts: Vec<String> = Vec::new();
-    let mut clauses = scope.sql(&mut texts, 1);
+    let mut clauses = scope.exam_sql(&mut texts, 1);
     let text = |clause: &str, v: &str, texts: &mut Vec<String>| {
         texts.push(v.to_string());
         clause.replace('?', &format!("${}", texts.len()))
@@ -677,7 +677,7 @@ pub async fn list(db: &Db, scope: &ReadScope, filter: &ListFilter) -> Result<Vec
     let sql = format!(
         "SELECT r.id, e.id AS exam_id, e.kind, e.site, e.patient_id, e.patient_name, e.study_uid, e.modality, \
          v.version, v.status, v.critical, v.signer, v.signed_at \
-         FROM reports r JOIN exams e ON e.id = r.exam_id JOIN studies st ON st.study_uid = e.study_uid \
+         FROM reports r JOIN exams e ON e.id = r.exam_id \
          JOIN report_versions v ON v.report_id = r.id WHERE {} ORDER BY v.signed_at DESC, r.id LIMIT ${}",
         clauses.join(" AND "),
         texts.len() + ints.len() + 1

@@ -32,6 +32,37 @@ impl ReadScope {
         }
     }
 
+    /// SQL conditions on the exam alias `e` (its own site and kind: lab exams have no
+    /// study), with placeholders numbered as [`ReadScope::sql`] does.
+    pub(crate) fn exam_sql(
+        &self,
+        params: &mut Vec<String>,
+        first_placeholder: usize,
+    ) -> Vec<String> {
+        let mut clauses = Vec::new();
+        let list = |values: Vec<String>, params: &mut Vec<String>| -> String {
+            if values.is_empty() {
+                return "NULL".to_string();
+            }
+            values
+                .into_iter()
+                .map(|v| {
+                    params.push(v);
+                    format!("${}", first_placeholder + params.len() - 1)
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if let Some(sites) = &self.sites {
+            clauses.push(format!("e.site IN ({})", list(sites.clone(), params)));
+        }
+        if let Some(kinds) = &self.kinds {
+            let values = kinds.iter().map(|k| k.as_str().to_string()).collect();
+            clauses.push(format!("e.kind IN ({})", list(values, params)));
+        }
+        clauses
+    }
+
     /// SQL conditions on the study alias `st`, with `$n` placeholders numbered after
     /// `params.len()`; values are appended to `params`.
     pub(crate) fn sql(&self, params: &mut Vec<String>, first_placeholder: usize) -> Vec<String> {

@@ -108,8 +108,8 @@ pub struct Item {
     pub patient_id: Option<String>,
     /// Patient name.
     pub patient_name: Option<String>,
-    /// Study Instance UID.
-    pub study_uid: String,
+    /// Study Instance UID (none for lab orders).
+    pub study_uid: Option<String>,
     /// Accession number.
     pub accession_number: Option<String>,
     /// Study description.
@@ -137,9 +137,9 @@ pub struct Item {
 }
 
 const ITEM_SELECT: &str = "SELECT e.id, e.kind, e.site, e.modality, e.patient_id, e.patient_name, e.study_uid, \
-    st.accession_number, st.study_description, e.priority, e.status, st.num_instances, e.received_at, e.ready_at, \
+    st.accession_number, st.study_description, e.priority, e.status, COALESCE(st.num_instances, 0) AS num_instances, e.received_at, e.ready_at, \
     e.deadline_at, e.claimed_until, CASE WHEN e.claimed_until > $1 THEN u.username END AS holder \
-    FROM exams e JOIN studies st ON st.study_uid = e.study_uid LEFT JOIN users u ON u.id = e.claimed_by";
+    FROM exams e LEFT JOIN studies st ON st.study_uid = e.study_uid LEFT JOIN users u ON u.id = e.claimed_by";
 
 fn item<R: Row>(r: &R, now: i64) -> Result<Item>
 where
@@ -181,7 +181,7 @@ pub async fn list(db: &Db, scope: &ReadScope, filter: &Filter) -> Result<Vec<Ite
     let now = now_ms();
     let mut params: Vec<String> = Vec::new();
     // $1 is the time (bound first, apart from the text parameters).
-    let mut clauses = scope.sql(&mut params, 2);
+    let mut clauses = scope.exam_sql(&mut params, 2);
     let push = |clause: &str, value: String, params: &mut Vec<String>| {
         params.push(value);
         clause.replace('?', &format!("${}", params.len() + 1))
@@ -272,7 +272,7 @@ pub async fn list(db: &Db, scope: &ReadScope, filter: &Filter) -> Result<Vec<Ite
 pub async fn get(db: &Db, scope: &ReadScope, exam_id: i64) -> Result<Option<Item>> {
     let now = now_ms();
     let mut params = Vec::new();
-    let mut clauses = scope.sql(&mut params, 3);
+    let mut clauses = scope.exam_sql(&mut params, 3);
     clauses.push("e.id = $2".into());
     let sql = format!("{ITEM_SELECT} WHERE {}", clauses.join(" AND "));
     on_db!(db, |pool| {

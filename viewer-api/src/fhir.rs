@@ -438,10 +438,11 @@ pub fn diagnostic_report(p: &Printout, pdf: Option<&[u8]>, base_url: &str) -> Va
         let mut study = Map::new();
         study.insert("resourceType".into(), json!("ImagingStudy"));
         study.insert("id".into(), json!("study"));
-        let mut identifiers = vec![json!({
-            "system": "urn:dicom:uid",
-            "value": format!("urn:oid:{}", exam.study_uid),
-        })];
+        let mut identifiers: Vec<Value> = exam
+            .study_uid
+            .iter()
+            .map(|uid| json!({ "system": "urn:dicom:uid", "value": format!("urn:oid:{uid}") }))
+            .collect();
         if let Some(acc) = exam.accession_number.as_deref().filter(|s| !s.is_empty()) {
             identifiers.push(json!({
                 "type": { "coding": [{ "system": V2_0203, "code": "ACSN" }] },
@@ -779,7 +780,7 @@ mod tests {
             ("conclusion".to_string(), "正常心电图".to_string()),
         ]
         .into();
-        p.exam.study_uid = "1.2.3.4".into();
+        p.exam.study_uid = Some("1.2.3.4".into());
         let s = signed(&p);
         let r = export(&p, &s, &valid(&p), false);
         validate(&r);

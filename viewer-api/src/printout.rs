@@ -1434,7 +1434,7 @@ pub(crate) mod fixtures {
                 site: "township-a".into(),
                 patient_id: Some("PID0001".into()),
                 patient_name: Some("Zhang^San=张^三".into()),
-                study_uid: "1.2.826.0.1.3680043.8.498.1".into(),
+                study_uid: Some("1.2.826.0.1.3680043.8.498.1".into()),
                 accession_number: Some("ACC20261123".into()),
                 modality: modality.map(str::to_string),
             },

@@ -124,7 +124,7 @@ async fn audit_read(
 ) -> Result<(), ApiError> {
     let event = NewEvent {
         patient_id: s.patient_id.clone(),
-        study_uid: Some(s.study_uid.clone()),
+        study_uid: s.study_uid.clone(),
         exam_id: Some(s.exam_id),
         detail: Some(serde_json::json!({ "report": s.report_id, "as": what })),
         ..caller.event(EventType::PATIENT_RECORD, Action::Read, Outcome::Success)

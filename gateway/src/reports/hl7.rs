@@ -162,7 +162,9 @@ pub fn oru_r01(p: &ReportPayload, h: &Header<'_>) -> String {
     if let Some(reason) = &p.reason {
         notes.push(format!("修订原因：{reason}"));
     }
-    notes.push(format!("Study Instance UID {}", p.exam.study_uid));
+    if let Some(uid) = &p.exam.study_uid {
+        notes.push(format!("Study Instance UID {uid}"));
+    }
     for (i, note) in notes.iter().enumerate() {
         segments.push(format!("NTE|{}||{}", i + 1, escape(note)));
     }

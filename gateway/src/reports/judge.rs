@@ -114,7 +114,7 @@ pub fn received_version(
                 site: Some(p.exam.site.clone()),
                 patient_id: p.exam.patient_id.clone(),
                 patient_name: p.exam.patient_name.clone(),
-                study_uid: Some(p.exam.study_uid.clone()),
+                study_uid: p.exam.study_uid.clone(),
                 accession_number: p.exam.accession_number.clone(),
                 modality: p.exam.modality.clone(),
             })

@@ -38,7 +38,7 @@ fn payload(k: &SigningKey, report_id: &str, version: i64, site: &str) -> ReportP
             site: site.into(),
             patient_id: Some("P-1".into()),
             patient_name: Some("张三".into()),
-            study_uid: "1.2.3.4".into(),
+            study_uid: Some("1.2.3.4".into()),
             accession_number: Some("ACC1".into()),
             modality: Some("CT".into()),
         },

@@ -28,7 +28,7 @@ fn payload(k: &SigningKey, report_id: &str, version: i64) -> ReportPayload {
             site: SITE.into(),
             patient_id: Some("PID-0042".into()),
             patient_name: Some("张三<script>alert(1)</script>".into()),
-            study_uid: "1.2.826.0.1.3680043.2.1125.1".into(),
+            study_uid: Some("1.2.826.0.1.3680043.2.1125.1".into()),
             accession_number: Some("ACC-7".into()),
             modality: Some("CT".into()),
         },

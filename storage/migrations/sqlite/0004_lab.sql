@@ -1,0 +1,119 @@
+-- no-transaction
+-- Laboratory results (SQLite). Lab exams have no DICOM study, so exams.study_uid becomes
+-- optional: SQLite needs the table rebuilt for that, with foreign keys off meanwhile
+-- (https://sqlite.org/lang_altertable.html, "making other kinds of table schema changes").
+PRAGMA foreign_keys = OFF;
+BEGIN;
+CREATE TABLE exams_new (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_uid TEXT UNIQUE REFERENCES studies (study_uid),
+    site TEXT NOT NULL,
+    modality TEXT,
+    patient_id TEXT,
+    patient_name TEXT,
+    priority TEXT NOT NULL,
+    status TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    ready_at INTEGER,
+    updated_at INTEGER NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'imaging',
+    deadline_at INTEGER,
+    claimed_by INTEGER REFERENCES users (id),
+    claimed_until INTEGER,
+    final_at INTEGER,
+    delivered_at INTEGER,
+    final_by TEXT
+);
+INSERT INTO exams_new (id, study_uid, site, modality, patient_id, patient_name, priority, status, received_at,
+    ready_at, updated_at, kind, deadline_at, claimed_by, claimed_until, final_at, delivered_at, final_by)
+SELECT id, study_uid, site, modality, patient_id, patient_name, priority, status, received_at,
+    ready_at, updated_at, kind, deadline_at, claimed_by, claimed_until, final_at, delivered_at, final_by FROM exams;
+DROP TABLE exams;
+ALTER TABLE exams_new RENAME TO exams;
+CREATE INDEX exams_status ON exams (status, priority, received_at);
+CREATE INDEX exams_kind ON exams (kind, site);
+CREATE INDEX exams_worklist ON exams (status, deadline_at);
+
+-- Every HL7 message as received (the original is evidence), once per site + MSH-10.
+CREATE TABLE hl7_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    site TEXT NOT NULL,
+    control_id TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    message_type TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    received_at INTEGER NOT NULL,
+    UNIQUE (site, control_id)
+);
+
+CREATE TABLE lab_orders (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    exam_id INTEGER NOT NULL UNIQUE REFERENCES exams (id),
+    site TEXT NOT NULL,
+    -- site + filler (else placer) number + test code identify an order across messages.
+    order_key TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    patient_name TEXT,
+    birth_date TEXT,
+    sex TEXT,
+    placer_number TEXT,
+    filler_number TEXT,
+    test_code TEXT NOT NULL,
+    test_text TEXT,
+    test_system TEXT,
+    test_loinc TEXT,
+    specimen_at INTEGER,
+    observed_at INTEGER,
+    priority TEXT,
+    result_status TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (site, order_key)
+);
+CREATE INDEX lab_orders_patient ON lab_orders (site, patient_id, observed_at);
+
+CREATE TABLE lab_observations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_id INTEGER NOT NULL REFERENCES lab_orders (id),
+    message_id INTEGER NOT NULL REFERENCES hl7_messages (id),
+    set_id TEXT,
+    code TEXT NOT NULL,
+    code_text TEXT,
+    code_system TEXT,
+    loinc TEXT,
+    sub_id TEXT,
+    value_type TEXT NOT NULL,
+    value_text TEXT NOT NULL,
+    value_num REAL,
+    units TEXT,
+    reference_range TEXT,
+    flags TEXT NOT NULL DEFAULT '',
+    status TEXT,
+    observed_at INTEGER,
+    critical INTEGER NOT NULL DEFAULT 0,
+    -- 1 for the value shown; a correction (status C) sets the earlier one to 0.
+    current INTEGER NOT NULL DEFAULT 1,
+    received_at INTEGER NOT NULL
+);
+CREATE INDEX lab_observations_order ON lab_observations (order_id, current);
+CREATE INDEX lab_observations_code ON lab_observations (code, loinc);
+
+-- A critical result and what became of it; delivered to the township like a report.
+CREATE TABLE critical_alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    exam_id INTEGER NOT NULL REFERENCES exams (id),
+    observation_id INTEGER NOT NULL REFERENCES lab_observations (id),
+    site TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    escalated_at INTEGER
+);
+CREATE INDEX critical_alerts_open ON critical_alerts (escalated_at, created_at);
+
+ALTER TABLE deliveries ADD COLUMN alert_id INTEGER REFERENCES critical_alerts (id);
+
+PRAGMA foreign_key_check;
+COMMIT;
+PRAGMA foreign_keys = ON;
