@@ -4,4 +4,5 @@
 //! network, no database. Each submodule is one family of formats.
 
 pub mod dicom;
+pub mod hl7;
 pub mod report;

@@ -96,6 +96,14 @@ pub struct Config {
     pub his_mllp_addr: String,
     /// MSH-5 (receiving application) of the HL7 messages.
     pub his_application: String,
+    /// Address of the MLLP listener for laboratory results (HL7 v2 ORU^R01 / OUL^R22)
+    /// (`IP:PORT`; port 0 picks a free one). Empty disables it.
+    pub hl7_listen: String,
+    /// Largest HL7 message accepted, in bytes; a longer one is refused (AE) and its
+    /// connection closed.
+    pub hl7_max_message_bytes: usize,
+    /// Seconds an MLLP connection may stay silent before we close it (0: never).
+    pub hl7_idle_secs: u64,
 }
 
 /// A secret string such as the hub key: `Debug` never shows it, and reading it takes
@@ -178,9 +186,16 @@ impl Default for Config {
             report_keys: Vec::new(),
             his_mllp_addr: String::new(),
             his_application: "HIS".into(),
+            hl7_listen: DEFAULT_HL7_LISTEN.into(),
+            hl7_max_message_bytes: 4 * 1024 * 1024,
+            hl7_idle_secs: 600,
         }
     }
 }
+
+/// Default address of the MLLP listener: all interfaces, the port registered for HL7
+/// over MLLP, where the township's laboratory systems expect it.
+pub const DEFAULT_HL7_LISTEN: &str = "0.0.0.0:2575";
 
 /// Default address of the local report page: loopback only, so nothing is exposed on
 /// the network until the operator chooses the township's internal interface.
@@ -310,7 +325,35 @@ impl Config {
         }
         self.validate_hub_security()?;
         self.validate_dicom_tls()?;
-        self.validate_reports()
+        self.validate_reports()?;
+        self.validate_hl7()
+    }
+
+    fn validate_hl7(&self) -> Result<(), ConfigError> {
+        if let Some(listen) = self.hl7_listen_addr() {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "hl7_listen {listen:?} must be IP:PORT (or empty to disable the MLLP listener)"
+                )));
+            }
+        }
+        if !(1024..=256 * 1024 * 1024).contains(&self.hl7_max_message_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "hl7_max_message_bytes {} must be between 1024 and 268435456",
+                self.hl7_max_message_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The MLLP listener address, `None` when disabled (empty).
+    pub fn hl7_listen_addr(&self) -> Option<&str> {
+        Some(self.hl7_listen.trim()).filter(|s| !s.is_empty())
+    }
+
+    /// How long an MLLP connection may stay silent; `None` for no limit.
+    pub fn hl7_idle(&self) -> Option<Duration> {
+        (self.hl7_idle_secs > 0).then(|| Duration::from_secs(self.hl7_idle_secs))
     }
 
     fn validate_reports(&self) -> Result<(), ConfigError> {
@@ -760,6 +803,38 @@ mod tests {
             "client CA without server certificate"
         );
         assert!(Config::default().dicom_tls_paths().is_none());
+    }
+
+    #[test]
+    // figment's Jail API fixes the closure's error type; nothing to box on our side.
+    #[allow(clippy::result_large_err)]
+    fn hl7_settings() {
+        let c = Config::default();
+        assert_eq!(c.hl7_listen_addr(), Some("0.0.0.0:2575"));
+        assert_eq!(c.hl7_max_message_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.hl7_idle(), Some(Duration::from_secs(600)));
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GATEWAY_HL7_LISTEN", "");
+            jail.set_env("GATEWAY_HL7_IDLE_SECS", "0");
+            jail.set_env("GATEWAY_HL7_MAX_MESSAGE_BYTES", "65536");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.hl7_listen_addr(), None, "empty disables the listener");
+            assert_eq!(c.hl7_idle(), None);
+            assert_eq!(c.hl7_max_message_bytes, 65536);
+            Ok(())
+        });
+        for (listen, max, ok) in [
+            ("127.0.0.1:0", 4096, true),
+            ("lab-host:2575", 4096, false),
+            ("0.0.0.0:2575", 10, false),
+        ] {
+            let c = Config {
+                hl7_listen: listen.into(),
+                hl7_max_message_bytes: max,
+                ..Config::default()
+            };
+            assert_eq!(c.validate().is_ok(), ok, "{listen} {max}");
+        }
     }
 
     #[test]

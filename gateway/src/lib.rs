@@ -14,6 +14,8 @@
 //! - [`completion`]: study completion notices;
 //! - [`reports`]: the signed reports coming back from the county (pull, verify, keep,
 //!   show on the township's local page, relay critical-finding acknowledgements);
+//! - [`lab`]: laboratory results (HL7 v2 over MLLP) from the township's laboratory
+//!   systems, kept in the outbox and forwarded to the hub ahead of DICOM;
 //! - [`status`]: the operator's view; [`config`], [`backoff`], [`tls`]: support.
 
 pub mod backoff;
@@ -22,6 +24,7 @@ pub mod config;
 pub mod dimse;
 pub mod forwarder;
 pub mod hub;
+pub mod lab;
 pub mod outbox;
 pub mod receive;
 pub mod reports;
@@ -41,6 +44,7 @@ pub use config::Config;
 use crate::completion::Completion;
 use crate::forwarder::Forwarder;
 use crate::hub::{HubClient, HubSetupError};
+use crate::lab::{LabCtx, LabService};
 use crate::outbox::{Outbox, OutboxError};
 use crate::reports::{ReportService, ReportsError};
 use crate::scp::ScpContext;
@@ -95,6 +99,7 @@ pub struct Gateway {
     completion: JoinHandle<()>,
     committer: JoinHandle<()>,
     reports: ReportService,
+    lab: LabService,
 }
 
 impl Gateway {
@@ -156,6 +161,15 @@ impl Gateway {
             spool: Arc::clone(&spool),
             outbox: outbox.clone(),
         });
+        let lab = LabService::start(
+            Arc::new(LabCtx {
+                outbox: outbox.clone(),
+                spool: Arc::clone(&spool),
+                config: Arc::clone(&config),
+            }),
+            shutdown.clone(),
+        )
+        .await;
         let scp = tokio::spawn(scp::serve(listener, ctx, shutdown.clone()));
         let forwarder = tokio::spawn(
             Forwarder::new(
@@ -175,6 +189,7 @@ impl Gateway {
             site = %config.site,
             hub = %config.hub_url,
             dicom_tls = dicom_tls.is_some(),
+            hl7 = ?lab.addr(),
             "gateway started"
         );
         Ok(Gateway {
@@ -188,6 +203,7 @@ impl Gateway {
             completion,
             committer,
             reports,
+            lab,
         })
     }
 
@@ -216,6 +232,11 @@ impl Gateway {
         self.reports.page_addr()
     }
 
+    /// Where the HL7 MLLP listener listens (`None` when disabled or not bound).
+    pub fn hl7_addr(&self) -> Option<SocketAddr> {
+        self.lab.addr()
+    }
+
     /// The report service (for inspection in tests).
     pub fn reports(&self) -> &ReportService {
         &self.reports
@@ -239,8 +260,11 @@ impl Gateway {
             outbox,
             committer,
             reports,
+            lab,
             ..
         } = self;
+        // Connections finish the message in hand (stored and acknowledged) first.
+        lab.stop().await;
         reports.stop().await;
         // The committer ends when the last outbox handle is gone.
         outbox.close().await;

@@ -66,16 +66,20 @@ async fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {
         .context("starting the gateway")?;
     {
         // The one line on stdout: scripts and tests wait for it to learn the port. They
-        // read it as space-separated key=value words, so the report page is appended
-        // as one more word (only when it listens).
+        // read it as space-separated key=value words, so the report page and the HL7
+        // listener are appended as more words (only when they listen).
         let mut out = std::io::stdout().lock();
         let reports = gateway
             .reports_addr()
             .map(|addr| format!(" reports=http://{addr}"))
             .unwrap_or_default();
+        let hl7 = gateway
+            .hl7_addr()
+            .map(|addr| format!(" hl7={addr}"))
+            .unwrap_or_default();
         writeln!(
             out,
-            "gateway ready: dicom={} ae={}{reports}",
+            "gateway ready: dicom={} ae={}{reports}{hl7}",
             gateway.dicom_addr(),
             gateway.ae_title()
         )?;

@@ -513,6 +513,7 @@ impl Session {
             path: None,
             source: QuarantineSource::Receive,
             reason,
+            ..QuarantineEntry::default()
         };
         match self.ctx.spool.link_into_quarantine(&written.rel_path).await {
             Ok(q) => entry.path = Some(q),

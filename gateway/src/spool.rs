@@ -210,6 +210,30 @@ impl Spool {
         .map_err(io::Error::other)??;
         Ok(target_rel)
     }
+
+    /// Keep `bytes` (a refused message that never had a spool file) as a new file
+    /// `quarantine/<uuid>.<extension>`, durably (file and directory fsynced), and return
+    /// its relative path. The quarantine row is written after this, so a crash in
+    /// between leaves at most an unlisted file, never a row without its file.
+    pub async fn write_quarantine_file(
+        &self,
+        extension: &str,
+        bytes: Vec<u8>,
+    ) -> io::Result<String> {
+        let rel = format!("{QUARANTINE_DIR}/{}.{extension}", uuid::Uuid::new_v4());
+        let path = self.absolute(&rel);
+        let dir = self.data_dir.join(QUARANTINE_DIR);
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            use std::io::Write;
+            let mut file = File::options().write(true).create_new(true).open(&path)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            sync_dir(&dir)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(rel)
+    }
 }
 
 /// Streams one instance's data set into its spool file, hashing as it goes.

@@ -62,6 +62,9 @@ pub struct QuarantineRow {
     pub path: Option<String>,
     /// Why.
     pub reason: String,
+    /// MSH-10 of an HL7 message, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_id: Option<String>,
 }
 
 /// Everything `gateway status` reports.
@@ -88,12 +91,63 @@ pub struct StatusReport {
     pub studies_awaiting_completion: i64,
     /// The most recent completion-notice error, if any study is still failing.
     pub last_completion_error: Option<String>,
-    /// All quarantine entries.
+    /// All quarantine entries of DICOM instances.
     pub quarantined: i64,
-    /// The newest quarantine entries.
+    /// The newest of them.
     pub quarantine: Vec<QuarantineRow>,
     /// Reports from the county (`None` when the database predates them).
     pub reports: Option<ReportsStatus>,
+    /// Laboratory results over HL7 (`None` when the database predates them).
+    pub lab: Option<LabStatus>,
+}
+
+/// The laboratory results (HL7) section of `gateway status`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LabStatus {
+    /// The MLLP listener's address, or why it is not listening.
+    pub listener: Option<String>,
+    /// Messages accepted (acknowledged AA), each counted once.
+    pub received: i64,
+    /// Waiting for the hub.
+    pub waiting: i64,
+    /// Of which urgent (a STAT order or a critical flag).
+    pub waiting_urgent: i64,
+    /// The message waiting longest (the head of the queue: messages go in order).
+    pub oldest_waiting: Option<OldestLab>,
+    /// The most recent error of a waiting message.
+    pub last_error: Option<LabError>,
+    /// Stored by the hub.
+    pub delivered: i64,
+    /// Refused on receipt (malformed, unsupported, reused MSH-10, too long).
+    pub refused: i64,
+    /// Rejected by the hub.
+    pub rejected_by_hub: i64,
+    /// The newest HL7 quarantine entries, with their reasons.
+    pub quarantine: Vec<QuarantineRow>,
+}
+
+/// The laboratory message waiting longest.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OldestLab {
+    /// MSH-10.
+    pub control_id: String,
+    /// When it was received (RFC 3339).
+    pub received_at: String,
+    /// Seconds since then.
+    pub age_secs: i64,
+    /// Failed attempts so far.
+    pub attempts: i64,
+}
+
+/// The most recent delivery error of a waiting laboratory message.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LabError {
+    /// When (RFC 3339).
+    pub at: String,
+    /// MSH-10.
+    pub control_id: String,
+    /// What went wrong.
+    pub error: String,
 }
 
 /// The last report that was refused.
@@ -236,29 +290,18 @@ async fn collect_from(pool: &SqlitePool, data_dir: &Path) -> Result<StatusReport
     )
     .fetch_one(pool)
     .await?;
-    let quarantined: i64 = sqlx::query("SELECT COUNT(*) FROM quarantine")
-        .fetch_one(pool)
-        .await?
-        .try_get(0)?;
-    let quarantine = sqlx::query(
-        "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason FROM quarantine
-         ORDER BY created_at DESC, id DESC LIMIT ?",
-    )
-    .bind(QUARANTINE_LISTED)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|r| -> Result<QuarantineRow, sqlx::Error> {
-        Ok(QuarantineRow {
-            at: rfc3339(r.try_get(0)?),
-            source: r.try_get(1)?,
-            sop_instance_uid: r.try_get(2)?,
-            calling_ae: r.try_get(3)?,
-            path: r.try_get(4)?,
-            reason: r.try_get(5)?,
-        })
+    let has_lab = crate::lab::db::tables_exist(pool).await?;
+    // Before the laboratory migration every quarantine row was DICOM (and there was no
+    // `kind` column to ask).
+    let dicom = if has_lab { Kinds::Dicom } else { Kinds::All };
+    let quarantined: i64 = sqlx::query(match dicom {
+        Kinds::All => "SELECT COUNT(*) FROM quarantine",
+        _ => "SELECT COUNT(*) FROM quarantine WHERE kind = 'dicom'",
     })
-    .collect::<Result<Vec<_>, _>>()?;
+    .fetch_one(pool)
+    .await?
+    .try_get(0)?;
+    let quarantine = quarantine_rows(pool, dicom).await?;
     Ok(StatusReport {
         site: None,
         data_dir: data_dir.display().to_string(),
@@ -273,6 +316,122 @@ async fn collect_from(pool: &SqlitePool, data_dir: &Path) -> Result<StatusReport
         quarantined,
         quarantine,
         reports: reports_status(pool).await?,
+        lab: if has_lab {
+            Some(lab_status(pool, now).await?)
+        } else {
+            None
+        },
+    })
+}
+
+/// Which quarantine rows to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kinds {
+    /// All (a database from before HL7: no `kind` column).
+    All,
+    /// DICOM instances.
+    Dicom,
+    /// HL7 messages.
+    Hl7,
+}
+
+async fn quarantine_rows(
+    pool: &SqlitePool,
+    kinds: Kinds,
+) -> Result<Vec<QuarantineRow>, OutboxError> {
+    Ok(sqlx::query(match kinds {
+        Kinds::All => {
+            "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason, NULL
+             FROM quarantine ORDER BY created_at DESC, id DESC LIMIT ?"
+        }
+        Kinds::Dicom => {
+            "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason, control_id
+             FROM quarantine WHERE kind = 'dicom' ORDER BY created_at DESC, id DESC LIMIT ?"
+        }
+        Kinds::Hl7 => {
+            "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason, control_id
+             FROM quarantine WHERE kind = 'hl7' ORDER BY created_at DESC, id DESC LIMIT ?"
+        }
+    })
+    .bind(QUARANTINE_LISTED)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| -> Result<QuarantineRow, sqlx::Error> {
+        Ok(QuarantineRow {
+            at: rfc3339(r.try_get(0)?),
+            source: r.try_get(1)?,
+            sop_instance_uid: r.try_get(2)?,
+            calling_ae: r.try_get(3)?,
+            path: r.try_get(4)?,
+            reason: r.try_get(5)?,
+            control_id: r.try_get(6)?,
+        })
+    })
+    .collect::<Result<Vec<_>, _>>()?)
+}
+
+async fn lab_status(pool: &SqlitePool, now: i64) -> Result<LabStatus, OutboxError> {
+    let listener: Option<String> =
+        sqlx::query_scalar("SELECT listener FROM lab_state WHERE id = 1")
+            .fetch_optional(pool)
+            .await?
+            .flatten();
+    let counts = sqlx::query(
+        "SELECT COUNT(*), COALESCE(SUM(state = 'pending'), 0),
+                COALESCE(SUM(state = 'pending' AND urgent = 1), 0),
+                COALESCE(SUM(state = 'delivered'), 0), COALESCE(SUM(state = 'rejected'), 0)
+         FROM lab_messages",
+    )
+    .fetch_one(pool)
+    .await?;
+    let oldest_waiting = sqlx::query(
+        "SELECT control_id, received_at, attempts FROM lab_messages
+         WHERE state = 'pending' ORDER BY id LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?
+    .map(|r| -> Result<OldestLab, sqlx::Error> {
+        let received: i64 = r.try_get(1)?;
+        Ok(OldestLab {
+            control_id: r.try_get(0)?,
+            received_at: rfc3339(received),
+            age_secs: (now - received).max(0) / 1000,
+            attempts: r.try_get(2)?,
+        })
+    })
+    .transpose()?;
+    let last_error = sqlx::query(
+        "SELECT last_error_at, control_id, last_error FROM lab_messages
+         WHERE state = 'pending' AND last_error IS NOT NULL
+         ORDER BY last_error_at DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?
+    .map(|r| -> Result<LabError, sqlx::Error> {
+        Ok(LabError {
+            at: rfc3339(r.try_get::<Option<i64>, _>(0)?.unwrap_or(0)),
+            control_id: r.try_get(1)?,
+            error: r.try_get(2)?,
+        })
+    })
+    .transpose()?;
+    let refused: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM quarantine WHERE kind = 'hl7' AND source = 'receive'",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(LabStatus {
+        listener,
+        received: counts.try_get(0)?,
+        waiting: counts.try_get(1)?,
+        waiting_urgent: counts.try_get(2)?,
+        oldest_waiting,
+        last_error,
+        delivered: counts.try_get(3)?,
+        refused,
+        rejected_by_hub: counts.try_get(4)?,
+        quarantine: quarantine_rows(pool, Kinds::Hl7).await?,
     })
 }
 
@@ -453,6 +612,63 @@ impl fmt::Display for StatusReport {
         }
         if let Some(r) = &self.reports {
             write!(f, "{r}")?;
+        }
+        if let Some(lab) = &self.lab {
+            write!(f, "{lab}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for LabStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "lab results (HL7): listener {}",
+            self.listener.as_deref().unwrap_or("not started")
+        )?;
+        writeln!(
+            f,
+            "  received: {}; waiting: {} (of which {} urgent); delivered: {}",
+            self.received, self.waiting, self.waiting_urgent, self.delivered
+        )?;
+        if let Some(o) = &self.oldest_waiting {
+            writeln!(
+                f,
+                "  oldest waiting: {} ago, MSH-10 {} (received {}, {} failed attempts)",
+                human_age(o.age_secs),
+                o.control_id,
+                o.received_at,
+                o.attempts
+            )?;
+        }
+        match &self.last_error {
+            Some(e) => writeln!(
+                f,
+                "  last error: {} MSH-10 {}: {}",
+                e.at, e.control_id, e.error
+            )?,
+            None => writeln!(f, "  last error: none")?,
+        }
+        writeln!(
+            f,
+            "  quarantined: {} refused on receipt, {} rejected by hub",
+            self.refused, self.rejected_by_hub
+        )?;
+        for q in &self.quarantine {
+            writeln!(
+                f,
+                "    {} [{}] MSH-10 {} from {}: {}{}",
+                q.at,
+                q.source,
+                q.control_id.as_deref().unwrap_or("?"),
+                q.calling_ae.as_deref().unwrap_or("?"),
+                q.reason,
+                q.path
+                    .as_deref()
+                    .map(|p| format!(" (file: {p})"))
+                    .unwrap_or_default()
+            )?;
         }
         Ok(())
     }

@@ -33,6 +33,8 @@ pub struct HubState {
     pub changes: Arc<tokio::sync::Notify>,
     /// Signs reports.
     pub signer: Arc<crate::signing::ReportSigner>,
+    /// Critical limits of lab tests.
+    pub critical_limits: Arc<Vec<crate::lab::Limit>>,
 }
 
 impl HubState {
@@ -60,6 +62,7 @@ impl HubState {
             lease_ms: config.claim_lease_minutes.max(1) * 60_000,
             changes: Arc::new(tokio::sync::Notify::new()),
             signer,
+            critical_limits: Arc::new(config.critical_limits.clone()),
         })
     }
 }
@@ -86,6 +89,9 @@ async fn health(state: web::Data<HubState>) -> HttpResponse {
     }
 }
 
+/// How often unacknowledged critical alerts are looked for.
+const ESCALATION_CHECK_SECS: u64 = 5;
+
 /// Build the server on an already bound listener (so tests can bind port 0); with a
 /// TLS configuration it serves HTTPS only.
 pub fn build_server(
@@ -96,6 +102,19 @@ pub fn build_server(
     signer: Arc<crate::signing::ReportSigner>,
 ) -> std::io::Result<Server> {
     let hub = web::Data::new(HubState::new(storage.clone(), config, signer)?);
+    // Unacknowledged critical values escalate; every hub process looks, each alert
+    // escalates once (the update decides).
+    let escalation = hub.clone();
+    let ack_secs = config.critical_ack_secs;
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(ESCALATION_CHECK_SECS));
+        loop {
+            tick.tick().await;
+            if let Err(e) = crate::lab::escalate(&escalation, ack_secs).await {
+                tracing::error!(error = %e, "checking critical alerts for escalation failed");
+            }
+        }
+    });
     let mut access_config = config.access.clone();
     access_config.secure_cookies |= tls.is_some();
     let access = web::Data::new(Access::new(storage.db.clone(), access_config));
@@ -125,6 +144,7 @@ pub fn build_server(
             .configure(crate::reports::configure)
             .configure(crate::delivery::configure)
             .configure(crate::turnaround::configure)
+            .configure(crate::lab::configure)
             // The clinicians' report API is served here in every deployment: the
             // proxy sends /api to the hubs.
             .configure(viewer_api::reports::configure)

@@ -47,6 +47,10 @@ pub struct HubConfig {
     pub report_font: Option<PathBuf>,
     /// Name printed at the head of reports.
     pub hospital_name: String,
+    /// Critical limits per test (`[[critical_limits]]`); default: `hub::lab::default_limits`.
+    pub critical_limits: Vec<crate::lab::Limit>,
+    /// Seconds a township has to acknowledge a critical value before it escalates.
+    pub critical_ack_secs: i64,
 }
 
 impl Default for HubConfig {
@@ -69,6 +73,8 @@ impl Default for HubConfig {
             signing_key_file: None,
             report_font: None,
             hospital_name: "县人民医院 区域诊断中心".into(),
+            critical_limits: crate::lab::default_limits(),
+            critical_ack_secs: 15 * 60,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod delivery;
 pub mod ingest;
+pub mod lab;
 pub mod reports;
 pub mod signing;
 pub mod stow;

@@ -217,9 +217,12 @@ async fn preview(
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let item = exam(&state, &caller, path.into_inner()).await?;
-    let draft = storage::reports::draft_of_exam(&state.storage.db, item.id)
+    let mut draft = storage::reports::draft_of_exam(&state.storage.db, item.id)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "no_draft", "nothing written yet"))?;
+    if let Some(results) = lab_results(&state, &caller, &item).await? {
+        draft.content.insert("results".into(), results);
+    }
     let exam = exam_ref(
         item.id,
         item.kind,
@@ -302,6 +305,22 @@ fn build(
     Ok((signed, status))
 }
 
+/// The current results of a lab exam as the report's `results` text (`None` for other
+/// kinds).
+async fn lab_results(
+    state: &HubState,
+    caller: &Caller,
+    item: &Item,
+) -> Result<Option<String>, ApiError> {
+    if item.kind != ExamKind::Lab {
+        return Ok(None);
+    }
+    let order =
+        storage::lab::order_of_exam(&state.storage.db, &read_scope(&caller.principal), item.id)
+            .await?;
+    Ok(order.as_ref().map(crate::lab::results_text))
+}
+
 /// Body of the signing request.
 #[derive(Deserialize)]
 pub struct SignBody {
@@ -328,6 +347,7 @@ async fn sign_draft(
     };
     let senior = user.grade == Some(Grade::Senior);
     let confirm = body.confirm_sha256.to_ascii_lowercase();
+    let results = lab_results(&state, &caller, &item).await?;
     let st = state.clone();
     let version = storage::reports::sign(
         &state.storage.db,
@@ -336,6 +356,12 @@ async fn sign_draft(
             user_id: user.id,
         },
         |ctx| {
+            // Lab reports carry the results they verify: what is signed includes them.
+            let mut ctx = ctx.clone();
+            if let Some(results) = results {
+                ctx.draft.content.insert("results".into(), results);
+            }
+            let ctx = &ctx;
             let exam = exam_ref(
                 ctx.draft.exam_id,
                 ctx.kind,

@@ -9,6 +9,7 @@ pub mod blobs;
 mod db;
 pub mod exams;
 pub mod index;
+pub mod lab;
 pub mod qido;
 pub mod reports;
 pub mod scope;

@@ -740,8 +740,12 @@ pub async fn poll_deliveries(db: &Db, site: &str, after: i64, limit: i64) -> Res
     let now = now_ms();
     let rows: Vec<Delivery> = on_db!(db, |pool| {
         let rows = sqlx::query(
-            "SELECT d.seq, d.report_id, d.version, d.critical, v.status, v.payload, v.signature, v.key_id \
-             FROM deliveries d JOIN report_versions v ON v.report_id = d.report_id AND v.version = d.version \
+            // A critical lab alert travels like a report version (signed the same way).
+            "SELECT d.seq, d.report_id, d.version, d.critical, COALESCE(v.status, 'preliminary') AS status, \
+             COALESCE(v.payload, a.payload) AS payload, COALESCE(v.signature, a.signature) AS signature, \
+             COALESCE(v.key_id, a.key_id) AS key_id \
+             FROM deliveries d LEFT JOIN report_versions v ON v.report_id = d.report_id AND v.version = d.version \
+             LEFT JOIN critical_alerts a ON a.id = d.alert_id \
              WHERE d.site = $1 AND d.seq > $2 ORDER BY d.seq LIMIT $3",
         )
         .bind(site)
@@ -787,6 +791,13 @@ pub async fn poll_deliveries(db: &Db, site: &str, after: i64, limit: i64) -> Res
     Ok(rows)
 }
 
+/// The exam a delivery item ($1 report id, $2 version) is about: a report's, or a
+/// critical alert's.
+const EXAM_OF_DELIVERY: &str =
+    "SELECT COALESCE((SELECT r.exam_id FROM reports r WHERE r.id = $1), \
+     (SELECT a.exam_id FROM critical_alerts a JOIN deliveries d ON d.alert_id = a.id \
+      WHERE d.report_id = $1 AND d.version = $2))";
+
 /// The gateway stored (or refused) an item. Returns false when the site has no such item.
 pub async fn ack_delivery(
     db: &Db,
@@ -816,8 +827,9 @@ pub async fn ack_delivery(
         };
         let report_id: String = row.try_get("report_id")?;
         let version: i64 = row.try_get("version")?;
-        let exam_id: i64 = sqlx::query_scalar("SELECT exam_id FROM reports WHERE id = $1")
+        let exam_id: i64 = sqlx::query_scalar(EXAM_OF_DELIVERY)
             .bind(&report_id)
+            .bind(version)
             .fetch_one(&mut *tx)
             .await?;
         if stored {
@@ -880,8 +892,9 @@ pub async fn acknowledge_critical(
         if n == 0 {
             return Ok(false);
         }
-        let exam_id: i64 = sqlx::query_scalar("SELECT exam_id FROM reports WHERE id = $1")
+        let exam_id: i64 = sqlx::query_scalar(EXAM_OF_DELIVERY)
             .bind(report_id)
+            .bind(version)
             .fetch_one(&mut *tx)
             .await?;
         let detail =

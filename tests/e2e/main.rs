@@ -3,6 +3,7 @@
 
 mod access;
 mod imaging;
+mod lab;
 mod qido;
 mod reading;
 mod round_trip;

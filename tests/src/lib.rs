@@ -351,6 +351,8 @@ pub struct Gateway {
     pub config: PathBuf,
     /// Its local report page, `http://127.0.0.1:PORT`, when listening.
     pub reports: Option<String>,
+    /// Its HL7 MLLP listener `127.0.0.1:PORT`, when listening.
+    pub hl7: Option<String>,
 }
 
 impl Gateway {
@@ -377,7 +379,7 @@ impl Gateway {
             format!(
                 "ae_title = \"TOWNSHIP_GW\"\nlisten = \"127.0.0.1:0\"\nhub_url = \"{hub_url}\"\nsite = \"{site}\"\n\
                  hub_key = \"{key}\"\ndata_dir = \"{}\"\nquiet_period_secs = 1\nbackoff_base_ms = 100\nbackoff_max_ms = 1000\n\
-                 report_listen = \"127.0.0.1:0\"\n{extra}\n",
+                 report_listen = \"127.0.0.1:0\"\nhl7_listen = \"127.0.0.1:0\"\n{extra}\n",
                 data.join("data").display()
             ),
         )?;
@@ -406,12 +408,17 @@ impl Gateway {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("reports="))
             .map(str::to_string);
+        let hl7 = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("hl7="))
+            .map(str::to_string);
         Ok(Gateway {
             proc,
             dicom,
             ae,
             config: config.to_path_buf(),
             reports,
+            hl7,
         })
     }
 

@@ -258,7 +258,16 @@ async fn render(
     let fhir = if want_pdf_only {
         serde_json::Value::Null
     } else {
-        crate::fhir::diagnostic_report(&printout, Some(&pdf), base)
+        let mut resource = crate::fhir::diagnostic_report(&printout, Some(&pdf), base);
+        if payload.exam.kind == "lab" {
+            let scope = report_scope(&caller.principal);
+            if let Some(order) =
+                storage::lab::order_of_exam(&state.storage.db, &scope, payload.exam.exam_id).await?
+            {
+                crate::fhir::add_lab_observations(&mut resource, &order.results);
+            }
+        }
+        resource
     };
     Ok((summary, pdf, fhir))
 }

@@ -1,6 +1,9 @@
 //! The forwarder: sends pending instances to the hub by STOW-RS, several per request,
 //! a bounded number of requests at once, STAT first, and records each instance's fate
-//! only from what the hub answered.
+//! only from what the hub answered. Laboratory messages (HL7) go first, one at a time in
+//! the order received, on a request of their own (`POST /ingest/hl7`, see
+//! [`crate::lab::forward`]), with the same backoff and the same pause when the hub is
+//! unavailable.
 //!
 //! Which items are in flight is kept in memory: after a restart nothing is in flight
 //! and every pending item is simply due again (the hub answers an identical re-send
@@ -21,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::hub::{HubClient, ProblemLog};
+use crate::lab::db::{DueLab, LabWrite};
+use crate::lab::forward::Verdict as LabVerdict;
 use crate::outbox::{now_ms, DueItem, ItemUpdate, Outbox};
 use crate::spool::Spool;
 use batch::{form_batches, BatchLimits};
@@ -44,6 +49,8 @@ pub struct Forwarder {
     backoff: Backoff,
     /// Shared by all batches, so a failure common to them is logged once.
     problems: Arc<ProblemLog>,
+    /// The same for laboratory messages.
+    lab_problems: Arc<ProblemLog>,
 }
 
 impl Forwarder {
@@ -57,6 +64,7 @@ impl Forwarder {
             config,
             backoff,
             problems: Arc::new(ProblemLog::new("STOW-RS")),
+            lab_problems: Arc::new(ProblemLog::new("HL7 ingest")),
         }
     }
 
@@ -70,6 +78,10 @@ impl Forwarder {
         };
         let mut tasks: JoinSet<HubOutcome> = JoinSet::new();
         let mut in_flight: HashMap<tokio::task::Id, Vec<(i64, String)>> = HashMap::new();
+        // Laboratory messages travel on a request of their own, outside
+        // `forward_concurrency`: they are small and may be critical, so they never wait
+        // behind large STOW-RS uploads. One at a time, strictly in the order received.
+        let mut lab_task: Option<tokio::task::Id> = None;
         let mut busy_ids: HashSet<i64> = HashSet::new();
         let mut busy_uids: HashSet<String> = HashSet::new();
         // Besides each item's own backoff, an unreachable hub pauses all sending: with
@@ -79,11 +91,23 @@ impl Forwarder {
         let mut paused_until: Option<Instant> = None;
         loop {
             let paused = paused_until.is_some_and(|t| Instant::now() < t);
-            if !paused && tasks.len() < concurrency {
+            if !paused && lab_task.is_none() {
+                match crate::lab::db::due(self.outbox.pool(), now_ms()).await {
+                    Ok(Some(message)) => {
+                        let me = self.clone();
+                        let handle = tasks.spawn(async move { me.send_lab(message).await });
+                        lab_task = Some(handle.id());
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not read the lab queue"),
+                }
+            }
+            let dicom_tasks = tasks.len() - usize::from(lab_task.is_some());
+            if !paused && dicom_tasks < concurrency {
                 let limit = (concurrency * limits.max_instances + busy_ids.len()) as i64;
                 match self.outbox.due_items(now_ms(), limit).await {
                     Ok(due) => {
-                        let free = concurrency - tasks.len();
+                        let free = concurrency - dicom_tasks;
                         for batch in form_batches(due, &busy_ids, &busy_uids, limits, free) {
                             let members: Vec<(i64, String)> = batch
                                 .iter()
@@ -101,9 +125,13 @@ impl Forwarder {
                     Err(e) => tracing::warn!(error = %e, "could not read the outbox"),
                 }
             }
+            let dicom_tasks = tasks.len() - usize::from(lab_task.is_some());
             let idle_wait = match paused_until {
                 Some(t) if paused => t.saturating_duration_since(Instant::now()),
-                _ => self.idle_wait(tasks.len() < concurrency).await,
+                _ => {
+                    self.idle_wait(dicom_tasks < concurrency || lab_task.is_none())
+                        .await
+                }
             };
             tokio::select! {
                 Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
@@ -129,6 +157,9 @@ impl Forwarder {
                             e.id()
                         }
                     };
+                    if lab_task == Some(id) {
+                        lab_task = None;
+                    }
                     for (item, uid) in in_flight.remove(&id).unwrap_or_default() {
                         busy_ids.remove(&item);
                         busy_uids.remove(&uid);
@@ -266,6 +297,69 @@ impl Forwarder {
             Some(Verdict::Transient(_)) => HubOutcome::Unavailable,
             Some(_) => HubOutcome::Answered,
         }
+    }
+
+    /// Send one laboratory message and record what the hub said.
+    async fn send_lab(&self, message: DueLab) -> HubOutcome {
+        let verdict = crate::lab::forward::send(&self.hub, message.body.clone()).await;
+        let retry = |error: String| LabWrite::Retry {
+            id: message.id,
+            next_attempt_at: now_ms()
+                + self
+                    .backoff
+                    .delay(message.attempts.saturating_add(1))
+                    .as_millis() as i64,
+            error,
+        };
+        let (write, outcome) = match verdict {
+            LabVerdict::Delivered(hub_status) => {
+                self.lab_problems.succeeded();
+                tracing::info!(id = message.id, control_id = %message.control_id, hub_status = ?hub_status, "lab message delivered");
+                (
+                    LabWrite::Delivered {
+                        id: message.id,
+                        hub_status,
+                    },
+                    HubOutcome::Answered,
+                )
+            }
+            LabVerdict::Rejected(reason) => {
+                self.lab_problems.succeeded();
+                tracing::warn!(id = message.id, control_id = %message.control_id, %reason, "hub rejected lab message; quarantined");
+                match self.spool.write_quarantine_file("hl7", message.body).await {
+                    Ok(path) => (
+                        LabWrite::Rejected {
+                            id: message.id,
+                            reason,
+                            quarantine_path: Some(path),
+                        },
+                        HubOutcome::Answered,
+                    ),
+                    // The bytes stay in the row; try again (the hub will say the same,
+                    // and by then the disk may take the file).
+                    Err(e) => (
+                        retry(format!(
+                            "{reason}; could not write the quarantine file: {e}"
+                        )),
+                        HubOutcome::Answered,
+                    ),
+                }
+            }
+            LabVerdict::Unavailable(why) => {
+                self.lab_problems.failed(&why);
+                (retry(why), HubOutcome::Unavailable)
+            }
+            LabVerdict::Retry(why) => {
+                self.lab_problems.failed(&why);
+                (retry(why), HubOutcome::Answered)
+            }
+        };
+        if let Err(e) = self.outbox.write_lab(write).await {
+            // Nothing recorded: sent again later; the hub answers an identical re-send
+            // as a duplicate.
+            tracing::error!(error = %e, "could not record a lab delivery result");
+        }
+        outcome
     }
 
     fn retry(&self, item: &DueItem, error: String) -> ItemUpdate {

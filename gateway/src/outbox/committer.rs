@@ -26,6 +26,7 @@ use super::{
     now_ms, ItemUpdate, NewItem, NoticeResult, OutboxError, QuarantineEntry, QuarantineSource,
     StoreOutcome,
 };
+use crate::lab::db::{LabOutcome, LabWrite};
 use crate::reports::db::{ReportOutcome, ReportWrite};
 
 /// Requests taken by the committer.
@@ -64,6 +65,12 @@ pub(crate) enum Request {
         write: ReportWrite,
         reply: oneshot::Sender<Result<ReportOutcome, OutboxError>>,
     },
+    /// Laboratory messages (HL7) too: one is acknowledged AA to its sender only after
+    /// this commit.
+    Lab {
+        write: LabWrite,
+        reply: oneshot::Sender<Result<LabOutcome, OutboxError>>,
+    },
 }
 
 /// What `apply` decided, for the requests that return something.
@@ -71,6 +78,7 @@ enum Outcome {
     None,
     Store(StoreOutcome),
     Report(ReportOutcome),
+    Lab(LabOutcome),
 }
 
 /// Most requests folded into one transaction: bounds the latency of the first waiter.
@@ -253,6 +261,13 @@ fn answer(req: Request, outcome: Outcome) {
             };
             let _ = reply.send(result);
         }
+        Request::Lab { reply, .. } => {
+            let result = match outcome {
+                Outcome::Lab(o) => Ok(o),
+                _ => Err(missing()),
+            };
+            let _ = reply.send(result);
+        }
         Request::Abandon { reply, .. }
         | Request::Quarantine { reply, .. }
         | Request::Updates { reply, .. }
@@ -271,6 +286,9 @@ fn fail(req: Request, e: sqlx::Error) {
             let _ = reply.send(Err(err()));
         }
         Request::Report { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Request::Lab { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
         Request::Abandon { reply, .. }
@@ -316,6 +334,13 @@ async fn apply(
             return Ok(Outcome::Report(
                 crate::reports::db::apply(conn, write, now).await?,
             ));
+        }
+        Request::Lab { write, .. } => {
+            let outcome = crate::lab::db::apply(conn, write, now).await?;
+            if outcome.gives_work() {
+                wakes.forwarder = true;
+            }
+            return Ok(Outcome::Lab(outcome));
         }
         Request::FileSynced { id } => mark_synced(conn, &[*id]).await?,
         Request::Abandon { id, .. } => {
@@ -460,15 +485,15 @@ async fn store(
     Ok(StoreOutcome::Stored(id))
 }
 
-async fn insert_quarantine(
+pub(crate) async fn insert_quarantine(
     conn: &mut SqliteConnection,
     entry: &QuarantineEntry,
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO quarantine (item_id, sop_instance_uid, study_uid, calling_ae, path,
-                                 source, reason, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                 source, reason, created_at, kind, control_id, sha256)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(entry.item_id)
     .bind(&entry.sop_instance_uid)
@@ -478,6 +503,9 @@ async fn insert_quarantine(
     .bind(entry.source.as_str())
     .bind(&entry.reason)
     .bind(now)
+    .bind(entry.kind.as_str())
+    .bind(&entry.control_id)
+    .bind(&entry.sha256)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -565,6 +593,7 @@ async fn apply_update(
                 path: quarantine_path.clone(),
                 source: QuarantineSource::Hub,
                 reason: reason.clone(),
+                ..QuarantineEntry::default()
             };
             insert_quarantine(conn, &entry, now).await?;
             wakes.completion = true;

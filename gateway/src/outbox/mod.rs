@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::spool::Spool;
 
+pub(crate) use committer::insert_quarantine;
 pub use committer::Committer;
 pub use recovery::RecoveryReport;
 
@@ -149,6 +150,31 @@ pub struct QuarantineEntry {
     pub source: QuarantineSource,
     /// Why, in words an operator can act on.
     pub reason: String,
+    /// A DICOM instance or an HL7 message.
+    pub kind: QuarantineKind,
+    /// MSH-10 of an HL7 message, when it could be read.
+    pub control_id: Option<String>,
+    /// Hex SHA-256 of the kept bytes (HL7: a repeated refusal is recorded once).
+    pub sha256: Option<String>,
+}
+
+/// What a quarantine entry holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QuarantineKind {
+    /// A DICOM instance.
+    #[default]
+    Dicom,
+    /// An HL7 v2 message (laboratory results).
+    Hl7,
+}
+
+impl QuarantineKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            QuarantineKind::Dicom => "dicom",
+            QuarantineKind::Hl7 => "hl7",
+        }
+    }
 }
 
 /// Where a quarantine entry came from.
@@ -448,11 +474,18 @@ impl Outbox {
         rows.iter().map(due_item).collect()
     }
 
-    /// When the next pending item becomes due, if any is pending.
+    /// When the next pending item (or the laboratory message at the head of its queue)
+    /// becomes due, if anything is pending.
     pub async fn next_due_at(&self) -> Result<Option<i64>, OutboxError> {
-        let row = sqlx::query("SELECT MIN(next_attempt_at) FROM items WHERE state = 'pending'")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT MIN(due) FROM (
+                 SELECT MIN(next_attempt_at) AS due FROM items WHERE state = 'pending'
+                 UNION ALL
+                 SELECT next_attempt_at FROM (SELECT next_attempt_at FROM lab_messages
+                                              WHERE state = 'pending' ORDER BY id LIMIT 1))",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get::<Option<i64>, _>(0)?)
     }
 
@@ -501,6 +534,16 @@ impl Outbox {
         write: crate::reports::db::ReportWrite,
     ) -> Result<crate::reports::db::ReportOutcome, OutboxError> {
         self.call(|reply| committer::Request::Report { write, reply })
+            .await
+    }
+
+    /// Durably apply a write to the laboratory message table (committed before this
+    /// returns).
+    pub async fn write_lab(
+        &self,
+        write: crate::lab::db::LabWrite,
+    ) -> Result<crate::lab::db::LabOutcome, OutboxError> {
+        self.call(|reply| committer::Request::Lab { write, reply })
             .await
     }
 

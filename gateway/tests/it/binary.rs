@@ -24,6 +24,7 @@ async fn spawn_gateway(data_dir: &Path, hub_url: &str) -> (Child, u16) {
         .env("GATEWAY_BATCH_MAX_INSTANCES", "2")
         .env("GATEWAY_FORWARD_CONCURRENCY", "1")
         .env("GATEWAY_REPORT_LISTEN", "127.0.0.1:0")
+        .env("GATEWAY_HL7_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -37,17 +38,23 @@ async fn spawn_gateway(data_dir: &Path, hub_url: &str) -> (Child, u16) {
         .expect("ready line in time")
         .expect("read stdout")
         .expect("a line");
-    // Exactly: gateway ready: dicom=<ip:port> ae=<AE> reports=http://<ip:port>; the
-    // words before reports= are what scripts have always parsed.
+    // Exactly: gateway ready: dicom=<ip:port> ae=<AE> reports=http://<ip:port>
+    // hl7=<ip:port>; the words before reports= are what scripts have always parsed.
     let rest = line
         .strip_prefix("gateway ready: dicom=")
         .unwrap_or_else(|| panic!("ready line: {line}"));
     let (addr, rest) = rest
         .split_once(" ae=")
         .unwrap_or_else(|| panic!("ready line: {line}"));
-    let (ae, reports) = rest
+    let (ae, rest) = rest
         .split_once(" reports=http://")
         .unwrap_or_else(|| panic!("ready line: {line}"));
+    let (reports, hl7) = rest
+        .split_once(" hl7=")
+        .unwrap_or_else(|| panic!("ready line: {line}"));
+    let hl7: std::net::SocketAddr = hl7.parse().expect("HL7 listener address");
+    assert_eq!(hl7.ip().to_string(), "127.0.0.1");
+    assert_ne!(hl7.port(), 0);
     assert_eq!(ae, "TEST_GW");
     let reports: std::net::SocketAddr = reports.parse().expect("report page address");
     assert_eq!(reports.ip().to_string(), "127.0.0.1");

@@ -133,8 +133,9 @@ impl TestApp {
             quiet_period_secs: 1,
             backoff_base_ms: 50,
             backoff_max_ms: 500,
-            // Tests run side by side: never the fixed default port.
+            // Tests run side by side: never the fixed default ports.
             report_listen: "127.0.0.1:0".into(),
+            hl7_listen: "127.0.0.1:0".into(),
             ..Config::default()
         };
         adjust(&mut config);

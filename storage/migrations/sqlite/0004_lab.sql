@@ -114,6 +114,14 @@ CREATE INDEX critical_alerts_open ON critical_alerts (escalated_at, created_at);
 
 ALTER TABLE deliveries ADD COLUMN alert_id INTEGER REFERENCES critical_alerts (id);
 
+UPDATE report_templates SET fields =
+ '[{"key":"results","label_zh":"检验结果","label_en":"Results","multiline":true},{"key":"comment","label_zh":"审核意见","label_en":"Review comment","multiline":true},{"key":"conclusion","label_zh":"结论","label_en":"Conclusion","multiline":true}]'
+WHERE id = 'lab';
+INSERT INTO report_templates (id, kind, modality, name, fields, updated_by, updated_at) VALUES
+('critical-alert', 'lab', 'ALERT', '危急值通知',
+ '[{"key":"alert","label_zh":"危急值","label_en":"Critical value","multiline":true},{"key":"test","label_zh":"项目","label_en":"Test","multiline":false},{"key":"value","label_zh":"结果","label_en":"Value","multiline":false}]',
+ 'system', 0);
+
 PRAGMA foreign_key_check;
 COMMIT;
 PRAGMA foreign_keys = ON;
