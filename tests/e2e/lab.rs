@@ -71,7 +71,24 @@ async fn lab_exam_of(hub: &Hub, token: &str, patient: &str) -> Result<Value> {
 pub async fn lab_results_critical_values_and_report(backend: Backend) -> Result<()> {
     let env = Env::new(backend).await?;
     let hub = Hub::start_with(&env, "hub", 0, &[("HUB_CRITICAL_ACK_SECS", "8")])?;
-    let gw = Gateway::start(&env, "gw", &hub.url, "township-a")?;
+    // The township's HIS, receiving the signed lab report as HL7 from the gateway.
+    let his_port = tests::free_port();
+    let his_log = env.path("his.jsonl");
+    let mut his = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/py/his_listener.py"))
+        .arg(his_port.to_string())
+        .arg(&his_log)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let _his_guard = KillOnDrop(&mut his);
+    wait_for(Duration::from_secs(20), "the HIS stand-in", || async {
+        Ok(std::net::TcpStream::connect(("127.0.0.1", his_port))
+            .ok()
+            .map(|_| ()))
+    })
+    .await?;
+    let his_line = format!("his_mllp_addr = \"127.0.0.1:{his_port}\"");
+    let gw = Gateway::start_with(&env, "gw", &hub.url, "township-a", &his_line)?;
     let page = gw.reports.clone().context("report page")?;
     let storage = env.storage().await?;
     let labdoc = create_user(
@@ -327,6 +344,27 @@ pub async fn lab_results_critical_values_and_report(backend: Backend) -> Result<
                 && o["valueQuantity"]["value"] == 5.9),
         "potassium observation: {fhir}"
     );
+    // The township HIS got the signed report as ORU^R01, and the `hl7` package parses it.
+    let received = wait_for(
+        Duration::from_secs(30),
+        "the ORU^R01 at the HIS",
+        || async {
+            let text = std::fs::read_to_string(&his_log).unwrap_or_default();
+            Ok(text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|m| {
+                    m["patient_id"] == "WX-77"
+                        && m["obr_status"] == "F"
+                        && m["type"].as_str().is_some_and(|t| t.starts_with("ORU^R01"))
+                }))
+        },
+    )
+    .await?;
+    ensure!(
+        received["ok"] == true,
+        "the hl7 package refused our ORU: {received}"
+    );
     let file = env.path("lab.fhir.json");
     std::fs::write(&file, serde_json::to_vec(&fhir)?)?;
     let out = std::process::Command::new("python3")
@@ -339,4 +377,14 @@ pub async fn lab_results_critical_values_and_report(backend: Backend) -> Result<
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
+}
+
+/// Kills a helper process when the test ends, however it ends.
+struct KillOnDrop<'a>(&'a mut std::process::Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
