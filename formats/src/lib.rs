@@ -4,5 +4,6 @@
 //! network, no database. Each submodule is one family of formats.
 
 pub mod dicom;
+pub mod ecg;
 pub mod hl7;
 pub mod report;
