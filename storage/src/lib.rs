@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod audit;
 pub mod blobs;
 mod db;
+pub mod ecg;
 pub mod exams;
 pub mod index;
 pub mod lab;
