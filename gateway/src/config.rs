@@ -104,6 +104,12 @@ pub struct Config {
     pub hl7_max_message_bytes: usize,
     /// Seconds an MLLP connection may stay silent before we close it (0: never).
     pub hl7_idle_secs: u64,
+    /// The watched folder for ECG files (carts that only export files, and `gateway
+    /// import`). Unset: `{data_dir}/ecg-import`; empty: no folder is watched.
+    pub ecg_import_dir: Option<PathBuf>,
+    /// Largest ECG file imported, in bytes; a larger one is quarantined (the folder) or
+    /// refused (`gateway import`).
+    pub ecg_max_file_bytes: u64,
 }
 
 /// A secret string such as the hub key: `Debug` never shows it, and reading it takes
@@ -189,6 +195,8 @@ impl Default for Config {
             hl7_listen: DEFAULT_HL7_LISTEN.into(),
             hl7_max_message_bytes: 4 * 1024 * 1024,
             hl7_idle_secs: 600,
+            ecg_import_dir: None,
+            ecg_max_file_bytes: DEFAULT_ECG_MAX_FILE_BYTES,
         }
     }
 }
@@ -196,6 +204,13 @@ impl Default for Config {
 /// Default address of the MLLP listener: all interfaces, the port registered for HL7
 /// over MLLP, where the township's laboratory systems expect it.
 pub const DEFAULT_HL7_LISTEN: &str = "0.0.0.0:2575";
+
+/// Default size cap of an imported ECG file: a 10 s 12-lead recording is well under a
+/// megabyte even as XML; long recordings (Holter-like exports) stay far below this.
+pub const DEFAULT_ECG_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The import folder's name under the data directory when `ecg_import_dir` is unset.
+pub const DEFAULT_ECG_IMPORT_SUBDIR: &str = "ecg-import";
 
 /// Default address of the local report page: loopback only, so nothing is exposed on
 /// the network until the operator chooses the township's internal interface.
@@ -326,7 +341,29 @@ impl Config {
         self.validate_hub_security()?;
         self.validate_dicom_tls()?;
         self.validate_reports()?;
-        self.validate_hl7()
+        self.validate_hl7()?;
+        self.validate_ecg()
+    }
+
+    fn validate_ecg(&self) -> Result<(), ConfigError> {
+        // The bytes go into one database row: SQLite's default limit is 1e9 bytes.
+        if !(1024..=512 * 1024 * 1024).contains(&self.ecg_max_file_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "ecg_max_file_bytes {} must be between 1024 and 536870912",
+                self.ecg_max_file_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The watched ECG import folder: `ecg_import_dir`, `{data_dir}/ecg-import` when
+    /// unset, `None` when set empty (disabled).
+    pub fn ecg_import_path(&self) -> Option<PathBuf> {
+        match &self.ecg_import_dir {
+            None => Some(self.data_dir.join(DEFAULT_ECG_IMPORT_SUBDIR)),
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+        }
     }
 
     fn validate_hl7(&self) -> Result<(), ConfigError> {
@@ -835,6 +872,37 @@ mod tests {
             };
             assert_eq!(c.validate().is_ok(), ok, "{listen} {max}");
         }
+    }
+
+    #[test]
+    // figment's Jail API fixes the closure's error type; nothing to box on our side.
+    #[allow(clippy::result_large_err)]
+    fn ecg_settings() {
+        let c = Config {
+            data_dir: PathBuf::from("/var/gw"),
+            ..Config::default()
+        };
+        assert_eq!(
+            c.ecg_import_path(),
+            Some(PathBuf::from("/var/gw/ecg-import"))
+        );
+        assert_eq!(c.ecg_max_file_bytes, 64 * 1024 * 1024);
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GATEWAY_ECG_IMPORT_DIR", "");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.ecg_import_path(), None, "empty disables the folder");
+            jail.set_env("GATEWAY_ECG_IMPORT_DIR", "/srv/ecg");
+            jail.set_env("GATEWAY_ECG_MAX_FILE_BYTES", "1048576");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.ecg_import_path(), Some(PathBuf::from("/srv/ecg")));
+            assert_eq!(c.ecg_max_file_bytes, 1024 * 1024);
+            Ok(())
+        });
+        let tiny = Config {
+            ecg_max_file_bytes: 10,
+            ..Config::default()
+        };
+        assert!(tiny.validate().is_err());
     }
 
     #[test]

@@ -16,12 +16,16 @@
 //!   show on the township's local page, relay critical-finding acknowledgements);
 //! - [`lab`]: laboratory results (HL7 v2 over MLLP) from the township's laboratory
 //!   systems, kept in the outbox and forwarded to the hub ahead of DICOM;
+//! - [`ecg`]: ECG files from carts that only export files (a watched import folder
+//!   and `gateway import`), kept in the outbox and forwarded to the hub ahead of
+//!   routine DICOM;
 //! - [`status`]: the operator's view; [`config`], [`backoff`], [`tls`]: support.
 
 pub mod backoff;
 pub mod completion;
 pub mod config;
 pub mod dimse;
+pub mod ecg;
 pub mod forwarder;
 pub mod hub;
 pub mod lab;
@@ -42,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 
 use crate::completion::Completion;
+use crate::ecg::{EcgCtx, EcgService};
 use crate::forwarder::Forwarder;
 use crate::hub::{HubClient, HubSetupError};
 use crate::lab::{LabCtx, LabService};
@@ -100,6 +105,7 @@ pub struct Gateway {
     committer: JoinHandle<()>,
     reports: ReportService,
     lab: LabService,
+    ecg: EcgService,
 }
 
 impl Gateway {
@@ -170,6 +176,15 @@ impl Gateway {
             shutdown.clone(),
         )
         .await;
+        let ecg = EcgService::start(
+            Arc::new(EcgCtx {
+                outbox: outbox.clone(),
+                spool: Arc::clone(&spool),
+                config: Arc::clone(&config),
+            }),
+            shutdown.clone(),
+        )
+        .await;
         let scp = tokio::spawn(scp::serve(listener, ctx, shutdown.clone()));
         let forwarder = tokio::spawn(
             Forwarder::new(
@@ -190,6 +205,7 @@ impl Gateway {
             hub = %config.hub_url,
             dicom_tls = dicom_tls.is_some(),
             hl7 = ?lab.addr(),
+            ecg_import_dir = ?ecg.import_dir(),
             "gateway started"
         );
         Ok(Gateway {
@@ -204,6 +220,7 @@ impl Gateway {
             committer,
             reports,
             lab,
+            ecg,
         })
     }
 
@@ -237,6 +254,11 @@ impl Gateway {
         self.lab.addr()
     }
 
+    /// The watched ECG import folder (`None` when disabled or unusable).
+    pub fn ecg_import_dir(&self) -> Option<&std::path::Path> {
+        self.ecg.import_dir()
+    }
+
     /// The report service (for inspection in tests).
     pub fn reports(&self) -> &ReportService {
         &self.reports
@@ -261,10 +283,13 @@ impl Gateway {
             committer,
             reports,
             lab,
+            ecg,
             ..
         } = self;
         // Connections finish the message in hand (stored and acknowledged) first.
         lab.stop().await;
+        // The file in hand is stored (and removed from the folder) or left there.
+        ecg.stop().await;
         reports.stop().await;
         // The committer ends when the last outbox handle is gone.
         outbox.close().await;

@@ -1,7 +1,8 @@
-//! `gateway run` and `gateway status`.
+//! `gateway run`, `gateway status` and `gateway import`.
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -25,6 +26,25 @@ enum Command {
     },
     /// Show the queue, the oldest waiting item, the last error and the quarantine.
     Status(StatusArgs),
+    /// Check ECG files (SCP-ECG, HL7 aECG, DICOM waveform) and hand the readable ones to
+    /// the gateway's import folder; works whether the gateway runs or not.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// Data directory of the gateway (its import folder is `<DIR>/ecg-import`).
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    data_dir: Option<PathBuf>,
+    /// Take the import folder from this configuration file (and the environment).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The recordings are STAT (emergency): they go to the `stat/` subfolder.
+    #[arg(long)]
+    stat: bool,
+    /// The files to import.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -40,7 +60,7 @@ struct StatusArgs {
     json: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -54,9 +74,48 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     match cli.command {
-        Command::Run { config } => runtime.block_on(run(config)),
-        Command::Status(args) => runtime.block_on(status(args)),
+        Command::Run { config } => runtime.block_on(run(config)).map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => runtime.block_on(status(args)).map(|()| ExitCode::SUCCESS),
+        // Blocking file work only: no runtime needed.
+        Command::Import(args) => import(args),
     }
+}
+
+/// `gateway import`: one line per file; exit code 1 when any file was rejected.
+fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let (import_dir, max_bytes) = match args.data_dir {
+        Some(dir) => (
+            dir.join(gateway::config::DEFAULT_ECG_IMPORT_SUBDIR),
+            gateway::config::DEFAULT_ECG_MAX_FILE_BYTES,
+        ),
+        None => {
+            let config = Config::load(args.config.as_deref())?;
+            let dir = config.ecg_import_path().context(
+                "ecg_import_dir is empty: the gateway watches no import folder, so there is nowhere to put the files",
+            )?;
+            (dir, config.ecg_max_file_bytes)
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut rejected = 0usize;
+    for file in &args.files {
+        match gateway::ecg::import_file(file, &import_dir, args.stat, max_bytes) {
+            Ok(imported) => {
+                tracing::debug!(file = %file.display(), to = %imported.path.display(), "handed to the import folder");
+                writeln!(out, "imported {}: {}", file.display(), imported.summary)?;
+            }
+            Err(e) => {
+                rejected += 1;
+                writeln!(out, "rejected {}: {e}", file.display())?;
+            }
+        }
+        out.flush()?;
+    }
+    Ok(if rejected == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {

@@ -234,6 +234,30 @@ impl Spool {
         .map_err(io::Error::other)??;
         Ok(rel)
     }
+
+    /// Move a file from outside the data directory (an ECG file too large to read into
+    /// memory) to a new `quarantine/<uuid>.<extension>`, durably, and return its relative
+    /// path. Renamed when on the same file system, else copied, fsynced and then
+    /// removed: the original exists under one name or the other at every moment.
+    pub async fn move_into_quarantine(&self, from: &Path, extension: &str) -> io::Result<String> {
+        let rel = format!("{QUARANTINE_DIR}/{}.{extension}", uuid::Uuid::new_v4());
+        let to = self.absolute(&rel);
+        let dir = self.data_dir.join(QUARANTINE_DIR);
+        let from = from.to_path_buf();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            if fs::rename(&from, &to).is_err() {
+                // Another file system (the import folder may be a mounted share).
+                fs::copy(&from, &to)?;
+                File::open(&to)?.sync_all()?;
+                sync_dir(&dir)?;
+                fs::remove_file(&from)?;
+            }
+            sync_dir(&dir)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(rel)
+    }
 }
 
 /// Streams one instance's data set into its spool file, hashing as it goes.

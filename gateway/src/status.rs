@@ -65,6 +65,9 @@ pub struct QuarantineRow {
     /// MSH-10 of an HL7 message, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control_id: Option<String>,
+    /// The original name of an ECG file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
 }
 
 /// Everything `gateway status` reports.
@@ -99,6 +102,65 @@ pub struct StatusReport {
     pub reports: Option<ReportsStatus>,
     /// Laboratory results over HL7 (`None` when the database predates them).
     pub lab: Option<LabStatus>,
+    /// ECG files (`None` when the database predates them).
+    pub ecg: Option<EcgStatus>,
+}
+
+/// The ECG files section of `gateway status`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EcgStatus {
+    /// The watched import folder, when one is.
+    pub import_dir: Option<String>,
+    /// Why no folder is watched.
+    pub note: Option<String>,
+    /// Files in the folder not taken yet (`None` when it cannot be listed from here).
+    pub in_folder: Option<i64>,
+    /// Files imported (distinct contents).
+    pub imported: i64,
+    /// Waiting for the hub.
+    pub waiting: i64,
+    /// Of which STAT.
+    pub waiting_stat: i64,
+    /// The file waiting longest.
+    pub oldest_waiting: Option<OldestEcg>,
+    /// The most recent error of a waiting file.
+    pub last_error: Option<EcgErrorRow>,
+    /// Stored by the hub.
+    pub delivered: i64,
+    /// Refused on import (not an ECG we can read, too large).
+    pub refused: i64,
+    /// Rejected by the hub.
+    pub rejected_by_hub: i64,
+    /// The newest ECG quarantine entries, with their reasons.
+    pub quarantine: Vec<QuarantineRow>,
+}
+
+/// The ECG file waiting longest.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OldestEcg {
+    /// Its name.
+    pub file_name: String,
+    /// Patient ID, when the file has one.
+    pub patient_id: Option<String>,
+    /// STAT.
+    pub stat: bool,
+    /// When it was imported (RFC 3339).
+    pub received_at: String,
+    /// Seconds since then.
+    pub age_secs: i64,
+    /// Failed attempts so far.
+    pub attempts: i64,
+}
+
+/// The most recent delivery error of a waiting ECG file.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EcgErrorRow {
+    /// When (RFC 3339).
+    pub at: String,
+    /// The file's name.
+    pub file_name: String,
+    /// What went wrong.
+    pub error: String,
 }
 
 /// The laboratory results (HL7) section of `gateway status`.
@@ -302,6 +364,11 @@ async fn collect_from(pool: &SqlitePool, data_dir: &Path) -> Result<StatusReport
     .await?
     .try_get(0)?;
     let quarantine = quarantine_rows(pool, dicom).await?;
+    let ecg = if crate::ecg::db::tables_exist(pool).await? {
+        Some(ecg_status(pool, now).await?)
+    } else {
+        None
+    };
     Ok(StatusReport {
         site: None,
         data_dir: data_dir.display().to_string(),
@@ -321,6 +388,7 @@ async fn collect_from(pool: &SqlitePool, data_dir: &Path) -> Result<StatusReport
         } else {
             None
         },
+        ecg,
     })
 }
 
@@ -333,6 +401,8 @@ enum Kinds {
     Dicom,
     /// HL7 messages.
     Hl7,
+    /// ECG files.
+    Ecg,
 }
 
 async fn quarantine_rows(
@@ -341,16 +411,22 @@ async fn quarantine_rows(
 ) -> Result<Vec<QuarantineRow>, OutboxError> {
     Ok(sqlx::query(match kinds {
         Kinds::All => {
-            "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason, NULL
+            "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason, NULL, NULL
              FROM quarantine ORDER BY created_at DESC, id DESC LIMIT ?"
         }
+        // `file_name` is only asked where it must exist (the ECG migration added it).
         Kinds::Dicom => {
-            "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason, control_id
+            "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason, control_id, NULL
              FROM quarantine WHERE kind = 'dicom' ORDER BY created_at DESC, id DESC LIMIT ?"
         }
         Kinds::Hl7 => {
-            "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason, control_id
+            "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason, control_id, NULL
              FROM quarantine WHERE kind = 'hl7' ORDER BY created_at DESC, id DESC LIMIT ?"
+        }
+        Kinds::Ecg => {
+            "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason, control_id,
+                    file_name
+             FROM quarantine WHERE kind = 'ecg' ORDER BY created_at DESC, id DESC LIMIT ?"
         }
     })
     .bind(QUARANTINE_LISTED)
@@ -366,6 +442,7 @@ async fn quarantine_rows(
             path: r.try_get(4)?,
             reason: r.try_get(5)?,
             control_id: r.try_get(6)?,
+            file_name: r.try_get(7)?,
         })
     })
     .collect::<Result<Vec<_>, _>>()?)
@@ -433,6 +510,100 @@ async fn lab_status(pool: &SqlitePool, now: i64) -> Result<LabStatus, OutboxErro
         rejected_by_hub: counts.try_get(4)?,
         quarantine: quarantine_rows(pool, Kinds::Hl7).await?,
     })
+}
+
+async fn ecg_status(pool: &SqlitePool, now: i64) -> Result<EcgStatus, OutboxError> {
+    let state = sqlx::query("SELECT import_dir, note FROM ecg_state WHERE id = 1")
+        .fetch_optional(pool)
+        .await?;
+    let (import_dir, note): (Option<String>, Option<String>) = match state {
+        Some(r) => (r.try_get(0)?, r.try_get(1)?),
+        None => (None, None),
+    };
+    let in_folder = import_dir
+        .as_deref()
+        .and_then(|dir| count_waiting_files(Path::new(dir)));
+    let counts = sqlx::query(
+        "SELECT COUNT(*), COALESCE(SUM(state = 'pending'), 0),
+                COALESCE(SUM(state = 'pending' AND stat = 1), 0),
+                COALESCE(SUM(state = 'delivered'), 0), COALESCE(SUM(state = 'rejected'), 0)
+         FROM ecg_files",
+    )
+    .fetch_one(pool)
+    .await?;
+    let oldest_waiting = sqlx::query(
+        "SELECT file_name, patient_id, stat, received_at, attempts FROM ecg_files
+         WHERE state = 'pending' ORDER BY received_at, id LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?
+    .map(|r| -> Result<OldestEcg, sqlx::Error> {
+        let received: i64 = r.try_get(3)?;
+        Ok(OldestEcg {
+            file_name: r.try_get(0)?,
+            patient_id: r.try_get(1)?,
+            stat: r.try_get::<i64, _>(2)? != 0,
+            received_at: rfc3339(received),
+            age_secs: (now - received).max(0) / 1000,
+            attempts: r.try_get(4)?,
+        })
+    })
+    .transpose()?;
+    let last_error = sqlx::query(
+        "SELECT last_error_at, file_name, last_error FROM ecg_files
+         WHERE state = 'pending' AND last_error IS NOT NULL
+         ORDER BY last_error_at DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?
+    .map(|r| -> Result<EcgErrorRow, sqlx::Error> {
+        Ok(EcgErrorRow {
+            at: rfc3339(r.try_get::<Option<i64>, _>(0)?.unwrap_or(0)),
+            file_name: r.try_get(1)?,
+            error: r.try_get(2)?,
+        })
+    })
+    .transpose()?;
+    let refused: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM quarantine WHERE kind = 'ecg' AND source = 'receive'",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(EcgStatus {
+        import_dir,
+        note,
+        in_folder,
+        imported: counts.try_get(0)?,
+        waiting: counts.try_get(1)?,
+        waiting_stat: counts.try_get(2)?,
+        oldest_waiting,
+        last_error,
+        delivered: counts.try_get(3)?,
+        refused,
+        rejected_by_hub: counts.try_get(4)?,
+        quarantine: quarantine_rows(pool, Kinds::Ecg).await?,
+    })
+}
+
+/// Files the watcher would take from the folder and its `stat/` subfolder (names
+/// starting with `.` are temporary files and markers). `None` when it cannot be read
+/// from here (another user's folder).
+fn count_waiting_files(dir: &Path) -> Option<i64> {
+    let mut n = 0;
+    for d in [dir.to_path_buf(), dir.join(crate::ecg::STAT_SUBDIR)] {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => return None,
+        };
+        for entry in entries.flatten() {
+            let visible = !entry.file_name().to_string_lossy().starts_with('.');
+            if visible && entry.file_type().is_ok_and(|t| t.is_file()) {
+                n += 1;
+            }
+        }
+    }
+    Some(n)
 }
 
 async fn reports_status(pool: &SqlitePool) -> Result<Option<ReportsStatus>, OutboxError> {
@@ -615,6 +786,66 @@ impl fmt::Display for StatusReport {
         }
         if let Some(lab) = &self.lab {
             write!(f, "{lab}")?;
+        }
+        if let Some(ecg) = &self.ecg {
+            write!(f, "{ecg}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for EcgStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.import_dir, &self.note) {
+            (Some(dir), _) => {
+                write!(f, "ECG files: import folder {dir}")?;
+                match self.in_folder {
+                    Some(n) => writeln!(f, " ({n} not yet taken)")?,
+                    None => writeln!(f)?,
+                }
+            }
+            (None, Some(note)) => writeln!(f, "ECG files: import folder {note}")?,
+            (None, None) => writeln!(f, "ECG files: import folder not started")?,
+        }
+        writeln!(
+            f,
+            "  imported: {}; waiting: {} (of which {} STAT); delivered: {}",
+            self.imported, self.waiting, self.waiting_stat, self.delivered
+        )?;
+        if let Some(o) = &self.oldest_waiting {
+            writeln!(
+                f,
+                "  oldest waiting: {} ago, {}{} patient {} (imported {}, {} failed attempts)",
+                human_age(o.age_secs),
+                o.file_name,
+                if o.stat { " STAT," } else { "," },
+                o.patient_id.as_deref().unwrap_or("?"),
+                o.received_at,
+                o.attempts
+            )?;
+        }
+        match &self.last_error {
+            Some(e) => writeln!(f, "  last error: {} {}: {}", e.at, e.file_name, e.error)?,
+            None => writeln!(f, "  last error: none")?,
+        }
+        writeln!(
+            f,
+            "  quarantined: {} refused on import, {} rejected by hub",
+            self.refused, self.rejected_by_hub
+        )?;
+        for q in &self.quarantine {
+            writeln!(
+                f,
+                "    {} [{}] {}: {}{}",
+                q.at,
+                q.source,
+                q.file_name.as_deref().unwrap_or("?"),
+                q.reason,
+                q.path
+                    .as_deref()
+                    .map(|p| format!(" (file: {p})"))
+                    .unwrap_or_default()
+            )?;
         }
         Ok(())
     }

@@ -145,6 +145,8 @@ pub fn build_server(
             .configure(crate::delivery::configure)
             .configure(crate::turnaround::configure)
             .configure(crate::lab::configure)
+            .configure(crate::ecg::configure)
+            .configure(viewer_api::ecg::configure)
             // The clinicians' report API is served here in every deployment: the
             // proxy sends /api to the hubs.
             .configure(viewer_api::reports::configure)

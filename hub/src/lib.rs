@@ -5,6 +5,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod delivery;
+pub mod ecg;
 pub mod ingest;
 pub mod lab;
 pub mod reports;

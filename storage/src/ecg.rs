@@ -57,16 +57,22 @@ pub enum Recorded {
 }
 
 /// Record an imported ECG as an exam ready for reading.
-pub async fn record(db: &Db, new: &NewEcg<'_>, targets: &DeadlineTargets, audit: &NewEvent) -> Result<Recorded> {
+pub async fn record(
+    db: &Db,
+    new: &NewEcg<'_>,
+    targets: &DeadlineTargets,
+    audit: &NewEvent,
+) -> Result<Recorded> {
     let _turn = db.write_turn().await;
     let now = now_ms();
     on_db!(db, |pool| {
         let mut tx = pool.begin().await?;
-        let known: Option<i64> = sqlx::query_scalar("SELECT exam_id FROM ecg_records WHERE site = $1 AND sha256 = $2")
-            .bind(new.site)
-            .bind(new.sha256)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let known: Option<i64> =
+            sqlx::query_scalar("SELECT exam_id FROM ecg_records WHERE site = $1 AND sha256 = $2")
+                .bind(new.site)
+                .bind(new.sha256)
+                .fetch_optional(&mut *tx)
+                .await?;
         if let Some(exam_id) = known {
             return Ok(Recorded::Duplicate { exam_id });
         }
@@ -102,13 +108,27 @@ pub async fn record(db: &Db, new: &NewEcg<'_>, targets: &DeadlineTargets, audit:
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let detail = format!("ECG file ({}) imported, {}", new.format, new.priority.as_str());
-        record_event!(&mut *tx, exam_id, "ready", audit.actor.as_str(), &detail, now).await?;
+        let detail = format!(
+            "ECG file ({}) imported, {}",
+            new.format,
+            new.priority.as_str()
+        );
+        record_event!(
+            &mut *tx,
+            exam_id,
+            "ready",
+            audit.actor.as_str(),
+            &detail,
+            now
+        )
+        .await?;
         let event = NewEvent {
             patient_id: new.patient_id.map(str::to_string),
             study_uid: new.study_uid.map(str::to_string),
             exam_id: Some(exam_id),
-            detail: Some(serde_json::json!({ "ecg": new.format, "sha256": new.sha256, "file": new.file_name })),
+            detail: Some(
+                serde_json::json!({ "ecg": new.format, "sha256": new.sha256, "file": new.file_name }),
+            ),
             ..audit.clone()
         };
         audit_append!(&mut *tx, &event, now).await?;
@@ -135,7 +155,10 @@ pub async fn source(db: &Db, exam_id: i64) -> Result<Option<Source>> {
             .fetch_optional(pool)
             .await?
         {
-            return Ok(Some(Source::File(r.try_get("blob_key")?, r.try_get("format")?)));
+            return Ok(Some(Source::File(
+                r.try_get("blob_key")?,
+                r.try_get("format")?,
+            )));
         }
         let key: Option<String> = sqlx::query_scalar(
             "SELECT i.blob_key FROM instances i JOIN exams e ON e.study_uid = i.study_uid WHERE e.id = $1 \

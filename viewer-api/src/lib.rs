@@ -4,6 +4,8 @@
 //! in their own process behind the same origin.
 
 pub mod dicom_json;
+pub mod ecg;
+pub mod ecg_render;
 pub mod error;
 pub mod fhir;
 pub mod printout;

@@ -90,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
             .app_data(access.clone())
             .configure(viewer_api::configure)
             .configure(viewer_api::reports::configure)
+            .configure(viewer_api::ecg::configure)
             .route(
                 "/healthz",
                 web::get().to(|| async { HttpResponse::Ok().body("ok") }),

@@ -13,6 +13,7 @@
 mod aecg;
 mod dicom;
 mod leads;
+pub mod measure;
 mod scp;
 mod time;
 

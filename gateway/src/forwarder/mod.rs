@@ -3,7 +3,8 @@
 //! only from what the hub answered. Laboratory messages (HL7) go first, one at a time in
 //! the order received, on a request of their own (`POST /ingest/hl7`, see
 //! [`crate::lab::forward`]), with the same backoff and the same pause when the hub is
-//! unavailable.
+//! unavailable. ECG files have a lane of their own too (`POST /ingest/ecg`, see
+//! [`crate::ecg::forward`]): one at a time, STAT first, never behind STOW-RS uploads.
 //!
 //! Which items are in flight is kept in memory: after a restart nothing is in flight
 //! and every pending item is simply due again (the hub answers an identical re-send
@@ -23,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::ecg::db::{DueEcg, EcgWrite};
+use crate::ecg::forward::Verdict as EcgVerdict;
 use crate::hub::{HubClient, ProblemLog};
 use crate::lab::db::{DueLab, LabWrite};
 use crate::lab::forward::Verdict as LabVerdict;
@@ -51,6 +54,8 @@ pub struct Forwarder {
     problems: Arc<ProblemLog>,
     /// The same for laboratory messages.
     lab_problems: Arc<ProblemLog>,
+    /// The same for ECG files.
+    ecg_problems: Arc<ProblemLog>,
 }
 
 impl Forwarder {
@@ -65,6 +70,7 @@ impl Forwarder {
             backoff,
             problems: Arc::new(ProblemLog::new("STOW-RS")),
             lab_problems: Arc::new(ProblemLog::new("HL7 ingest")),
+            ecg_problems: Arc::new(ProblemLog::new("ECG ingest")),
         }
     }
 
@@ -82,6 +88,9 @@ impl Forwarder {
         // `forward_concurrency`: they are small and may be critical, so they never wait
         // behind large STOW-RS uploads. One at a time, strictly in the order received.
         let mut lab_task: Option<tokio::task::Id> = None;
+        // ECG files likewise (a cardiologist waits for a STAT one; a 64 MiB file must not
+        // hold up the lab messages either, so it is a lane of its own).
+        let mut ecg_task: Option<tokio::task::Id> = None;
         let mut busy_ids: HashSet<i64> = HashSet::new();
         let mut busy_uids: HashSet<String> = HashSet::new();
         // Besides each item's own backoff, an unreachable hub pauses all sending: with
@@ -102,7 +111,19 @@ impl Forwarder {
                     Err(e) => tracing::warn!(error = %e, "could not read the lab queue"),
                 }
             }
-            let dicom_tasks = tasks.len() - usize::from(lab_task.is_some());
+            if !paused && ecg_task.is_none() {
+                match crate::ecg::db::due(self.outbox.pool(), now_ms()).await {
+                    Ok(Some(file)) => {
+                        let me = self.clone();
+                        let handle = tasks.spawn(async move { me.send_ecg(file).await });
+                        ecg_task = Some(handle.id());
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not read the ECG queue"),
+                }
+            }
+            let lanes = usize::from(lab_task.is_some()) + usize::from(ecg_task.is_some());
+            let dicom_tasks = tasks.len() - lanes;
             if !paused && dicom_tasks < concurrency {
                 let limit = (concurrency * limits.max_instances + busy_ids.len()) as i64;
                 match self.outbox.due_items(now_ms(), limit).await {
@@ -125,12 +146,15 @@ impl Forwarder {
                     Err(e) => tracing::warn!(error = %e, "could not read the outbox"),
                 }
             }
-            let dicom_tasks = tasks.len() - usize::from(lab_task.is_some());
+            let lanes = usize::from(lab_task.is_some()) + usize::from(ecg_task.is_some());
+            let dicom_tasks = tasks.len() - lanes;
             let idle_wait = match paused_until {
                 Some(t) if paused => t.saturating_duration_since(Instant::now()),
                 _ => {
-                    self.idle_wait(dicom_tasks < concurrency || lab_task.is_none())
-                        .await
+                    self.idle_wait(
+                        dicom_tasks < concurrency || lab_task.is_none() || ecg_task.is_none(),
+                    )
+                    .await
                 }
             };
             tokio::select! {
@@ -159,6 +183,9 @@ impl Forwarder {
                     };
                     if lab_task == Some(id) {
                         lab_task = None;
+                    }
+                    if ecg_task == Some(id) {
+                        ecg_task = None;
                     }
                     for (item, uid) in in_flight.remove(&id).unwrap_or_default() {
                         busy_ids.remove(&item);
@@ -358,6 +385,73 @@ impl Forwarder {
             // Nothing recorded: sent again later; the hub answers an identical re-send
             // as a duplicate.
             tracing::error!(error = %e, "could not record a lab delivery result");
+        }
+        outcome
+    }
+
+    /// Send one ECG file and record what the hub said.
+    async fn send_ecg(&self, file: DueEcg) -> HubOutcome {
+        let verdict =
+            crate::ecg::forward::send(&self.hub, file.body.clone(), file.stat, &file.file_name)
+                .await;
+        let retry = |error: String| EcgWrite::Retry {
+            id: file.id,
+            next_attempt_at: now_ms()
+                + self
+                    .backoff
+                    .delay(file.attempts.saturating_add(1))
+                    .as_millis() as i64,
+            error,
+        };
+        let (write, outcome) = match verdict {
+            EcgVerdict::Delivered { status, exam_id } => {
+                self.ecg_problems.succeeded();
+                tracing::info!(id = file.id, file = %file.file_name, stat = file.stat, hub_status = ?status, exam_id = ?exam_id, "ECG file delivered");
+                (
+                    EcgWrite::Delivered {
+                        id: file.id,
+                        hub_status: status,
+                        exam_id,
+                    },
+                    HubOutcome::Answered,
+                )
+            }
+            EcgVerdict::Rejected(reason) => {
+                self.ecg_problems.succeeded();
+                tracing::warn!(id = file.id, file = %file.file_name, %reason, "hub rejected ECG file; quarantined");
+                let ext = crate::ecg::quarantine_extension(Some(&file.format), &file.file_name);
+                match self.spool.write_quarantine_file(&ext, file.body).await {
+                    Ok(path) => (
+                        EcgWrite::Rejected {
+                            id: file.id,
+                            reason,
+                            quarantine_path: Some(path),
+                        },
+                        HubOutcome::Answered,
+                    ),
+                    // The bytes stay in the row; try again (the hub will say the same,
+                    // and by then the disk may take the file).
+                    Err(e) => (
+                        retry(format!(
+                            "{reason}; could not write the quarantine file: {e}"
+                        )),
+                        HubOutcome::Answered,
+                    ),
+                }
+            }
+            EcgVerdict::Unavailable(why) => {
+                self.ecg_problems.failed(&why);
+                (retry(why), HubOutcome::Unavailable)
+            }
+            EcgVerdict::Retry(why) => {
+                self.ecg_problems.failed(&why);
+                (retry(why), HubOutcome::Answered)
+            }
+        };
+        if let Err(e) = self.outbox.write_ecg(write).await {
+            // Nothing recorded: sent again later; the hub answers an identical re-send
+            // as a duplicate.
+            tracing::error!(error = %e, "could not record an ECG delivery result");
         }
         outcome
     }

@@ -26,6 +26,7 @@ use super::{
     now_ms, ItemUpdate, NewItem, NoticeResult, OutboxError, QuarantineEntry, QuarantineSource,
     StoreOutcome,
 };
+use crate::ecg::db::{EcgOutcome, EcgWrite};
 use crate::lab::db::{LabOutcome, LabWrite};
 use crate::reports::db::{ReportOutcome, ReportWrite};
 
@@ -71,6 +72,11 @@ pub(crate) enum Request {
         write: LabWrite,
         reply: oneshot::Sender<Result<LabOutcome, OutboxError>>,
     },
+    /// ECG files: one is removed from the import folder only after this commit.
+    Ecg {
+        write: EcgWrite,
+        reply: oneshot::Sender<Result<EcgOutcome, OutboxError>>,
+    },
 }
 
 /// What `apply` decided, for the requests that return something.
@@ -79,6 +85,7 @@ enum Outcome {
     Store(StoreOutcome),
     Report(ReportOutcome),
     Lab(LabOutcome),
+    Ecg(EcgOutcome),
 }
 
 /// Most requests folded into one transaction: bounds the latency of the first waiter.
@@ -268,6 +275,13 @@ fn answer(req: Request, outcome: Outcome) {
             };
             let _ = reply.send(result);
         }
+        Request::Ecg { reply, .. } => {
+            let result = match outcome {
+                Outcome::Ecg(o) => Ok(o),
+                _ => Err(missing()),
+            };
+            let _ = reply.send(result);
+        }
         Request::Abandon { reply, .. }
         | Request::Quarantine { reply, .. }
         | Request::Updates { reply, .. }
@@ -289,6 +303,9 @@ fn fail(req: Request, e: sqlx::Error) {
             let _ = reply.send(Err(err()));
         }
         Request::Lab { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Request::Ecg { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
         Request::Abandon { reply, .. }
@@ -341,6 +358,13 @@ async fn apply(
                 wakes.forwarder = true;
             }
             return Ok(Outcome::Lab(outcome));
+        }
+        Request::Ecg { write, .. } => {
+            let outcome = crate::ecg::db::apply(conn, write, now).await?;
+            if outcome.gives_work() {
+                wakes.forwarder = true;
+            }
+            return Ok(Outcome::Ecg(outcome));
         }
         Request::FileSynced { id } => mark_synced(conn, &[*id]).await?,
         Request::Abandon { id, .. } => {
@@ -492,8 +516,8 @@ pub(crate) async fn insert_quarantine(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO quarantine (item_id, sop_instance_uid, study_uid, calling_ae, path,
-                                 source, reason, created_at, kind, control_id, sha256)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 source, reason, created_at, kind, control_id, sha256, file_name)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(entry.item_id)
     .bind(&entry.sop_instance_uid)
@@ -506,6 +530,7 @@ pub(crate) async fn insert_quarantine(
     .bind(entry.kind.as_str())
     .bind(&entry.control_id)
     .bind(&entry.sha256)
+    .bind(&entry.file_name)
     .execute(&mut *conn)
     .await?;
     Ok(())

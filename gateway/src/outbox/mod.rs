@@ -150,12 +150,14 @@ pub struct QuarantineEntry {
     pub source: QuarantineSource,
     /// Why, in words an operator can act on.
     pub reason: String,
-    /// A DICOM instance or an HL7 message.
+    /// A DICOM instance, an HL7 message or an ECG file.
     pub kind: QuarantineKind,
     /// MSH-10 of an HL7 message, when it could be read.
     pub control_id: Option<String>,
-    /// Hex SHA-256 of the kept bytes (HL7: a repeated refusal is recorded once).
+    /// Hex SHA-256 of the kept bytes (HL7, ECG: a repeated refusal is recorded once).
     pub sha256: Option<String>,
+    /// The original name of an ECG file.
+    pub file_name: Option<String>,
 }
 
 /// What a quarantine entry holds.
@@ -166,6 +168,8 @@ pub enum QuarantineKind {
     Dicom,
     /// An HL7 v2 message (laboratory results).
     Hl7,
+    /// An ECG file from the import folder.
+    Ecg,
 }
 
 impl QuarantineKind {
@@ -173,6 +177,7 @@ impl QuarantineKind {
         match self {
             QuarantineKind::Dicom => "dicom",
             QuarantineKind::Hl7 => "hl7",
+            QuarantineKind::Ecg => "ecg",
         }
     }
 }
@@ -474,15 +479,17 @@ impl Outbox {
         rows.iter().map(due_item).collect()
     }
 
-    /// When the next pending item (or the laboratory message at the head of its queue)
-    /// becomes due, if anything is pending.
+    /// When the next pending item (or the laboratory message at the head of its queue,
+    /// or an ECG file) becomes due, if anything is pending.
     pub async fn next_due_at(&self) -> Result<Option<i64>, OutboxError> {
         let row = sqlx::query(
             "SELECT MIN(due) FROM (
                  SELECT MIN(next_attempt_at) AS due FROM items WHERE state = 'pending'
                  UNION ALL
                  SELECT next_attempt_at FROM (SELECT next_attempt_at FROM lab_messages
-                                              WHERE state = 'pending' ORDER BY id LIMIT 1))",
+                                              WHERE state = 'pending' ORDER BY id LIMIT 1)
+                 UNION ALL
+                 SELECT MIN(next_attempt_at) FROM ecg_files WHERE state = 'pending')",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -544,6 +551,15 @@ impl Outbox {
         write: crate::lab::db::LabWrite,
     ) -> Result<crate::lab::db::LabOutcome, OutboxError> {
         self.call(|reply| committer::Request::Lab { write, reply })
+            .await
+    }
+
+    /// Durably apply a write to the ECG file table (committed before this returns).
+    pub async fn write_ecg(
+        &self,
+        write: crate::ecg::db::EcgWrite,
+    ) -> Result<crate::ecg::db::EcgOutcome, OutboxError> {
+        self.call(|reply| committer::Request::Ecg { write, reply })
             .await
     }
 

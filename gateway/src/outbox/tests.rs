@@ -419,3 +419,190 @@ async fn restart_resumes_pending_verifies_unsynced_rows_and_sweeps_orphans() {
     assert_eq!(uids, vec!["1.1", "1.2"]);
     o.close().await;
 }
+
+fn ecg_file(sha: &str, stat: bool) -> crate::ecg::db::NewEcgFile {
+    crate::ecg::db::NewEcgFile {
+        sha256: sha.into(),
+        body: format!("bytes of {sha}").into_bytes(),
+        file_name: format!("{sha}.scp"),
+        format: "SCP-ECG".into(),
+        leads: 12,
+        duration_ms: 10_000,
+        patient_id: Some("P1".into()),
+        patient_name: None,
+        stat,
+    }
+}
+
+#[tokio::test]
+async fn ecg_files_are_stored_once_sent_stat_first_and_requeued_after_a_rejection() {
+    use crate::ecg::db::{self, EcgOutcome, EcgWrite};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = open(dir.path()).await;
+    let write = |w| o.outbox.write_ecg(w);
+    let receive = |sha: &str, stat| EcgWrite::Receive(Box::new(ecg_file(sha, stat)));
+    let EcgOutcome::Stored(a) = write(receive("aa", false)).await.expect("a") else {
+        panic!("stored")
+    };
+    let EcgOutcome::Stored(b) = write(receive("bb", false)).await.expect("b") else {
+        panic!("stored")
+    };
+    assert_eq!(
+        write(receive("aa", false)).await.expect("again"),
+        EcgOutcome::Duplicate {
+            id: a,
+            state: "pending".into(),
+            made_stat: false
+        }
+    );
+    let now = now_ms() + 1;
+    let due = db::due(o.outbox.pool(), now)
+        .await
+        .expect("due")
+        .expect("some");
+    assert_eq!(due.id, a, "oldest first");
+    // The second imported again as STAT: it is STAT now and goes first.
+    let again = write(receive("bb", true)).await.expect("stat again");
+    assert!(again.gives_work());
+    let due = db::due(o.outbox.pool(), now)
+        .await
+        .expect("due")
+        .expect("some");
+    assert_eq!((due.id, due.stat), (b, true));
+    assert_eq!(due.body, b"bytes of bb");
+    // A retry waits its turn without holding the other back.
+    write(EcgWrite::Retry {
+        id: b,
+        next_attempt_at: now + 60_000,
+        error: "HTTP 503".into(),
+    })
+    .await
+    .expect("retry");
+    let due = db::due(o.outbox.pool(), now)
+        .await
+        .expect("due")
+        .expect("some");
+    assert_eq!(due.id, a);
+    assert!(o.outbox.next_due_at().await.expect("next").is_some());
+
+    write(EcgWrite::Delivered {
+        id: a,
+        hub_status: Some("stored".into()),
+        exam_id: Some(7),
+    })
+    .await
+    .expect("delivered");
+    assert_eq!(
+        count(
+            &o.outbox,
+            "SELECT LENGTH(body) FROM ecg_files WHERE sha256 = 'aa'"
+        )
+        .await,
+        0,
+        "the hub keeps the original once delivered"
+    );
+    assert!(matches!(
+        write(receive("aa", true)).await.expect("delivered again"),
+        EcgOutcome::Duplicate {
+            made_stat: false,
+            ..
+        }
+    ));
+
+    write(EcgWrite::Rejected {
+        id: b,
+        reason: "hub refused the file (HTTP 400): no leads".into(),
+        quarantine_path: Some("quarantine/x.scp".into()),
+    })
+    .await
+    .expect("rejected");
+    let row = sqlx::query(
+        "SELECT kind, source, file_name, sha256, reason FROM quarantine WHERE kind = 'ecg'",
+    )
+    .fetch_one(o.outbox.pool())
+    .await
+    .expect("quarantine row");
+    assert_eq!(row.get::<String, _>(1), "hub");
+    assert_eq!(row.get::<Option<String>, _>(2).as_deref(), Some("bb.scp"));
+    assert_eq!(row.get::<Option<String>, _>(3).as_deref(), Some("bb"));
+    // Imported again after the cause was fixed at the hub: sent again.
+    assert_eq!(
+        write(receive("bb", false)).await.expect("requeue"),
+        EcgOutcome::Requeued(b)
+    );
+    let due = db::due(o.outbox.pool(), now_ms() + 1)
+        .await
+        .expect("due")
+        .expect("some");
+    assert_eq!((due.id, due.stat, due.attempts), (b, true, 0));
+    assert_eq!(due.body, b"bytes of bb");
+    o.close().await;
+}
+
+/// A database of the previous schema (lab migration) keeps its quarantine when the ECG
+/// migration rebuilds the table.
+#[tokio::test]
+async fn the_ecg_migration_keeps_existing_quarantine_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = tempfile::tempdir().expect("tempdir");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for name in ["0001_outbox.sql", "0002_reports.sql", "0003_lab.sql"] {
+        std::fs::copy(src.join(name), old.path().join(name)).expect("copy migration");
+    }
+    let options = connect_options(&dir.path().join(DB_FILE)).create_if_missing(true);
+    let mut conn = SqliteConnection::connect_with(&options)
+        .await
+        .expect("connect");
+    sqlx::migrate::Migrator::new(old.path())
+        .await
+        .expect("old migrations")
+        .run(&mut conn)
+        .await
+        .expect("migrate to the lab schema");
+    sqlx::query(
+        "INSERT INTO quarantine (id, calling_ae, path, source, reason, created_at, kind,
+                                 control_id, sha256)
+         VALUES (5, 'CT01', 'quarantine/a.dcm', 'receive', 'unparsable', 1, 'dicom', NULL, NULL),
+                (9, '10.0.0.7:5000', 'quarantine/b.hl7', 'hub', 'refused', 2, 'hl7', 'C1', 'ab')",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("old rows");
+    conn.close().await.expect("close");
+
+    let o = open(dir.path()).await;
+    let rows: Vec<(i64, String, Option<String>, Option<String>)> =
+        sqlx::query("SELECT id, kind, control_id, file_name FROM quarantine ORDER BY id")
+            .fetch_all(o.outbox.pool())
+            .await
+            .expect("rows")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (5, "dicom".into(), None, None),
+            (9, "hl7".into(), Some("C1".into()), None)
+        ]
+    );
+    o.outbox
+        .quarantine(QuarantineEntry {
+            reason: "not an ECG file we can read".into(),
+            kind: QuarantineKind::Ecg,
+            file_name: Some("x.scp".into()),
+            ..QuarantineEntry::default()
+        })
+        .await
+        .expect("an ECG quarantine row");
+    assert_eq!(
+        count(
+            &o.outbox,
+            "SELECT MAX(id) FROM quarantine WHERE kind = 'ecg'"
+        )
+        .await,
+        10,
+        "ids continue after the kept rows"
+    );
+    o.close().await;
+}

@@ -3,9 +3,11 @@
 //! where installed, Orthanc as a real STOW-RS server; a minimal TLS hub stand-in for the
 //! gateway key and TLS trust; a stand-in for the hub's report delivery feed; the `hl7`
 //! Python package's `mllp_send` as a laboratory system with a stand-in for the hub's HL7
-//! ingest. One test binary, a module per area.
+//! ingest; the shared ECG samples imported through the watched folder and `gateway import`
+//! with a stand-in for the hub's ECG ingest. One test binary, a module per area.
 
 mod binary;
+mod ecg;
 mod forward;
 mod helpers;
 mod lab;

@@ -1,0 +1,235 @@
+//! ECG from the township cart to the county cardiologist and back: files imported with
+//! `gateway import` (one marked STAT), the STAT one ahead of an older routine one on the
+//! cardiology worklist, the tracing and measurements served, the report prefilled from
+//! the measurements, signed, and back at the township verified.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use reqwest::Method;
+use serde_json::{json, Value};
+use storage::accounts::{Grade, Specialty};
+use tests::accounts::{create_user, reader};
+use tests::{bin, call, testdata, wait_for, Backend, Env, Gateway, Hub};
+
+use crate::on_both_backends;
+
+on_both_backends!(ecg_from_cart_to_cardiologist_and_back);
+
+fn import(gw: &Gateway, stat: bool, file: &PathBuf) -> Result<String> {
+    let mut cmd = std::process::Command::new(bin("gateway"));
+    cmd.args(["import", "--config"]).arg(&gw.config);
+    if stat {
+        cmd.arg("--stat");
+    }
+    let out = cmd.arg(file).output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(out.status.success(), "gateway import {file:?}: {text}");
+    Ok(text)
+}
+
+async fn cardiology_list(hub: &Hub, token: &str) -> Result<Vec<Value>> {
+    let (status, list) = call(
+        Method::GET,
+        &format!("{}/api/worklist?specialty=cardiology", hub.url),
+        Some(token),
+        None,
+    )
+    .await?;
+    ensure!(status == 200, "worklist: {status} {list}");
+    Ok(list.as_array().cloned().unwrap_or_default())
+}
+
+pub async fn ecg_from_cart_to_cardiologist_and_back(backend: Backend) -> Result<()> {
+    let env = Env::new(backend).await?;
+    let hub = Hub::start(&env, "hub", 0)?;
+    let gw = Gateway::start(&env, "gw", &hub.url, "township-a")?;
+    let page = gw.reports.clone().context("report page")?;
+    let storage = env.storage().await?;
+    let card = create_user(
+        &storage.db,
+        &reader("card", &[Specialty::Cardiology], Grade::Senior),
+    )
+    .await?;
+
+    // A routine aECG first, then the STAT SCP-ECG from the chest-pain patient.
+    let routine = testdata("ecg/cvrg_hl7aecg-Example2.xml");
+    let stat = testdata("ecg/scptools_ECG_20070321_110542_191010101010.SCP");
+    ensure!(import(&gw, false, &routine)?.contains("imported"));
+    wait_for(
+        Duration::from_secs(30),
+        "the routine ECG on the worklist",
+        || async { Ok((!cardiology_list(&hub, &card).await?.is_empty()).then_some(())) },
+    )
+    .await?;
+    ensure!(import(&gw, true, &stat)?.contains("imported"));
+    let list = wait_for(
+        Duration::from_secs(30),
+        "both ECGs on the worklist",
+        || async {
+            let list = cardiology_list(&hub, &card).await?;
+            Ok((list.len() == 2).then_some(list))
+        },
+    )
+    .await?;
+    ensure!(list[0]["priority"] == "stat", "STAT first: {list:?}");
+    ensure!(
+        list[0]["received_at"].as_i64() > list[1]["received_at"].as_i64(),
+        "the STAT one is the newer one"
+    );
+    let ready = list[0]["ready_at"].as_i64().context("ready")?;
+    ensure!(
+        list[0]["deadline_at"].as_i64() == Some(ready + 30 * 60_000),
+        "emergency deadline: {}",
+        list[0]
+    );
+    let exam = list[0]["id"].to_string();
+
+    // A file that is no ECG is refused by the import command with the reason.
+    let junk = env.path("junk.scp");
+    std::fs::write(&junk, b"not an ecg at all")?;
+    let out = std::process::Command::new(bin("gateway"))
+        .args(["import", "--config"])
+        .arg(&gw.config)
+        .arg(&junk)
+        .output()?;
+    ensure!(!out.status.success(), "junk accepted");
+
+    // The waveform and measurements, and the printout at paper scale.
+    let (status, wave) = call(
+        Method::GET,
+        &format!("{}/api/exams/{exam}/ecg", hub.url),
+        Some(&card),
+        None,
+    )
+    .await?;
+    ensure!(status == 200, "waveform: {status}");
+    ensure!(
+        wave["ecg"]["leads"].as_array().map(Vec::len) == Some(12),
+        "12 leads (8 + 4 derived)"
+    );
+    ensure!(
+        wave["ecg"]["device_measurements"]["heart_rate_bpm"] == 75.0,
+        "{}",
+        wave["ecg"]["device_measurements"]
+    );
+    let rate = wave["automatic"]["heart_rate_bpm"]
+        .as_f64()
+        .context("automatic rate")?;
+    ensure!((rate - 75.0).abs() <= 2.0, "automatic heart rate {rate}");
+    let svg = reqwest::Client::new()
+        .get(format!(
+            "{}/api/exams/{exam}/ecg.svg?speed=25&gain=10",
+            hub.url
+        ))
+        .bearer_auth(&card)
+        .send()
+        .await?;
+    ensure!(svg.status() == 200, "svg: {}", svg.status());
+    ensure!(svg.text().await?.contains("<svg"));
+    let png = reqwest::Client::new()
+        .get(format!("{}/api/exams/{exam}/ecg.png", hub.url))
+        .bearer_auth(&card)
+        .send()
+        .await?;
+    ensure!(
+        png.status() == 200 && png.bytes().await?.starts_with(b"\x89PNG"),
+        "png"
+    );
+    let (status, _) = call(
+        Method::GET,
+        &format!("{}/api/exams/{exam}/ecg.svg?speed=30", hub.url),
+        Some(&card),
+        None,
+    )
+    .await?;
+    ensure!(status == 400, "a non-standard speed: {status}");
+
+    // The report, prefilled from the measurements, confirmed and signed.
+    let (status, held) = call(
+        Method::POST,
+        &format!("{}/api/exams/{exam}/claim", hub.url),
+        Some(&card),
+        None,
+    )
+    .await?;
+    ensure!(status == 200, "claim: {status} {held}");
+    let (_, prefill) = call(
+        Method::GET,
+        &format!("{}/api/exams/{exam}/ecg/prefill", hub.url),
+        Some(&card),
+        None,
+    )
+    .await?;
+    let mut content = prefill["content"].clone();
+    ensure!(
+        content["intervals"]
+            .as_str()
+            .is_some_and(|t| t.contains("PR 157")),
+        "{content}"
+    );
+    ensure!(
+        content["automatic"]
+            .as_str()
+            .is_some_and(|t| t.contains("自动测量")),
+        "{content}"
+    );
+    content["rhythm"] = json!("窦性心律");
+    content["conclusion"] = json!("窦性心律，正常心电图。");
+    let base = format!("{}/api/exams/{exam}/report", hub.url);
+    let body = json!({"template": "ecg", "content": content, "critical": false});
+    ensure!(
+        call(
+            Method::PUT,
+            &format!("{base}/draft"),
+            Some(&card),
+            Some(body)
+        )
+        .await?
+        .0 == 200
+    );
+    let (_, preview) = call(Method::GET, &format!("{base}/preview"), Some(&card), None).await?;
+    let (status, signed) = call(
+        Method::POST,
+        &format!("{base}/sign"),
+        Some(&card),
+        Some(json!({"confirm_sha256": preview["confirm_sha256"]})),
+    )
+    .await?;
+    ensure!(
+        status == 200 && signed["status"] == "final",
+        "sign: {status} {signed}"
+    );
+    let report_id = signed["report_id"]
+        .as_str()
+        .context("report id")?
+        .to_string();
+
+    // Back at the township, verified, with both automatic and confirmed values.
+    let there = wait_for(
+        Duration::from_secs(30),
+        "the ECG report at the township",
+        || async {
+            let (status, body) = call(
+                Method::GET,
+                &format!("{page}/api/reports/{report_id}"),
+                None,
+                None,
+            )
+            .await?;
+            Ok((status == 200 && body["versions"][0]["verified"] == true).then_some(body))
+        },
+    )
+    .await?;
+    let content = &there["versions"][0]["content"];
+    ensure!(
+        content["conclusion"] == "窦性心律，正常心电图。" && content["automatic"].is_string(),
+        "{there}"
+    );
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! The standard 12-lead ECG printout, as SVG and as PNG.
+//!
+//! The page is what a cart prints: a header (patient, acquisition time, site, the
+//! measurements, paper speed and gain), a 3x4 grid of leads (rows `I aVR V1 V4`,
+//! `II aVL V2 V5`, `III aVF V3 V6`; column k shows seconds 2.5k to 2.5(k+1) of the
+//! recording), a full-width 10 s rhythm strip (lead II unless asked otherwise), a 1 mV
+//! calibration pulse at the start of every row, and the 1 mm / 5 mm grid.
+//!
+//! # Geometry
+//! Everything is laid out in millimetres of paper. In the SVG one user unit is one
+//! millimetre (`viewBox` in mm, `width`/`height` in `mm`), so the printout is at true
+//! paper scale when printed at 100 % and every distance can be checked from the numbers
+//! in the file: a sample of `v` µV is drawn at `y = baseline − v / 1000 × gain_mm_mv`, at
+//! `x = TRACE_LEFT_MM + t × speed_mm_s` where `t` is its time in the recording.
+//!
+//! The page is [`PAPER_WIDTH_MM`] × [`PAPER_HEIGHT_MM`] (US Letter landscape, the paper
+//! of most carts, within 5 mm of A4) at 12.5 and 25 mm/s. The whole first 10 s are
+//! always shown, so at 50 mm/s the page is wider ([`paper_size_mm`]: 530 mm), as a paper
+//! roll simply runs longer; a 12.5 mm/s tracing uses the left half of the page.
+//! A record longer than 10 s is cut at 10 s; a shorter one is drawn as far as it goes.
+//!
+//! The PNG is rasterised from the very same drawing (one display list, two back ends),
+//! with tiny-skia and glyph outlines from the CJK report font, so its geometry is the
+//! SVG's scaled by `px_per_mm`.
+
+mod page;
+mod raster;
+mod svg;
+
+#[cfg(test)]
+mod tests;
+
+use formats::ecg::{Ecg, Measurements};
+use serde::{Deserialize, Serialize};
+
+pub use raster::{render_png_with_font, PngFont, MAX_PIXELS};
+
+/// Width of the page in mm at 12.5 and 25 mm/s (at 50 mm/s see [`paper_size_mm`]).
+pub const PAPER_WIDTH_MM: f64 = 280.0;
+/// Height of the page in mm, at every speed and gain.
+pub const PAPER_HEIGHT_MM: f64 = 215.0;
+/// Paper speeds a cardiologist may choose, mm/s.
+pub const SPEEDS_MM_S: [f64; 3] = [12.5, 25.0, 50.0];
+/// Gains a cardiologist may choose, mm/mV.
+pub const GAINS_MM_MV: [f64; 3] = [5.0, 10.0, 20.0];
+/// Seconds of recording shown, in the 3x4 grid and in the rhythm strip alike.
+pub const SHOWN_SECONDS: f64 = 10.0;
+
+/// Paper speed, gain and rhythm lead of a printout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Layout {
+    /// Paper speed in mm/s: 12.5, 25 or 50.
+    pub speed_mm_s: f64,
+    /// Gain in mm/mV: 5, 10 or 20.
+    pub gain_mm_mv: f64,
+    /// Label of the lead drawn in the rhythm strip, as normalised by the readers.
+    pub rhythm_lead: String,
+}
+
+impl Default for Layout {
+    /// 25 mm/s, 10 mm/mV, rhythm strip of lead II: the standard printout.
+    fn default() -> Self {
+        Layout {
+            speed_mm_s: 25.0,
+            gain_mm_mv: 10.0,
+            rhythm_lead: "II".to_string(),
+        }
+    }
+}
+
+/// What the header of the printout says. Fields that are `None` are left out.
+#[derive(Debug, Clone, Default)]
+pub struct Header<'a> {
+    /// Patient name; DICOM `Family^Given` carets are shown as spaces.
+    pub patient_name: Option<&'a str>,
+    /// Patient ID.
+    pub patient_id: Option<&'a str>,
+    /// `M`, `F`, `O`, `U` (shown in Chinese) or free text.
+    pub sex: Option<&'a str>,
+    /// Age (free text, e.g. `56岁`) or birth date (`YYYYMMDD` is shown as `YYYY-MM-DD`).
+    pub age_or_birth: Option<&'a str>,
+    /// Acquisition time; DICOM DT / HL7 TS (`YYYYMMDDHHMMSS...`) is shown as
+    /// `YYYY-MM-DD HH:MM:SS`, anything else as given.
+    pub acquired_at: Option<&'a str>,
+    /// Site (township hospital) where the ECG was recorded.
+    pub site: &'a str,
+    /// Measurements shown in the header, in order, e.g. `("HR", "75 bpm")`.
+    pub measurements: Vec<(String, String)>,
+    /// A remark shown in the header, e.g. `自动测量，非诊断`.
+    pub note: Option<&'a str>,
+}
+
+/// Why a printout could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The paper speed is not one of [`SPEEDS_MM_S`].
+    #[error("paper speed {0} mm/s is not one of 12.5, 25 or 50 mm/s")]
+    Speed(f64),
+    /// The gain is not one of [`GAINS_MM_MV`].
+    #[error("gain {0} mm/mV is not one of 5, 10 or 20 mm/mV")]
+    Gain(f64),
+    /// The rhythm lead label is empty or unreasonably long.
+    #[error("rhythm lead {0:?} is not a lead label")]
+    RhythmLead(String),
+    /// The recording's sampling rate cannot place samples in time.
+    #[error("sampling rate {0} Hz is not usable")]
+    SampleRate(f64),
+    /// The PNG resolution is outside what [`render_png`] accepts.
+    #[error("{0} px/mm is outside the accepted 1 to 20 px/mm")]
+    Resolution(f64),
+    /// The PNG would have more than [`MAX_PIXELS`] pixels.
+    #[error("a PNG of {width}x{height} pixels is larger than the {MAX_PIXELS} pixels accepted")]
+    TooLarge {
+        /// Width in pixels.
+        width: u64,
+        /// Height in pixels.
+        height: u64,
+    },
+    /// No font for the PNG's text (the SVG needs none).
+    #[error("no CJK font for the PNG's text; looked for {0}")]
+    NoFont(String),
+    /// The font file cannot be read or used.
+    #[error("font {path}: {reason}")]
+    Font {
+        /// Where the font came from.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Writing the SVG text or encoding the PNG failed.
+    #[error("encoding the {format}: {reason}")]
+    Encode {
+        /// `SVG` or `PNG`.
+        format: &'static str,
+        /// The encoder's message.
+        reason: String,
+    },
+}
+
+/// Accept only the standard speeds and gains: a tracing at a non-standard scale would be
+/// misread by anyone who measures it with an ECG ruler.
+pub fn validate(layout: &Layout) -> Result<(), RenderError> {
+    let standard = |v: f64, set: &[f64]| set.iter().any(|s| (v - s).abs() < 1e-9);
+    if !standard(layout.speed_mm_s, &SPEEDS_MM_S) {
+        return Err(RenderError::Speed(layout.speed_mm_s));
+    }
+    if !standard(layout.gain_mm_mv, &GAINS_MM_MV) {
+        return Err(RenderError::Gain(layout.gain_mm_mv));
+    }
+    let label = layout.rhythm_lead.trim();
+    if label.is_empty() || label.chars().count() > 16 {
+        return Err(RenderError::RhythmLead(layout.rhythm_lead.clone()));
+    }
+    Ok(())
+}
+
+/// Width and height in mm of the page for this layout (see the module documentation).
+pub fn paper_size_mm(layout: &Layout) -> (f64, f64) {
+    (page::paper_width(layout.speed_mm_s), PAPER_HEIGHT_MM)
+}
+
+/// The printout as an SVG document in millimetres (one user unit = 1 mm).
+///
+/// Elements carry classes (`grid-minor`, `grid-major`, `cal`, `trace`, `rhythm`,
+/// `lead-label`, `missing`, `header`) and `data-lead` / `data-row` / `data-col`
+/// attributes, so the drawing can be styled and checked.
+pub fn render_svg(ecg: &Ecg, layout: &Layout, header: &Header) -> Result<String, RenderError> {
+    let drawing = page::build(ecg, layout, header)?;
+    svg::write(&drawing).map_err(|_| RenderError::Encode {
+        format: "SVG",
+        reason: "formatting failed".into(),
+    })
+}
+
+/// The printout as a PNG of `px_per_mm` pixels per millimetre (1 to 20; 4 is a screen
+/// at roughly true size, 12 is 300 dpi print), text drawn with the first CJK font of
+/// [`crate::printout::DEFAULT_FONT_PATHS`] (loaded once per process).
+pub fn render_png(
+    ecg: &Ecg,
+    layout: &Layout,
+    header: &Header,
+    px_per_mm: f64,
+) -> Result<Vec<u8>, RenderError> {
+    // Layout and resolution first: a bad request should say so, not that a font is missing.
+    validate(layout)?;
+    raster::check_resolution(px_per_mm)?;
+    let font = PngFont::system_default()?;
+    render_png_with_font(ecg, layout, header, px_per_mm, font)
+}
+
+/// Header measurements from a device's (or our) global measurements, in the order a
+/// cardiologist reads them; absent values are left out.
+pub fn measurement_pairs(m: &Measurements) -> Vec<(String, String)> {
+    let n = |v: f64| format!("{v:.0}");
+    let mut out = Vec::new();
+    let mut push = |label: &str, value: Option<String>| {
+        if let Some(value) = value {
+            out.push((label.to_string(), value));
+        }
+    };
+    push("HR", m.heart_rate_bpm.map(|v| format!("{} bpm", n(v))));
+    push("RR", m.rr_ms.map(|v| format!("{} ms", n(v))));
+    push("PR", m.pr_ms.map(|v| format!("{} ms", n(v))));
+    push("QRS", m.qrs_ms.map(|v| format!("{} ms", n(v))));
+    push("QT", m.qt_ms.map(|v| format!("{} ms", n(v))));
+    push("QTc", m.qtc_ms.map(|v| format!("{} ms", n(v))));
+    if m.p_axis.is_some() || m.qrs_axis.is_some() || m.t_axis.is_some() {
+        let a = |v: Option<f64>| v.map(n).unwrap_or_else(|| "—".into());
+        push(
+            "P/QRS/T",
+            Some(format!(
+                "{}/{}/{}°",
+                a(m.p_axis),
+                a(m.qrs_axis),
+                a(m.t_axis)
+            )),
+        );
+    }
+    out
+}
