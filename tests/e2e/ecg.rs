@@ -231,5 +231,36 @@ pub async fn ecg_from_cart_to_cardiologist_and_back(backend: Backend) -> Result<
         content["conclusion"] == "窦性心律，正常心电图。" && content["automatic"].is_string(),
         "{there}"
     );
+
+    // A cart that speaks DICOM sends its 12-lead ECG by C-STORE: it lands on the
+    // cardiology worklist too, and its tracing reads from the stored instance.
+    let out = std::process::Command::new("python3")
+        .args(["-c", "from pydicom.data import get_testdata_file; print(get_testdata_file('waveform_ecg.dcm'))"])
+        .output()?;
+    let dicom_ecg = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    gw.storescu(&[], std::slice::from_ref(&dicom_ecg))?;
+    let row = wait_for(
+        Duration::from_secs(30),
+        "the DICOM ECG on the worklist",
+        || async {
+            Ok(cardiology_list(&hub, &card)
+                .await?
+                .into_iter()
+                .find(|r| r["modality"] == "ECG" && r["study_uid"].is_string()))
+        },
+    )
+    .await?;
+    let (status, wave) = call(
+        Method::GET,
+        &format!("{}/api/exams/{}/ecg", hub.url, row["id"]),
+        Some(&card),
+        None,
+    )
+    .await?;
+    ensure!(status == 200, "DICOM waveform: {status} {wave}");
+    ensure!(
+        wave["ecg"]["leads"].as_array().map(Vec::len) == Some(12),
+        "DICOM ECG leads"
+    );
     Ok(())
 }
