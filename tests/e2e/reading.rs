@@ -137,7 +137,7 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
     ensure!(status == 200, "worklist: {status} {list}");
     let rows = list.as_array().context("rows")?;
     ensure!(
-        rows.len() == 2 && rows[0]["id"].to_string() == stat,
+        rows.len() == 2 && rows[0]["id"].as_i64().map(|i| i.to_string()).as_ref() == Some(&stat),
         "STAT first: {list}"
     );
     for (row, minutes) in [(&rows[0], 30), (&rows[1], 24 * 60)] {

@@ -597,6 +597,84 @@ pub fn diagnostic_report(p: &Printout, pdf: Option<&[u8]>, base_url: &str) -> Va
     Value::Object(report)
 }
 
+/// Add a lab order's results to a DiagnosticReport as contained Observations, referenced
+/// from `result` (FHIR R4 Observation: code with LOINC when known, value, unit,
+/// reference range, interpretation from the HL7 v2 abnormal flags, status from OBX-11).
+pub fn add_lab_observations(report: &mut Value, results: &[storage::lab::Observation]) {
+    let patient = report.get("subject").cloned();
+    let mut contained = report
+        .get("contained")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut refs = Vec::new();
+    for (n, o) in results.iter().enumerate() {
+        let id = format!("obs{}", n + 1);
+        let mut coding = vec![
+            json!({ "system": "urn:county-hub:lab-code", "code": o.code, "display": o.code_text }),
+        ];
+        if let Some(loinc) = &o.loinc {
+            coding.insert(
+                0,
+                json!({ "system": "http://loinc.org", "code": loinc, "display": o.code_text }),
+            );
+        }
+        let status = match o.status.as_deref() {
+            Some("F") => "final",
+            Some("C") => "corrected",
+            Some("P") | Some("R") | Some("S") => "preliminary",
+            Some("X") => "cancelled",
+            Some("W") => "entered-in-error",
+            _ => "unknown",
+        };
+        let mut obs = json!({
+            "resourceType": "Observation",
+            "id": id,
+            "status": status,
+            "category": [{ "coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory" }] }],
+            "code": { "coding": coding, "text": o.code_text.clone().unwrap_or_else(|| o.code.clone()) },
+        });
+        if let Some(subject) = &patient {
+            obs["subject"] = subject.clone();
+        }
+        match (o.value_num, o.value_type.as_str()) {
+            (Some(v), "NM" | "SN") => {
+                let mut q = json!({ "value": v });
+                if let Some(u) = &o.units {
+                    q["unit"] = json!(u);
+                }
+                obs["valueQuantity"] = q;
+            }
+            _ => obs["valueString"] = json!(o.value_text),
+        }
+        if let Some(range) = o.reference_range.as_deref().filter(|r| !r.is_empty()) {
+            obs["referenceRange"] = json!([{ "text": range }]);
+        }
+        let interpretation: Vec<Value> = o
+            .flags
+            .iter()
+            .filter(|f| matches!(f.as_str(), "H" | "L" | "HH" | "LL" | "A" | "AA" | "N"))
+            .map(|f| {
+                json!({ "coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": f }] })
+            })
+            .collect();
+        if !interpretation.is_empty() {
+            obs["interpretation"] = Value::Array(interpretation);
+        }
+        if let Some(at) = o.observed_at {
+            obs["effectiveDateTime"] = json!(crate::printout::iso8601_cst(at));
+        }
+        contained.push(obs);
+        refs.push(json!({ "reference": format!("#{id}") }));
+    }
+    if !refs.is_empty() {
+        report["contained"] = Value::Array(contained);
+        report["result"] = Value::Array(refs);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -892,83 +970,5 @@ mod tests {
         assert!(resource_id(&"x".repeat(100), 12).ends_with("-v12"));
         assert_eq!(origin("https://h/"), "https://h");
         assert_eq!(origin("https://h/dicomweb"), "https://h");
-    }
-}
-
-/// Add a lab order's results to a DiagnosticReport as contained Observations, referenced
-/// from `result` (FHIR R4 Observation: code with LOINC when known, value, unit,
-/// reference range, interpretation from the HL7 v2 abnormal flags, status from OBX-11).
-pub fn add_lab_observations(report: &mut Value, results: &[storage::lab::Observation]) {
-    let patient = report.get("subject").cloned();
-    let mut contained = report
-        .get("contained")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mut refs = Vec::new();
-    for (n, o) in results.iter().enumerate() {
-        let id = format!("obs{}", n + 1);
-        let mut coding = vec![
-            json!({ "system": "urn:county-hub:lab-code", "code": o.code, "display": o.code_text }),
-        ];
-        if let Some(loinc) = &o.loinc {
-            coding.insert(
-                0,
-                json!({ "system": "http://loinc.org", "code": loinc, "display": o.code_text }),
-            );
-        }
-        let status = match o.status.as_deref() {
-            Some("F") => "final",
-            Some("C") => "corrected",
-            Some("P") | Some("R") | Some("S") => "preliminary",
-            Some("X") => "cancelled",
-            Some("W") => "entered-in-error",
-            _ => "unknown",
-        };
-        let mut obs = json!({
-            "resourceType": "Observation",
-            "id": id,
-            "status": status,
-            "category": [{ "coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory" }] }],
-            "code": { "coding": coding, "text": o.code_text.clone().unwrap_or_else(|| o.code.clone()) },
-        });
-        if let Some(subject) = &patient {
-            obs["subject"] = subject.clone();
-        }
-        match (o.value_num, o.value_type.as_str()) {
-            (Some(v), "NM" | "SN") => {
-                let mut q = json!({ "value": v });
-                if let Some(u) = &o.units {
-                    q["unit"] = json!(u);
-                }
-                obs["valueQuantity"] = q;
-            }
-            _ => obs["valueString"] = json!(o.value_text),
-        }
-        if let Some(range) = o.reference_range.as_deref().filter(|r| !r.is_empty()) {
-            obs["referenceRange"] = json!([{ "text": range }]);
-        }
-        let interpretation: Vec<Value> = o
-            .flags
-            .iter()
-            .filter(|f| matches!(f.as_str(), "H" | "L" | "HH" | "LL" | "A" | "AA" | "N"))
-            .map(|f| {
-                json!({ "coding": [{
-                    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": f }] })
-            })
-            .collect();
-        if !interpretation.is_empty() {
-            obs["interpretation"] = Value::Array(interpretation);
-        }
-        if let Some(at) = o.observed_at {
-            obs["effectiveDateTime"] = json!(crate::printout::iso8601_cst(at));
-        }
-        contained.push(obs);
-        refs.push(json!({ "reference": format!("#{id}") }));
-    }
-    if !refs.is_empty() {
-        report["contained"] = Value::Array(contained);
-        report["result"] = Value::Array(refs);
     }
 }
