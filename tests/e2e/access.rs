@@ -26,16 +26,6 @@ fn study_uids(body: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// The Study Instance UID of generated files.
-fn study_of(files: &[std::path::PathBuf]) -> Result<String> {
-    let obj = dicom_object::open_file(&files[0])?;
-    Ok(obj
-        .element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)?
-        .to_str()?
-        .trim_end_matches('\0')
-        .to_string())
-}
-
 fn read_all(files: &[std::path::PathBuf]) -> Result<Vec<Vec<u8>>> {
     files.iter().map(|f| Ok(std::fs::read(f)?)).collect()
 }
@@ -57,7 +47,11 @@ pub async fn every_route_family_with_every_role_and_site(backend: Backend) -> Re
         let (status, body) = stow(&hub.url, Some(site), &read_all(files)?).await?;
         ensure!(status == 200, "seed {site}: {status} {body}");
     }
-    let (a, e, b) = (study_of(&a_ct)?, study_of(&a_ecg)?, study_of(&b_ct)?);
+    let (a, e, b) = (
+        tests::study_uid_of(&a_ct[0])?,
+        tests::study_uid_of(&a_ecg[0])?,
+        tests::study_uid_of(&b_ct[0])?,
+    );
 
     let storage = env.storage().await?;
     let db = &storage.db;
@@ -572,7 +566,7 @@ pub async fn audit_trail_records_reads_and_detects_tampering(backend: Backend) -
     let env = Env::new(backend).await?;
     let hub = Hub::start(&env, "hub", 0)?;
     let files = make_study(&env, "a", 2, "audit-a", &[]);
-    let study = study_of(&files)?;
+    let study = tests::study_uid_of(&files[0])?;
     let (status, body) = stow(&hub.url, Some("township-a"), &read_all(&files)?).await?;
     ensure!(status == 200, "{status} {body}");
     let storage = env.storage().await?;

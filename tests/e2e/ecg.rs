@@ -181,30 +181,8 @@ pub async fn ecg_from_cart_to_cardiologist_and_back(backend: Backend) -> Result<
     );
     content["rhythm"] = json!("窦性心律");
     content["conclusion"] = json!("窦性心律，正常心电图。");
-    let base = format!("{}/api/exams/{exam}/report", hub.url);
-    let body = json!({"template": "ecg", "content": content, "critical": false});
-    ensure!(
-        call(
-            Method::PUT,
-            &format!("{base}/draft"),
-            Some(&card),
-            Some(body)
-        )
-        .await?
-        .0 == 200
-    );
-    let (_, preview) = call(Method::GET, &format!("{base}/preview"), Some(&card), None).await?;
-    let (status, signed) = call(
-        Method::POST,
-        &format!("{base}/sign"),
-        Some(&card),
-        Some(json!({"confirm_sha256": preview["confirm_sha256"]})),
-    )
-    .await?;
-    ensure!(
-        status == 200 && signed["status"] == "final",
-        "sign: {status} {signed}"
-    );
+    let signed = tests::sign_report(&hub.url, &card, &exam, "ecg", content, false).await?;
+    ensure!(signed["status"] == "final", "{signed}");
     let report_id = signed["report_id"]
         .as_str()
         .context("report id")?

@@ -165,7 +165,7 @@ pub async fn hub_down_then_back(backend: Backend) -> Result<()> {
     );
 
     let hub = Hub::start(&env, "hub", port)?;
-    let study = study_of(&files[0])?;
+    let study = tests::study_uid_of(&files[0])?;
     let exam = wait_ready(&hub, &study, Duration::from_secs(90)).await?;
     ensure!(exam["instance_count"] == 12, "exam: {exam}");
     let instances = study_instances(&hub, &study).await?;
@@ -176,7 +176,12 @@ pub async fn hub_down_then_back(backend: Backend) -> Result<()> {
     let more = make_study(&env, "gen2", 3, "down2", &[]);
     gw.storescu(&[], &more)?;
     let hub = Hub::start(&env, "hub2", port)?;
-    wait_ready(&hub, &study_of(&more[0])?, Duration::from_secs(90)).await?;
+    wait_ready(
+        &hub,
+        &tests::study_uid_of(&more[0])?,
+        Duration::from_secs(90),
+    )
+    .await?;
     let (_, exams) = get_json(&format!("{}/api/exams", hub.url)).await?;
     ensure!(
         exams.as_array().map(Vec::len) == Some(2),
@@ -186,15 +191,6 @@ pub async fn hub_down_then_back(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-fn study_of(file: &std::path::Path) -> Result<String> {
-    let obj = dicom_object::open_file(file)?;
-    Ok(obj
-        .element_by_name("StudyInstanceUID")?
-        .to_str()?
-        .trim_end_matches('\0')
-        .to_string())
-}
-
 pub async fn gateway_killed_mid_forward(backend: Backend) -> Result<()> {
     let env = Env::new(backend).await?;
     let port = tests::free_port();
@@ -202,7 +198,7 @@ pub async fn gateway_killed_mid_forward(backend: Backend) -> Result<()> {
     let mut gw = Gateway::start(&env, "gw", &hub_url, "township-b")?;
     let files = make_study(&env, "gen", 40, "kill", &[]);
     gw.storescu(&[], &files)?;
-    let study = study_of(&files[0])?;
+    let study = tests::study_uid_of(&files[0])?;
 
     // Start the hub, and kill the gateway as soon as forwarding has begun.
     let hub = Hub::start(&env, "hub", port)?;
@@ -240,7 +236,12 @@ pub async fn stat_priority_reaches_exam(backend: Backend) -> Result<()> {
     let gw = Gateway::start(&env, "gw", &hub.url, "township-a")?;
     let files = make_study(&env, "gen", 2, "stat", &["--priority", "STAT"]);
     gw.storescu(&[], &files)?;
-    let exam = wait_ready(&hub, &study_of(&files[0])?, Duration::from_secs(60)).await?;
+    let exam = wait_ready(
+        &hub,
+        &tests::study_uid_of(&files[0])?,
+        Duration::from_secs(60),
+    )
+    .await?;
     ensure!(exam["priority"] == "stat", "exam: {exam}");
     Ok(())
 }
@@ -295,7 +296,7 @@ pub async fn damaged_spool_file_is_refused_not_stored(backend: Backend) -> Resul
     }
 
     let hub = Hub::start(&env, "hub", port)?;
-    let study = study_of(&files[0])?;
+    let study = tests::study_uid_of(&files[0])?;
     let exam = wait_ready(&hub, &study, Duration::from_secs(60)).await?;
     ensure!(
         exam["instance_count"] == 2,

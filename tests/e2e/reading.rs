@@ -32,12 +32,7 @@ pub async fn ready_study(
     let parts: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
     let (status, body) = stow(&hub.url, Some(site), &parts).await?;
     ensure!(status == 200, "store {salt}: {status} {body}");
-    let obj = dicom_object::open_file(&files[0])?;
-    let study = obj
-        .element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)?
-        .to_str()?
-        .trim_end_matches('\0')
-        .to_string();
+    let study = tests::study_uid_of(&files[0])?;
     let key = env.accounts()?.key(site)?.to_string();
     let (status, exam) = call(
         Method::POST,
@@ -69,39 +64,6 @@ pub async fn hub_keys(hub: &Hub) -> Result<Vec<VerifyingKey>> {
             )?)
         })
         .collect()
-}
-
-/// Draft, preview, confirm and sign as the claim holder; returns the signed version.
-async fn write_and_sign(
-    hub: &Hub,
-    token: &str,
-    exam: &str,
-    content: Value,
-    critical: bool,
-) -> Result<Value> {
-    let base = format!("{}/api/exams/{exam}/report", hub.url);
-    let body = json!({"template": "imaging", "content": content, "critical": critical});
-    let (status, draft) = call(
-        Method::PUT,
-        &format!("{base}/draft"),
-        Some(token),
-        Some(body),
-    )
-    .await?;
-    ensure!(status == 200, "draft: {status} {draft}");
-    let (status, preview) =
-        call(Method::GET, &format!("{base}/preview"), Some(token), None).await?;
-    ensure!(status == 200, "preview: {status} {preview}");
-    let confirm = preview["confirm_sha256"].as_str().context("confirm")?;
-    let (status, signed) = call(
-        Method::POST,
-        &format!("{base}/sign"),
-        Some(token),
-        Some(json!({"confirm_sha256": confirm})),
-    )
-    .await?;
-    ensure!(status == 200, "sign: {status} {signed}");
-    Ok(signed)
 }
 
 fn signed_of(v: &Value) -> Result<SignedReport> {
@@ -212,7 +174,7 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
     )
     .await?;
     ensure!(status == 409, "stale confirmation signed: {status} {stale}");
-    let v1 = write_and_sign(&hub, &jr, &routine, content.clone(), false).await?;
+    let v1 = tests::sign_report(&hub.url, &jr, &routine, "imaging", content.clone(), false).await?;
     ensure!(
         v1["status"] == "preliminary" && v1["version"] == 1,
         "junior signs: {v1}"
@@ -225,7 +187,8 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
     ensure!(status == 200, "senior claims the preliminary");
     let corrected =
         json!({"findings": findings, "impression": "胸部CT平扫未见明显异常，建议随访。"});
-    let v2 = write_and_sign(&hub, &sr, &routine, corrected.clone(), false).await?;
+    let v2 =
+        tests::sign_report(&hub.url, &sr, &routine, "imaging", corrected.clone(), false).await?;
     ensure!(
         v2["status"] == "final" && v2["version"] == 2,
         "senior signs: {v2}"
@@ -288,7 +251,7 @@ pub async fn read_sign_deliver_amend(backend: Backend) -> Result<()> {
     let (status, _) = claim(&stat, &sr).await?;
     ensure!(status == 200);
     let critical = json!({"findings": "右侧大量气胸。", "impression": "右侧张力性气胸，危急值。"});
-    write_and_sign(&hub, &sr, &stat, critical, true).await?;
+    tests::sign_report(&hub.url, &sr, &stat, "imaging", critical, true).await?;
     let ((status, got), waited) = waiting.await??;
     ensure!(
         status == 200 && waited < Duration::from_secs(10),

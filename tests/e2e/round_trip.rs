@@ -48,27 +48,7 @@ async fn sign(hub: &Hub, token: &str, exam: &str, content: Value, critical: bool
     )
     .await?;
     ensure!(status == 200, "claim: {status} {c}");
-    let base = format!("{}/api/exams/{exam}/report", hub.url);
-    let body = json!({"template": "imaging", "content": content, "critical": critical});
-    let (status, d) = call(
-        Method::PUT,
-        &format!("{base}/draft"),
-        Some(token),
-        Some(body),
-    )
-    .await?;
-    ensure!(status == 200, "draft: {status} {d}");
-    let (_, preview) = call(Method::GET, &format!("{base}/preview"), Some(token), None).await?;
-    let confirm = json!({"confirm_sha256": preview["confirm_sha256"]});
-    let (status, v) = call(
-        Method::POST,
-        &format!("{base}/sign"),
-        Some(token),
-        Some(confirm),
-    )
-    .await?;
-    ensure!(status == 200, "sign: {status} {v}");
-    Ok(v)
+    tests::sign_report(&hub.url, token, exam, "imaging", content, critical).await
 }
 
 /// The gateway's record of a report, once it has the given version.
@@ -87,15 +67,6 @@ async fn at_township(page: &str, report_id: &str, version: i64) -> Result<Value>
         },
     )
     .await
-}
-
-fn study_of(file: &std::path::Path) -> Result<String> {
-    let obj = dicom_object::open_file(file)?;
-    Ok(obj
-        .element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)?
-        .to_str()?
-        .trim_end_matches('\0')
-        .to_string())
 }
 
 pub async fn township_to_county_and_back(backend: Backend) -> Result<()> {
@@ -118,7 +89,7 @@ pub async fn township_to_county_and_back(backend: Backend) -> Result<()> {
     // The technician sends a CT with storescu; it reaches the county worklist.
     let files = make_study(&env, "ct", 3, "round-trip", &[]);
     gw.storescu(&[], &files)?;
-    let study = study_of(&files[0])?;
+    let study = tests::study_uid_of(&files[0])?;
     let exam = exam_on_worklist(&hub, &jr, &study).await?;
 
     // Junior preliminary, senior final.
@@ -204,7 +175,7 @@ pub async fn township_to_county_and_back(backend: Backend) -> Result<()> {
     let parts = vec![std::fs::read(&files[0])?];
     let (status, _) = tests::stow(&hub.url, Some("township-a"), &parts).await?;
     ensure!(status == 200);
-    let study2 = study_of(&files[0])?;
+    let study2 = tests::study_uid_of(&files[0])?;
     let key = env.accounts()?.key("township-a")?.to_string();
     call(
         Method::POST,
@@ -275,7 +246,7 @@ pub async fn township_to_county_and_back(backend: Backend) -> Result<()> {
     let (status, _) =
         tests::stow(&hub.url, Some("township-a"), &[std::fs::read(&files[0])?]).await?;
     ensure!(status == 200);
-    let study3 = study_of(&files[0])?;
+    let study3 = tests::study_uid_of(&files[0])?;
     call(
         Method::POST,
         &format!("{}/ingest/studies/{study3}/complete", hub.url),

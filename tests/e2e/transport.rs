@@ -83,13 +83,7 @@ pub async fn gateway_to_hub_over_https_needs_the_right_ca(backend: Backend) -> R
     let mut gw = Gateway::start_with(&env, "gw", &hub.url, "township-a", &ca_line("stranger"))?;
     let files = make_study(&env, "ct", 3, "https-ct", &[]);
     gw.storescu(&[], &files)?;
-    let study = {
-        let obj = dicom_object::open_file(&files[0])?;
-        obj.element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)?
-            .to_str()?
-            .trim_end_matches('\0')
-            .to_string()
-    };
+    let study = tests::study_uid_of(&files[0])?;
     let status = wait_for(
         Duration::from_secs(30),
         "the certificate error in gateway status",

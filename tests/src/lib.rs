@@ -585,6 +585,56 @@ pub async fn call(
     ))
 }
 
+/// The Study Instance UID of a DICOM file.
+pub fn study_uid_of(file: &Path) -> Result<String> {
+    let obj = dicom_object::open_file(file)?;
+    Ok(obj
+        .element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)?
+        .to_str()?
+        .trim_end_matches('\0')
+        .to_string())
+}
+
+/// As the claim holder: save the draft, take the preview, confirm what it shows and
+/// sign; returns the signed version.
+pub async fn sign_report(
+    hub_url: &str,
+    token: &str,
+    exam: &str,
+    template: &str,
+    content: Value,
+    critical: bool,
+) -> Result<Value> {
+    let base = format!("{hub_url}/api/exams/{exam}/report");
+    let body = serde_json::json!({"template": template, "content": content, "critical": critical});
+    let (status, draft) = call(
+        reqwest::Method::PUT,
+        &format!("{base}/draft"),
+        Some(token),
+        Some(body),
+    )
+    .await?;
+    anyhow::ensure!(status == 200, "draft: {status} {draft}");
+    let (status, preview) = call(
+        reqwest::Method::GET,
+        &format!("{base}/preview"),
+        Some(token),
+        None,
+    )
+    .await?;
+    anyhow::ensure!(status == 200, "preview: {status} {preview}");
+    let confirm = serde_json::json!({"confirm_sha256": preview["confirm_sha256"]});
+    let (status, signed) = call(
+        reqwest::Method::POST,
+        &format!("{base}/sign"),
+        Some(token),
+        Some(confirm),
+    )
+    .await?;
+    anyhow::ensure!(status == 200, "sign: {status} {signed}");
+    Ok(signed)
+}
+
 /// The county reader's token for a URL of a hub a test started.
 pub fn reader_token(url: &str) -> Option<String> {
     accounts::for_url(url).map(|a| a.reader.clone())
