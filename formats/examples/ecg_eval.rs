@@ -91,7 +91,9 @@ fn main() -> ExitCode {
     ];
     match args.dicom.clone().or_else(pydicom_ecg) {
         Some(p) => files.push(p),
-        None => println!("(pydicom's waveform_ecg.dcm not found: pip install pydicom, or --dicom FILE)\n"),
+        None => println!(
+            "(pydicom's waveform_ecg.dcm not found: pip install pydicom, or --dicom FILE)\n"
+        ),
     }
     files.extend(args.files.iter().cloned());
     let mut failed = false;
@@ -131,7 +133,9 @@ fn evaluate_file(path: &Path, json: Option<&Path>) -> Result<(), String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let ecg = read_any(&bytes).map_err(|e| e.to_string())?;
     let ours = measure(&ecg).map_err(|e| e.to_string())?;
-    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     println!(
         "{name} ({}, {} leads, {:.1} s at {:.2} Hz, {} beats)",
         ecg.source_format,
@@ -149,11 +153,20 @@ fn evaluate_file(path: &Path, json: Option<&Path>) -> Result<(), String> {
     Ok(())
 }
 
+/// Quantity, our value, the device's, the target.
+type Row<'a> = (&'a str, Option<f64>, Option<f64>, Option<f64>);
+
 fn print_table(ecg: &Ecg, ours: &Automatic) {
     let d = &ecg.device_measurements;
     let qtc_device_label = "QTc (device formula / Bazett)";
-    let rows: [(&str, Option<f64>, Option<f64>, Option<f64>); 10] = [
-        ("heart rate (bpm)", ours.heart_rate_bpm, d.heart_rate_bpm, Some(2.0)),
+    // (quantity, ours, device, target)
+    let rows: [Row; 10] = [
+        (
+            "heart rate (bpm)",
+            ours.heart_rate_bpm,
+            d.heart_rate_bpm,
+            Some(2.0),
+        ),
         ("RR (ms)", ours.rr_ms, d.rr_ms, None),
         ("PR (ms)", ours.pr_ms, d.pr_ms, Some(10.0)),
         ("QRS (ms)", ours.qrs_ms, d.qrs_ms, Some(10.0)),
@@ -165,8 +178,8 @@ fn print_table(ecg: &Ecg, ours: &Automatic) {
         ("T axis (deg)", ours.t_axis, d.t_axis, None),
     ];
     println!(
-        "  {:<30} {:>9} {:>9} {:>9}  {}",
-        "", "ours", "device", "diff", "target"
+        "  {:<30} {:>9} {:>9} {:>9}  target",
+        "", "ours", "device", "diff"
     );
     let show = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
     for (label, o, dev, target) in rows {
@@ -187,7 +200,13 @@ fn print_table(ecg: &Ecg, ours: &Automatic) {
         let codes: Vec<String> = ours
             .findings
             .iter()
-            .map(|f| format!("{}{}", f.code, if f.emergency { " (emergency)" } else { "" }))
+            .map(|f| {
+                format!(
+                    "{}{}",
+                    f.code,
+                    if f.emergency { " (emergency)" } else { "" }
+                )
+            })
             .collect();
         println!("  automatic findings: {}", codes.join(", "));
     }
@@ -341,21 +360,30 @@ mod wfdb {
         // "360", "360/1", "360(0)": the rate is the leading number.
         let rate_hz: f64 = leading_number(fields.get(2).copied().unwrap_or("250"))
             .ok_or(format!("{name}.hea: bad sampling frequency"))?;
-        let signals: Vec<Vec<&str>> = lines.take(nsig).map(|l| l.split_whitespace().collect()).collect();
+        let signals: Vec<Vec<&str>> = lines
+            .take(nsig)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
         if signals.len() != nsig || channel >= nsig {
-            return Err(format!("{name}.hea: {nsig} signals, channel {channel} asked"));
+            return Err(format!(
+                "{name}.hea: {nsig} signals, channel {channel} asked"
+            ));
         }
         let sig = &signals[channel];
         let file = sig.first().ok_or(format!("{name}.hea: no file name"))?;
         if signals.iter().any(|s| s.first() != Some(file)) {
-            return Err(format!("{name}: signals in several files are not supported"));
+            return Err(format!(
+                "{name}: signals in several files are not supported"
+            ));
         }
         let format = sig.get(1).and_then(|f| leading_number(f)).unwrap_or(0.0);
         if format != 212.0 {
             return Err(format!("{name}: signal format {format} (only 212 is read)"));
         }
         let gain_field = sig.get(2).copied().unwrap_or("200");
-        let gain = leading_number(gain_field).filter(|g| *g > 0.0).unwrap_or(200.0);
+        let gain = leading_number(gain_field)
+            .filter(|g| *g > 0.0)
+            .unwrap_or(200.0);
         let adc_zero: f64 = sig.get(4).and_then(|z| z.parse().ok()).unwrap_or(0.0);
         // "200(0)/mV": the baseline is in parentheses; without it, the ADC zero.
         let baseline = gain_field
@@ -374,7 +402,10 @@ mod wfdb {
             .step_by(nsig)
             .map(|&v| ((f64::from(v) - baseline) / gain * scale) as f32)
             .collect();
-        Ok(Record { rate_hz, samples_uv })
+        Ok(Record {
+            rate_hz,
+            samples_uv,
+        })
     }
 
     fn field<T: std::str::FromStr>(f: &[&str], i: usize, name: &str) -> Result<T, String> {

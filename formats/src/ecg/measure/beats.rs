@@ -106,8 +106,7 @@ pub(crate) fn median_windows(
     leads
         .iter()
         .map(|x| {
-            let wins: Vec<Vec<Option<f64>>> =
-                at.iter().map(|&a| window(x, a, pre, post)).collect();
+            let wins: Vec<Vec<Option<f64>>> = at.iter().map(|&a| window(x, a, pre, post)).collect();
             let mut m: Vec<Option<f64>> = (0..pre + post + 1)
                 .map(|k| {
                     let mut v: Vec<f64> = wins.iter().filter_map(|w| w[k]).collect();
@@ -140,15 +139,24 @@ fn fill_gaps(m: &mut [Option<f64>]) {
 
 /// Normalised correlation (means removed) of beat `at + shift` with the template,
 /// over all leads at once.
-fn correlation(leads: &[Vec<f64>], template: &[Vec<f64>], at: isize, half: usize) -> f64 {
+/// Every `step`-th sample enters, so that the cost does not grow with the sampling rate.
+fn correlation(
+    leads: &[Vec<f64>],
+    template: &[Vec<f64>],
+    at: isize,
+    half: usize,
+    step: usize,
+) -> f64 {
     let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
     for (x, t) in leads.iter().zip(template) {
+        let count = t.len().div_ceil(step) as f64;
         let mx = (0..t.len())
+            .step_by(step)
             .filter_map(|k| sample(x, at + k as isize - half as isize))
             .sum::<f64>()
-            / t.len() as f64;
-        let mt = t.iter().sum::<f64>() / t.len() as f64;
-        for (k, tv) in t.iter().enumerate() {
+            / count;
+        let mt = t.iter().step_by(step).sum::<f64>() / count;
+        for (k, tv) in t.iter().enumerate().step_by(step) {
             let xv = sample(x, at + k as isize - half as isize).unwrap_or(mx) - mx;
             let tv = tv - mt;
             sxy += xv * tv;
@@ -169,17 +177,25 @@ fn sample(x: &[f64], i: isize) -> Option<f64> {
 
 /// Align beats on the multi-lead QRS template, pick the dominant ones and move the
 /// fiducial to the peak of the template's spatial magnitude (the "R peak" of the
-/// combined leads). `leads` are the conditioned signals; `rr_median` in samples.
+/// combined leads). `leads` are the conditioned signals.
 pub(crate) fn align(leads: &[Vec<f64>], initial: &[usize], rate: f64) -> Beats {
     let half = samples(QRS_HALF_S, rate);
     let max_shift = samples(MAX_SHIFT_S, rate) as isize;
+    // 1 ms resolution is enough for alignment; finer only costs time at high rates.
+    let step = ((rate / 1000.0).floor() as usize).max(1);
     let mut fid: Vec<usize> = initial.to_vec();
     let mut corr = vec![0.0; fid.len()];
     for _ in 0..2 {
         let template = median_windows(leads, &subset(&fid), half, half);
         for (f, c) in fid.iter_mut().zip(corr.iter_mut()) {
             let (best, r) = (-max_shift..=max_shift)
-                .map(|s| (s, correlation(leads, &template, *f as isize + s, half)))
+                .step_by(step)
+                .map(|s| {
+                    (
+                        s,
+                        correlation(leads, &template, *f as isize + s, half, step),
+                    )
+                })
                 .fold((0, f64::MIN), |acc, x| if x.1 > acc.1 { x } else { acc });
             *f = (*f as isize + best).max(0) as usize;
             *c = r;
@@ -188,12 +204,8 @@ pub(crate) fn align(leads: &[Vec<f64>], initial: &[usize], rate: f64) -> Beats {
     // Fiducial: the largest spatial magnitude of the template, measured from the
     // level at the start of the QRS window.
     let template = median_windows(leads, &subset(&fid), half, half);
-    let magnitude = |k: usize| -> f64 {
-        template
-            .iter()
-            .map(|t| (t[k] - t[0]).powi(2))
-            .sum::<f64>()
-    };
+    let magnitude =
+        |k: usize| -> f64 { template.iter().map(|t| (t[k] - t[0]).powi(2)).sum::<f64>() };
     let peak = (0..2 * half + 1)
         .max_by(|&a, &b| magnitude(a).total_cmp(&magnitude(b)))
         .unwrap_or(half);
@@ -229,15 +241,18 @@ fn select(fid: &[usize], corr: &[f64]) -> Vec<usize> {
         .filter(|&i| corr[i] >= DOMINANT_R)
         .collect();
     let dominant = if dominant.is_empty() { all } else { dominant };
-    let mut rr: Vec<f64> = fid.windows(2).map(|w| (w[1] - w[0]) as f64).collect();
+    let mut rr: Vec<f64> = fid.windows(2).map(|w| w[1].abs_diff(w[0]) as f64).collect();
     let rr_median = median(&mut rr);
     // Premature beats carry a different (or hidden) P wave and a fused T.
     let on_time: Vec<usize> = dominant
         .iter()
         .copied()
-        .filter(|&i| i == 0 || (fid[i] - fid[i - 1]) as f64 >= 0.85 * rr_median)
+        .filter(|&i| i == 0 || fid[i].abs_diff(fid[i - 1]) as f64 >= 0.85 * rr_median)
         .collect();
-    let chosen = if on_time.is_empty() { dominant } else { on_time };
-    let picked = subset(&chosen);
-    picked
+    let chosen = if on_time.is_empty() {
+        dominant
+    } else {
+        on_time
+    };
+    subset(&chosen)
 }

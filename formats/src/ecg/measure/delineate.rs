@@ -143,34 +143,34 @@ fn qrs_bounds(v: &[f64], fid: usize, rate: f64, at: &dyn Fn(f64) -> usize) -> (u
     let quiet = if quiet.is_finite() { quiet } else { 0.0 };
     let run = samples(QUIET_S, rate);
     let threshold = quiet + QRS_FRACTION * (peak - quiet);
-    // Walk outwards from the fiducial until the velocity stays low for `run` samples.
-    let mut onset = at(-0.15);
-    let mut below = 0;
-    for i in (at(-0.15)..=fid).rev() {
-        if v[i] < threshold {
-            below += 1;
-            if below >= run {
-                onset = i + run;
-                break;
-            }
-        } else {
-            below = 0;
-        }
-    }
-    let mut offset = at(0.2);
-    below = 0;
-    for i in fid..=at(0.2) {
-        if v[i] < threshold {
-            below += 1;
-            if below >= run {
-                offset = i + 1 - run;
-                break;
-            }
-        } else {
-            below = 0;
-        }
-    }
+    // Walk outwards from the fiducial until the velocity stays low for `run` samples;
+    // the boundary is the edge of that quiet run next to the QRS.
+    let onset =
+        quiet_run((at(-0.15)..=fid).rev(), v, threshold, run).map_or(at(-0.15), |i| i + run);
+    let offset = quiet_run(fid..=at(0.2), v, threshold, run).map_or(at(0.2), |i| i + 1 - run);
     (onset.min(fid), offset.max(fid))
+}
+
+/// The index (in walking order) at which `v` has been below `threshold` for `run`
+/// consecutive samples.
+fn quiet_run(
+    walk: impl Iterator<Item = usize>,
+    v: &[f64],
+    threshold: f64,
+    run: usize,
+) -> Option<usize> {
+    let mut below = 0;
+    for i in walk {
+        if v[i] < threshold {
+            below += 1;
+            if below >= run {
+                return Some(i);
+            }
+        } else {
+            below = 0;
+        }
+    }
+    None
 }
 
 /// T end of one lead (referred to its isoelectric level) in `[from, to)`: after the

@@ -220,9 +220,9 @@ fn push_rr(recent: &mut Vec<f64>, regular: &mut Vec<f64>, rr: f64) {
             regular.remove(0);
         }
     } else if recent.len() == 8 && regular.len() == 8 {
-        let all_out = recent.iter().all(|r| {
-            mean(regular).is_some_and(|avg| *r <= 0.92 * avg || *r >= 1.16 * avg)
-        });
+        let all_out = recent
+            .iter()
+            .all(|r| mean(regular).is_some_and(|avg| *r <= 0.92 * avg || *r >= 1.16 * avg));
         if all_out {
             *regular = recent.clone();
         }

@@ -43,7 +43,11 @@ impl Biquad {
     /// Notch at `hz` with quality `q` (bandwidth = hz / q).
     pub(crate) fn notch(hz: f64, rate: f64, q: f64) -> Biquad {
         let (cos, alpha) = Self::angle(hz, rate, q);
-        Biquad::new([1.0, -2.0 * cos, 1.0], 1.0 + alpha, [-2.0 * cos, 1.0 - alpha])
+        Biquad::new(
+            [1.0, -2.0 * cos, 1.0],
+            1.0 + alpha,
+            [-2.0 * cos, 1.0 - alpha],
+        )
     }
 
     fn angle(hz: f64, rate: f64, q: f64) -> (f64, f64) {
@@ -199,7 +203,11 @@ mod tests {
         let mains = condition(&sine(50.0, rate, n), rate);
         assert!(rms(&mains[500..4500]) < 0.02, "50 Hz left: {}", rms(&mains));
         let wander = condition(&sine(0.1, rate, n), rate);
-        assert!(rms(&wander[500..4500]) < 0.1, "0.1 Hz left: {}", rms(&wander));
+        assert!(
+            rms(&wander[500..4500]) < 0.1,
+            "0.1 Hz left: {}",
+            rms(&wander)
+        );
         let qrs = condition(&sine(15.0, rate, n), rate);
         assert!((rms(&qrs[500..4500]) - rms(&sine(15.0, rate, n))).abs() < 0.02);
     }

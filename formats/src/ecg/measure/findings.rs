@@ -7,8 +7,8 @@
 
 use super::{Automatic, Finding};
 
-/// Below this rate: bradycardia flag.
-const BRADY_BPM: f64 = 50.0;
+/// Below this rate: bradycardia flag (the usual adult limits, 60 and 100 bpm).
+const BRADY_BPM: f64 = 60.0;
 /// Below this rate: emergency.
 const BRADY_EMERGENCY_BPM: f64 = 40.0;
 /// Above this rate: tachycardia flag.
@@ -62,7 +62,7 @@ pub(crate) fn findings(m: &Automatic, rate: f64) -> Vec<Finding> {
     let rr: Vec<f64> = m
         .r_peaks
         .windows(2)
-        .map(|w| (w[1] - w[0]) as f64 / rate)
+        .map(|w| w[1].abs_diff(w[0]) as f64 / rate)
         .collect();
     if let Some(longest) = rr.iter().copied().reduce(f64::max) {
         if longest >= PAUSE_S {

@@ -2,15 +2,15 @@
 //! delineation, intervals, frontal axes and triage findings.
 //!
 //! The pipeline, each step in its own file:
-//! 1. [`filter`]: every lead is conditioned with zero-phase filters (baseline wander
+//! 1. `filter`: every lead is conditioned with zero-phase filters (baseline wander
 //!    and 50/60 Hz mains removed, QRS left sharp).
-//! 2. [`detect`]: Pan-Tompkins QRS detection on each lead ([`detect_r_peaks`] is the
-//!    single-lead detector), then [`beats`]: a multi-lead consensus, alignment of the
+//! 2. `detect`: Pan-Tompkins QRS detection on each lead ([`detect_r_peaks`] is the
+//!    single-lead detector), then `beats`: a multi-lead consensus, alignment of the
 //!    beats on the QRS of all leads and a median beat per lead.
-//! 3. [`delineate`]: P onset, QRS onset and offset and T end on the median beats, all
+//! 3. `delineate`: P onset, QRS onset and offset and T end on the median beats, all
 //!    leads at once (global boundaries, as devices report them).
 //! 4. Intervals, QTc (Bazett and Fridericia), frontal axes from net areas in I and aVF,
-//!    and [`Finding`]s for triage ([`findings`]).
+//!    and [`Finding`]s for triage (`findings`).
 //!
 //! The results are suggestions for the cardiologist, who confirms or corrects them; the
 //! findings are automatic flags for ordering the worklist, not diagnoses.
@@ -151,8 +151,7 @@ pub enum MeasureError {
 /// On a single lead, noise can look like beats: [`measure`] combines all leads and
 /// rejects beats that are not consistent in shape.
 pub fn detect_r_peaks(samples_uv: &[f32], rate_hz: f64) -> Vec<usize> {
-    if !(MIN_RATE_HZ..=MAX_RATE_HZ).contains(&rate_hz)
-        || samples_uv.iter().any(|v| !v.is_finite())
+    if !(MIN_RATE_HZ..=MAX_RATE_HZ).contains(&rate_hz) || samples_uv.iter().any(|v| !v.is_finite())
     {
         return Vec::new();
     }
@@ -165,31 +164,7 @@ pub fn detect_r_peaks(samples_uv: &[f32], rate_hz: f64) -> Vec<usize> {
 /// and derive intervals, axes and triage findings.
 pub fn measure(ecg: &Ecg) -> Result<Automatic, MeasureError> {
     let rate = ecg.sample_rate_hz;
-    if !(MIN_RATE_HZ..=MAX_RATE_HZ).contains(&rate) {
-        return Err(MeasureError::SampleRate(rate));
-    }
-    let first = ecg.leads.first().ok_or(MeasureError::NoLeads)?;
-    let len = first.samples_uv.len();
-    for lead in &ecg.leads {
-        if lead.samples_uv.len() != len {
-            return Err(MeasureError::LengthMismatch {
-                label: lead.label.clone(),
-                len: lead.samples_uv.len(),
-                expected: len,
-            });
-        }
-        if lead.samples_uv.iter().any(|v| !v.is_finite()) {
-            return Err(MeasureError::NonFinite(lead.label.clone()));
-        }
-    }
-    if len == 0 {
-        return Err(MeasureError::NoLeads);
-    }
-    let seconds = len as f64 / rate;
-    if seconds < MIN_SECONDS {
-        return Err(MeasureError::TooShort { seconds });
-    }
-    let len = len.min((MAX_SECONDS * rate) as usize);
+    let len = check(ecg)?.min((MAX_SECONDS * rate) as usize);
 
     let conditioned: Vec<Vec<f64>> = ecg
         .leads
@@ -295,6 +270,36 @@ pub fn measure(ecg: &Ecg) -> Result<Automatic, MeasureError> {
     Ok(auto)
 }
 
+/// The number of samples per lead, once the record is known to be measurable.
+fn check(ecg: &Ecg) -> Result<usize, MeasureError> {
+    let rate = ecg.sample_rate_hz;
+    if !(MIN_RATE_HZ..=MAX_RATE_HZ).contains(&rate) {
+        return Err(MeasureError::SampleRate(rate));
+    }
+    let first = ecg.leads.first().ok_or(MeasureError::NoLeads)?;
+    let len = first.samples_uv.len();
+    for lead in &ecg.leads {
+        if lead.samples_uv.len() != len {
+            return Err(MeasureError::LengthMismatch {
+                label: lead.label.clone(),
+                len: lead.samples_uv.len(),
+                expected: len,
+            });
+        }
+        if lead.samples_uv.iter().any(|v| !v.is_finite()) {
+            return Err(MeasureError::NonFinite(lead.label.clone()));
+        }
+    }
+    if len == 0 {
+        return Err(MeasureError::NoLeads);
+    }
+    let seconds = len as f64 / rate;
+    if seconds < MIN_SECONDS {
+        return Err(MeasureError::TooShort { seconds });
+    }
+    Ok(len)
+}
+
 /// Median correlation of the beats with their template below which the "beats" are
 /// taken to be noise: real records give 0.99 and more, windows cut from white noise
 /// at its peaks 0.15–0.36 (see the tests).
@@ -305,7 +310,7 @@ fn mean_rr_ms(fid: &[usize], rate: f64) -> Option<f64> {
     if fid.len() < 2 {
         return None;
     }
-    let span = (fid[fid.len() - 1] - fid[0]) as f64;
+    let span = fid[fid.len() - 1].abs_diff(fid[0]) as f64;
     Some(span / (fid.len() - 1) as f64 * 1000.0 / rate)
 }
 

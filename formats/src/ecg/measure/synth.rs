@@ -122,12 +122,14 @@ pub(crate) fn generate(s: &Spec) -> Synthetic {
         .map(|q| ((q + 0.375 * s.qrs_ms / 1000.0) * s.rate).round() as usize)
         .filter(|&i| i < n)
         .collect();
-    let angle = |w: usize| match w {
-        0 => s.axes[0],
-        4 => s.axes[2],
-        _ => s.axes[1],
-    }
-    .to_radians();
+    let angle = |w: usize| {
+        match w {
+            0 => s.axes[0],
+            4 => s.axes[2],
+            _ => s.axes[1],
+        }
+        .to_radians()
+    };
     let mut rng = Rng(s.seed.max(1));
     let mut stored: Vec<(String, Vec<f32>)> = ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]
         .iter()
@@ -142,7 +144,8 @@ pub(crate) fn generate(s: &Spec) -> Synthetic {
                 *acc += v;
             }
         }
-        let wander = s.wander_uv * (0.7 * (2.0 * PI * 0.15 * t).sin() + 0.3 * (2.0 * PI * 0.4 * t + 1.0).sin());
+        let wander = s.wander_uv
+            * (0.7 * (2.0 * PI * 0.15 * t).sin() + 0.3 * (2.0 * PI * 0.4 * t + 1.0).sin());
         let mains = s.mains_uv * (2.0 * PI * 50.0 * t).sin();
         for (lead, (_, out)) in stored.iter_mut().enumerate() {
             let v: f64 = (0..5)
