@@ -159,3 +159,47 @@ async fn ingest(
         "automatic_findings": findings,
     })))
 }
+
+/// A DICOM ECG whose study just became complete: when the automatic measurements
+/// suggest an emergency, make it STAT. Best effort: the exam is on the worklist anyway.
+pub async fn triage_dicom(state: &HubState, caller: &Caller, exam_id: i64) {
+    let Ok(Some(storage::ecg::Source::Dicom(key))) =
+        storage::ecg::source(&state.storage.db, exam_id).await
+    else {
+        return;
+    };
+    let Ok(bytes) = state.storage.blobs.get_bytes(&key).await else {
+        return;
+    };
+    let Some(findings) = ecg::read_any(&bytes)
+        .ok()
+        .and_then(|r| ecg::measure::measure(&r).ok())
+        .map(|a| {
+            a.findings
+                .into_iter()
+                .filter(|f| f.emergency)
+                .map(|f| f.text_en)
+                .collect::<Vec<_>>()
+        })
+    else {
+        return;
+    };
+    if findings.is_empty() {
+        return;
+    }
+    let why = format!(
+        "automatic finding suggests an emergency: {}",
+        findings.join(", ")
+    );
+    let audit = caller.event(EventType::PATIENT_RECORD, Action::Update, Outcome::Success);
+    match storage::exams::make_stat(&state.storage.db, exam_id, &state.deadlines, &why, &audit)
+        .await
+    {
+        Ok(true) => {
+            tracing::warn!(exam_id, %why, "ECG made STAT");
+            state.changes.notify_waiters();
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!(exam_id, error = %e, "could not make the ECG STAT"),
+    }
+}

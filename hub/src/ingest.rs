@@ -58,7 +58,12 @@ pub async fn complete(
     )
     .await?
     {
-        Completion::Ready(exam) => Ok(HttpResponse::Ok().json(exam)),
+        Completion::Ready(exam) => {
+            if exam.kind == storage::exams::ExamKind::Ecg && exam.priority != "stat" {
+                crate::ecg::triage_dicom(&state, &caller, exam.id).await;
+            }
+            Ok(HttpResponse::Ok().json(exam))
+        }
         Completion::Incomplete { stored, expected } => Err(ApiError::new(
             actix_web::http::StatusCode::CONFLICT,
             "incomplete",

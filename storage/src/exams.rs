@@ -313,3 +313,44 @@ pub async fn events(db: &Db, exam_id: i64) -> Result<Vec<(String, String, Option
         Ok(rows)
     })
 }
+
+/// Raise an exam to STAT after the fact (e.g. an automatic ECG finding suggests an
+/// emergency): the deadline is recomputed from the ready time. Returns whether it rose.
+pub async fn make_stat(
+    db: &Db,
+    exam_id: i64,
+    targets: &crate::worklist::DeadlineTargets,
+    why: &str,
+    audit: &NewEvent,
+) -> Result<bool> {
+    let _turn = db.write_turn().await;
+    let now = now_ms();
+    on_db!(db, |pool| {
+        let mut tx = pool.begin().await?;
+        let kind: Option<String> =
+            sqlx::query_scalar("SELECT kind FROM exams WHERE id = $1 AND priority <> 'stat'")
+                .bind(exam_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(kind) = kind.as_deref().and_then(ExamKind::parse) else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "UPDATE exams SET priority = 'stat', updated_at = $1, deadline_at = COALESCE(ready_at, $1) + $2 WHERE id = $3",
+        )
+        .bind(now)
+        .bind(targets.target_ms(kind, Priority::Stat))
+        .bind(exam_id)
+        .execute(&mut *tx)
+        .await?;
+        record_event!(&mut *tx, exam_id, "stat", audit.actor.as_str(), why, now).await?;
+        let event = NewEvent {
+            exam_id: Some(exam_id),
+            detail: Some(serde_json::json!({ "priority": "stat", "why": why })),
+            ..audit.clone()
+        };
+        audit_append!(&mut *tx, &event, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    })
+}

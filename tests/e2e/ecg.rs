@@ -210,6 +210,32 @@ pub async fn ecg_from_cart_to_cardiologist_and_back(backend: Backend) -> Result<
         "{there}"
     );
 
+    // The printed report carries a rhythm strip.
+    let pdf = reqwest::Client::new()
+        .get(format!(
+            "{}/api/reports/{report_id}/versions/1/pdf",
+            hub.url
+        ))
+        .bearer_auth(&card)
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    let pdf_file = env.path("ecg-report.pdf");
+    std::fs::write(&pdf_file, &pdf)?;
+    let images = std::process::Command::new("/usr/bin/pdfimages")
+        .arg("-list")
+        .arg(&pdf_file)
+        .output()?;
+    let listed = String::from_utf8_lossy(&images.stdout)
+        .lines()
+        .skip(2)
+        .count();
+    ensure!(
+        listed == 1,
+        "the ECG report PDF should hold one tracing image, has {listed}"
+    );
+
     // A cart that speaks DICOM sends its 12-lead ECG by C-STORE: it lands on the
     // cardiology worklist too, and its tracing reads from the stored instance.
     let out = std::process::Command::new("python3")
@@ -240,5 +266,21 @@ pub async fn ecg_from_cart_to_cardiologist_and_back(backend: Backend) -> Result<
         wave["ecg"]["leads"].as_array().map(Vec::len) == Some(12),
         "DICOM ECG leads"
     );
+
+    // A DICOM ECG whose automatic rate suggests an emergency (30 bpm) becomes STAT.
+    let slow = crate::make_dicom(&["slow-ecg", env.path("slow").to_str().context("path")?]);
+    gw.storescu(&[], &slow)?;
+    wait_for(
+        Duration::from_secs(30),
+        "the bradycardic ECG made STAT",
+        || async {
+            Ok(cardiology_list(&hub, &card)
+                .await?
+                .into_iter()
+                .find(|r| r["patient_id"] == "SLOW-ECG" && r["priority"] == "stat")
+                .map(|_| ()))
+        },
+    )
+    .await?;
     Ok(())
 }

@@ -7,6 +7,9 @@
         gb18030.dcm (Specific Character Set GB18030) and utf8.dcm (ISO_IR 192), Chinese names.
     make_dicom.py bad-uid OUT_DIR
         bad_uid.dcm: SOP Instance UID with letters in it.
+    make_dicom.py slow-ecg OUT_DIR
+        slow_ecg.dcm: pydicom's real 12-lead ECG (61 bpm) declared at half its sampling
+        rate, so it reads as 30 bpm: an emergency bradycardia, with new UIDs.
 
 Prints the written paths, one a line.
 """
@@ -97,9 +100,26 @@ def bad_uid(out):
     print(path)
 
 
+def slow_ecg(out):
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    ds = dcmread(get_testdata_file("waveform_ecg.dcm"))
+    for item in ds.WaveformSequence:
+        item.SamplingFrequency = float(item.SamplingFrequency) / 2
+    ds.StudyInstanceUID = uid("slow-ecg", "study")
+    ds.SeriesInstanceUID = uid("slow-ecg", "series")
+    ds.SOPInstanceUID = uid("slow-ecg", "sop")
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PatientID = "SLOW-ECG"
+    path = os.path.join(out, "slow_ecg.dcm")
+    ds.save_as(path, enforce_file_format=True)
+    print(path)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("kind", choices=["study", "chinese", "bad-uid"])
+    ap.add_argument("kind", choices=["study", "chinese", "bad-uid", "slow-ecg"])
     ap.add_argument("out")
     ap.add_argument("count", nargs="?", type=int, default=3)
     ap.add_argument("--salt", default="s")
@@ -111,6 +131,8 @@ def main():
         study(a.out, a.count, a.salt, a.modality, a.priority)
     elif a.kind == "chinese":
         chinese(a.out)
+    elif a.kind == "slow-ecg":
+        slow_ecg(a.out)
     else:
         bad_uid(a.out)
 

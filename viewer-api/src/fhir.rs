@@ -725,6 +725,7 @@ mod tests {
             site_name: "青石镇卫生院",
             field_labels: &labels,
             history: &history,
+            tracing: None,
         };
         let pdf = with_pdf.then(|| {
             let font = ReportFont::load(None).expect("font");

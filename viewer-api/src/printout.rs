@@ -12,6 +12,11 @@
 //! shaping engine: Chinese needs no shaping beyond the `cmap` lookup, so one font,
 //! one glyph per character and a simple line breaker (at character boundaries, with the
 //! usual Chinese rules for punctuation) are all a report needs.
+//!
+//! An ECG report also carries a rhythm strip ([`Tracing`], made by [`ecg_strip`]) as an
+//! image at true paper scale, so the township can measure it with an ECG ruler.
+
+pub mod ecg_strip;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -70,6 +75,10 @@ pub enum PrintoutError {
     /// Compressing a PDF stream failed.
     #[error("compressing a PDF stream: {0}")]
     Compress(#[source] std::io::Error),
+    /// The tracing cannot be placed: its pixels do not match its size, or it does not
+    /// fit the page at true scale (which is the point of printing it).
+    #[error("tracing: {0}")]
+    Tracing(String),
 }
 
 /// A font loaded for printing: the whole file (a collection is fine, face 0 is used).
@@ -277,6 +286,84 @@ pub struct Printout<'a> {
     pub field_labels: &'a [(String, String)],
     /// Short lines about earlier versions (e.g. "v1 初诊 王医生 2026-11-23 10:02").
     pub history: &'a [String],
+    /// An image printed under the report fields at true paper scale (for an ECG, a
+    /// rhythm strip); `None` for none.
+    pub tracing: Option<Tracing<'a>>,
+}
+
+/// Widest tracing that fits between the page margins, mm (about 170 mm on A4): a
+/// tracing is never scaled to fit, so a wider one is refused.
+pub const TRACING_MAX_WIDTH_MM: f64 = (CONTENT_W as f64) * MM_PER_PT;
+/// Tallest tracing accepted, mm: anything taller is not a strip, and this always fits
+/// on a page of its own with its caption.
+pub const TRACING_MAX_HEIGHT_MM: f64 = 150.0;
+const MM_PER_PT: f64 = 25.4 / 72.0;
+
+/// A raster image printed at a given size on paper, with a caption under it.
+#[derive(Clone, Copy)]
+pub struct Tracing<'a> {
+    /// 8-bit RGB, row by row from the top, no padding: `width_px × height_px × 3` bytes.
+    pub rgb: &'a [u8],
+    /// Width in pixels.
+    pub width_px: u32,
+    /// Height in pixels.
+    pub height_px: u32,
+    /// Printed width, mm (at most [`TRACING_MAX_WIDTH_MM`]). For an ECG it must be the
+    /// width the image was drawn for, so that its grid measures 1 mm on paper.
+    pub width_mm: f64,
+    /// Printed height, mm (at most [`TRACING_MAX_HEIGHT_MM`]).
+    pub height_mm: f64,
+    /// Printed under the image, e.g. "II 导联节律条 25 mm/s 10 mm/mV".
+    pub caption: &'a str,
+}
+
+impl fmt::Debug for Tracing<'_> {
+    // By hand: the derived form would print every pixel.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracing")
+            .field("width_px", &self.width_px)
+            .field("height_px", &self.height_px)
+            .field("width_mm", &self.width_mm)
+            .field("height_mm", &self.height_mm)
+            .field("caption", &self.caption)
+            .field("rgb_bytes", &self.rgb.len())
+            .finish()
+    }
+}
+
+impl Tracing<'_> {
+    /// Refuse what cannot be printed faithfully: pixel data of the wrong length, or a
+    /// size that does not fit the page at true scale.
+    fn check(&self) -> Result<(), PrintoutError> {
+        let bad = |reason: String| Err(PrintoutError::Tracing(reason));
+        let expected = u64::from(self.width_px) * u64::from(self.height_px) * 3;
+        if self.width_px == 0 || self.height_px == 0 {
+            return bad("an image without pixels".into());
+        }
+        if self.rgb.len() as u64 != expected {
+            return bad(format!(
+                "{} bytes of RGB for {}x{} pixels (expected {expected})",
+                self.rgb.len(),
+                self.width_px,
+                self.height_px
+            ));
+        }
+        // i32 is what a PDF integer can hold; no real tracing comes near it.
+        if i32::try_from(self.width_px).is_err() || i32::try_from(self.height_px).is_err() {
+            return bad("too many pixels".into());
+        }
+        // A hair of tolerance: a width computed as exactly the maximum may round up.
+        let fits = |v: f64, max: f64| v.is_finite() && v > 0.0 && v <= max + 1e-6;
+        if !fits(self.width_mm, TRACING_MAX_WIDTH_MM)
+            || !fits(self.height_mm, TRACING_MAX_HEIGHT_MM)
+        {
+            return bad(format!(
+                "{} x {} mm does not fit {TRACING_MAX_WIDTH_MM:.1} x {TRACING_MAX_HEIGHT_MM} mm at true scale",
+                self.width_mm, self.height_mm
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The kind of exam a report is about, from [`ExamRef::kind`].
@@ -480,6 +567,8 @@ enum Op {
         width: f32,
         color: Rgb,
     },
+    /// The [`Tracing`] image with its lower left corner at `(x, y)`, `w` × `h` points.
+    Image { x: f32, y: f32, w: f32, h: f32 },
 }
 
 /// Glyph lookups and widths on the font's face.
@@ -825,6 +914,33 @@ impl<'m, 'f> Layout<'m, 'f> {
         self.y -= h;
     }
 
+    /// The tracing at its size on paper, centred, with its caption under it; kept on
+    /// one page with the caption.
+    fn tracing(&mut self, t: &Tracing) {
+        let (w, h) = (
+            (t.width_mm / MM_PER_PT) as f32,
+            (t.height_mm / MM_PER_PT) as f32,
+        );
+        let caption = style(SMALL, 14.0, false, GREY);
+        let lines = self.m.wrap(&self.m.sanitize(t.caption), SMALL, CONTENT_W);
+        let caption_h = caption.lh * lines.iter().filter(|l| !l.is_empty()).count() as f32;
+        self.ensure(h + 4.0 + caption_h);
+        let top = self.y;
+        self.ops().push(Op::Image {
+            x: MARGIN_X + (CONTENT_W - w).max(0.0) / 2.0,
+            y: top - h,
+            w,
+            h,
+        });
+        self.y -= h + 4.0;
+        for line in lines.iter().filter(|l| !l.is_empty()) {
+            let x = MARGIN_X + (CONTENT_W - self.m.width(line, SMALL)).max(0.0) / 2.0;
+            let top = self.y;
+            self.text(x, top, line, caption);
+            self.y -= caption.lh;
+        }
+    }
+
     /// A section heading with a small coloured mark before it.
     fn heading(&mut self, text: &str) {
         let lh = 22.0;
@@ -844,7 +960,13 @@ impl<'m, 'f> Layout<'m, 'f> {
 }
 
 /// Render the printable PDF of a signed report version.
+///
+/// A [`Tracing`] that cannot be printed at true scale is an error, not shrunk: a caller
+/// that would rather have the report without it renders again with `tracing: None`.
 pub fn render_pdf(p: &Printout, font: &ReportFont) -> Result<Vec<u8>, PrintoutError> {
+    if let Some(t) = &p.tracing {
+        t.check()?;
+    }
     let face = font.face()?;
     let metrics = Metrics::new(face);
     let payload = p.payload;
@@ -971,6 +1093,11 @@ pub fn render_pdf(p: &Printout, font: &ReportFont) -> Result<Vec<u8>, PrintoutEr
         l.paragraphs(MARGIN_X + 9.0, CONTENT_W - 9.0, text, BODY_STYLE);
         l.gap(8.0);
     }
+    // After the text it illustrates, before the signatures that close the report.
+    if let Some(t) = &p.tracing {
+        l.tracing(t);
+        l.gap(8.0);
+    }
 
     l.rule(0.5);
     l.gap(4.0);
@@ -1033,7 +1160,7 @@ pub fn render_pdf(p: &Printout, font: &ReportFont) -> Result<Vec<u8>, PrintoutEr
 
     let pages = add_footers(l.pages, &metrics, &patient, &patient_id, &version_text);
     let doc_title = format!("{title} {patient} {version_text}");
-    write_pdf(&pages, &metrics, font, &doc_title)
+    write_pdf(&pages, &metrics, font, &doc_title, p.tracing.as_ref())
 }
 
 /// The signature box: key id, payload digest, and the verification result in colour.
@@ -1170,6 +1297,7 @@ fn write_pdf(
     m: &Metrics,
     font: &ReportFont,
     doc_title: &str,
+    tracing: Option<&Tracing>,
 ) -> Result<Vec<u8>, PrintoutError> {
     // Glyphs used, and the character each stands for (the first seen, if several).
     let mut to_unicode: BTreeMap<u16, char> = BTreeMap::new();
@@ -1217,7 +1345,9 @@ fn write_pdf(
     let cmap_id = alloc();
     let font_file_id = alloc();
     let page_ids: Vec<(Ref, Ref)> = pages.iter().map(|_| (alloc(), alloc())).collect();
+    let image_id = tracing.map(|_| alloc());
     let font_name = Name(b"F1");
+    let image_name = Name(b"Im1");
 
     let mut pdf = Pdf::new();
     pdf.catalog(catalog_id)
@@ -1285,6 +1415,17 @@ fn write_pdf(
                     content.show(Str(&codes));
                     content.end_text();
                 }
+                Op::Image { x, y, w, h } => {
+                    // The image's unit square scaled to its size in points: this matrix
+                    // alone decides the printed size, hence the ECG grid's 1 mm.
+                    if image_id.is_some() {
+                        content
+                            .save_state()
+                            .transform([*w, 0.0, 0.0, *h, *x, *y])
+                            .x_object(image_name)
+                            .restore_state();
+                    }
+                }
             }
         }
         let stream = deflate(&content.finish())?;
@@ -1293,7 +1434,14 @@ fn write_pdf(
         page.media_box(Rect::new(0.0, 0.0, PAGE_W, PAGE_H))
             .parent(pages_id)
             .contents(*content_id);
-        page.resources().fonts().pair(font_name, type0_id);
+        let mut resources = page.resources();
+        resources.fonts().pair(font_name, type0_id);
+        if let Some(image_id) = image_id {
+            if ops.iter().any(|op| matches!(op, Op::Image { .. })) {
+                resources.x_objects().pair(image_name, image_id);
+            }
+        }
+        resources.finish();
         page.finish();
     }
 
@@ -1393,6 +1541,18 @@ fn write_pdf(
         );
     }
     stream.finish();
+
+    if let (Some(t), Some(image_id)) = (tracing, image_id) {
+        let samples = deflate(t.rgb)?;
+        let mut image = pdf.image_xobject(image_id, &samples);
+        image.filter(Filter::FlateDecode);
+        // Checked in `Tracing::check`; the fallback is never reached.
+        image.width(i32::try_from(t.width_px).unwrap_or(i32::MAX));
+        image.height(i32::try_from(t.height_px).unwrap_or(i32::MAX));
+        image.color_space().device_rgb();
+        image.bits_per_component(8);
+        image.finish();
+    }
 
     Ok(pdf.finish())
 }
@@ -1564,6 +1724,7 @@ mod tests {
             site_name: "青石镇卫生院",
             field_labels: &labels,
             history: &history,
+            tracing: None,
         };
         render_pdf(&p, &font()).expect("render")
     }
@@ -1795,6 +1956,7 @@ mod tests {
             site_name: "青石镇卫生院",
             field_labels: &labels,
             history: &[],
+            tracing: None,
         };
         let pdf = render_pdf(&printout, &font).expect("render");
         eprintln!("Noto CFF report: {} bytes", pdf.len());
@@ -1809,6 +1971,223 @@ mod tests {
         let flat = squash(&tool("pdftotext", &["-enc", "UTF-8"], &pdf));
         assert!(flat.contains("MR检查报告"), "{flat}");
         assert!(flat.contains("双肺纹理增多、增粗，两肺上叶可见少许条索状高密度影"));
+    }
+
+    /// A 12-lead-free recording: the given leads, 10 s of a 1 mV square wave at 500 Hz.
+    fn square_ecg(leads: &[&str]) -> formats::ecg::Ecg {
+        use formats::ecg::{
+            Ecg, Filters, Lead, Measurements, OrderInfo, PatientInfo, SourceFormat,
+        };
+        let samples: Vec<f32> = (0..5000)
+            .map(|i| if (i / 50) % 2 == 1 { 1000.0 } else { 0.0 })
+            .collect();
+        Ecg {
+            leads: leads
+                .iter()
+                .map(|l| Lead {
+                    label: l.to_string(),
+                    samples_uv: samples.clone(),
+                    derived: false,
+                })
+                .collect(),
+            sample_rate_hz: 500.0,
+            acquired_at: None,
+            acquired_at_ms: None,
+            filters: Filters::default(),
+            device_measurements: Measurements::default(),
+            statements: Vec::new(),
+            patient: PatientInfo::default(),
+            order: OrderInfo::default(),
+            device: None,
+            source_format: SourceFormat::HL7aECG,
+        }
+    }
+
+    fn render_with(
+        payload: &ReportPayload,
+        tracing: Option<Tracing>,
+    ) -> Result<Vec<u8>, PrintoutError> {
+        let signed = signed(payload);
+        let labels = labels();
+        let state = VerificationState::Valid {
+            key_id: payload.key_id.clone(),
+        };
+        let p = Printout {
+            payload,
+            signed: &signed,
+            verification: &state,
+            hospital_name: "县人民医院 区域诊断中心",
+            site_name: "青石镇卫生院",
+            field_labels: &labels,
+            history: &[],
+            tracing,
+        };
+        render_pdf(&p, &font())
+    }
+
+    /// Every `cm` operator in the PDF's (Flate-compressed) content streams, as its six
+    /// numbers.
+    fn cm_matrices(pdf: &[u8]) -> Vec<[f64; 6]> {
+        use std::io::Read as _;
+        let mut out = Vec::new();
+        let mut rest = pdf;
+        while let Some(start) = find(rest, b"stream\n") {
+            let body = &rest[start + 7..];
+            let Some(end) = find(body, b"\nendstream") else {
+                break;
+            };
+            let mut text = String::new();
+            let mut dec = flate2::read::ZlibDecoder::new(&body[..end]);
+            if dec.read_to_string(&mut text).is_ok() {
+                for line in text.lines().filter(|l| l.ends_with(" cm")) {
+                    let n: Vec<f64> = line
+                        .split_whitespace()
+                        .take(6)
+                        .map(|v| v.parse().expect("number"))
+                        .collect();
+                    out.push([n[0], n[1], n[2], n[3], n[4], n[5]]);
+                }
+            }
+            rest = &body[end..];
+        }
+        out
+    }
+
+    fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+        hay.windows(needle.len()).position(|w| w == needle)
+    }
+
+    #[test]
+    fn ecg_report_carries_one_rhythm_strip_at_true_scale() {
+        let p = payload("ecg", Some("ECG"));
+        let strip = ecg_strip::strip_for_report(&square_ecg(&["I", "II", "V1"])).expect("strip");
+        // 6 s at 25 mm/s after a 10 mm lead-in, plus the edge pixel: the most that fits A4.
+        assert_eq!(strip.seconds, 6);
+        assert_eq!((strip.strip.width_px, strip.strip.height_px), (1601, 401));
+        assert_eq!(strip.strip.lead, "II");
+        assert_eq!(strip.caption, "II 导联节律条（前 6 秒）  25 mm/s  10 mm/mV");
+        let t = strip.as_tracing();
+        let pdf = render_with(&p, Some(t)).expect("render");
+        eprintln!("ECG report with strip: {} bytes", pdf.len());
+        assert!(pdf.len() < 300 * 1024, "PDF is {} bytes", pdf.len());
+        assert!(
+            pdf == render_with(&p, Some(t)).expect("again"),
+            "deterministic"
+        );
+
+        // page num type width height color comp bpc enc interp object ID x-ppi y-ppi ...
+        let list = tool("pdfimages", &["-list"], &pdf);
+        let rows: Vec<Vec<&str>> = list
+            .lines()
+            .skip(2)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows.len(), 1, "exactly one image:\n{list}");
+        let row = &rows[0];
+        assert_eq!(
+            &row[2..9],
+            ["image", "1601", "401", "rgb", "3", "8", "image"],
+            "{list}"
+        );
+        // 10 px/mm is 254 dpi: what pdfimages computes from the placed size.
+        assert_eq!((row[12], row[13]), ("254", "254"), "{list}");
+
+        // Placed at its size in mm: the image matrix is width × height in points.
+        let pt = |mm: f64| mm * 72.0 / 25.4;
+        let images: Vec<_> = cm_matrices(&pdf)
+            .into_iter()
+            .filter(|m| m[1] == 0.0 && m[2] == 0.0 && m[0] > 100.0)
+            .collect();
+        assert_eq!(images.len(), 1, "{images:?}");
+        let [w, _, _, h, x, y] = images[0];
+        assert!((w - pt(160.1)).abs() < 0.01, "width {w} pt");
+        assert!((h - pt(40.1)).abs() < 0.01, "height {h} pt");
+        assert!((w - pt(t.width_mm)).abs() < 0.01 && (h - pt(t.height_mm)).abs() < 0.01);
+        // On the page, between the margins.
+        assert!(x >= f64::from(MARGIN_X) - 0.01 && x + w <= f64::from(PAGE_W - MARGIN_X) + 0.01);
+        assert!(y >= f64::from(MARGIN_BOTTOM) && y + h <= f64::from(PAGE_H - MARGIN_TOP));
+
+        let text = tool("pdftotext", &["-enc", "UTF-8"], &pdf);
+        let flat = squash(&text);
+        for needle in [
+            "心电图报告",
+            "检查所见",
+            "双肺纹理清晰，未见明显实质性病变。",
+            "II导联节律条（前6秒）25mm/s10mm/mV",
+            "电子签名验证通过",
+        ] {
+            assert!(flat.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        // The strip comes after the fields and before the signatures.
+        let at = |s: &str| flat.find(s).expect(s);
+        assert!(at("诊断意见") < at("II导联节律条") && at("II导联节律条") < at("审核医师"));
+
+        // Without a tracing there is no image at all.
+        let plain = render_with(&p, None).expect("render");
+        assert_eq!(tool("pdfimages", &["-list"], &plain).lines().count(), 2);
+    }
+
+    #[test]
+    fn strip_falls_back_to_a_recorded_lead() {
+        let strip = ecg_strip::strip_for_report(&square_ecg(&["I"])).expect("strip");
+        assert_eq!(strip.strip.lead, "I");
+        assert!(
+            strip.caption.starts_with("I 导联节律条"),
+            "{}",
+            strip.caption
+        );
+        let err = ecg_strip::strip_for_report(&square_ecg(&[])).unwrap_err();
+        assert!(
+            matches!(err, crate::ecg_render::RenderError::NoTracing(_)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_tracing_that_cannot_print_at_true_scale_is_refused() {
+        let p = payload("ecg", Some("ECG"));
+        let rgb = vec![255u8; 30 * 10 * 3];
+        let ok = Tracing {
+            rgb: &rgb,
+            width_px: 30,
+            height_px: 10,
+            width_mm: 150.0,
+            height_mm: 50.0,
+            caption: "test",
+        };
+        assert!(render_with(&p, Some(ok)).is_ok());
+        for bad in [
+            // A 10 s strip (260 mm) is wider than A4's text width.
+            Tracing {
+                width_mm: 260.0,
+                ..ok
+            },
+            Tracing {
+                height_mm: 200.0,
+                ..ok
+            },
+            Tracing {
+                width_mm: f64::NAN,
+                ..ok
+            },
+            Tracing {
+                height_px: 11,
+                ..ok
+            },
+            Tracing {
+                rgb: &rgb[1..],
+                ..ok
+            },
+            Tracing {
+                width_px: 0,
+                height_px: 0,
+                rgb: &[],
+                ..ok
+            },
+        ] {
+            let err = render_with(&p, Some(bad)).unwrap_err();
+            assert!(matches!(err, PrintoutError::Tracing(_)), "{bad:?}: {err}");
+        }
     }
 
     #[test]

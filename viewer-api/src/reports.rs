@@ -237,6 +237,14 @@ async fn render(
         .find(|s| s.id == payload.exam.site)
         .map(|s| s.name)
         .unwrap_or_else(|| payload.exam.site.clone());
+    // The township gets the tracing with an ECG report; without one (no recording yet,
+    // unreadable file) the report still prints, see `ecg_strip::load`.
+    let ecg_strip =
+        if crate::printout::ExamKind::of(&payload.exam) == crate::printout::ExamKind::Ecg {
+            crate::printout::ecg_strip::load(state, payload.exam.exam_id).await
+        } else {
+            None
+        };
     let printout = Printout {
         payload: &payload,
         signed: &v.signed,
@@ -245,6 +253,7 @@ async fn render(
         site_name: &site_name,
         field_labels: &labels,
         history: &history,
+        tracing: ecg_strip.as_ref().map(|t| t.as_tracing()),
     };
     let font = state.report_font.as_ref().ok_or_else(|| {
         ApiError::new(
@@ -253,8 +262,21 @@ async fn render(
             "no font with Chinese glyphs is configured (report_font)",
         )
     })?;
-    let pdf = crate::printout::render_pdf(&printout, font)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "pdf", e.to_string()))?;
+    let pdf = match crate::printout::render_pdf(&printout, font) {
+        // A strip the page cannot hold must not cost the township its report.
+        Err(e @ crate::printout::PrintoutError::Tracing(_)) => {
+            tracing::warn!(report_id, version, error = %e, "report printed without its tracing");
+            crate::printout::render_pdf(
+                &Printout {
+                    tracing: None,
+                    ..printout
+                },
+                font,
+            )
+        }
+        other => other,
+    }
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "pdf", e.to_string()))?;
     let fhir = if want_pdf_only {
         serde_json::Value::Null
     } else {

@@ -22,6 +22,9 @@
 //! The PNG is rasterised from the very same drawing (one display list, two back ends),
 //! with tiny-skia and glyph outlines from the CJK report font, so its geometry is the
 //! SVG's scaled by `px_per_mm`.
+//!
+//! [`render_rhythm_strip_rgb`] draws just a rhythm strip (grid, calibration pulse,
+//! tracing; no text) with the same code, as raw pixels for embedding in the report PDF.
 
 mod page;
 mod raster;
@@ -128,6 +131,12 @@ pub enum RenderError {
         /// What is wrong.
         reason: String,
     },
+    /// The rhythm strip's length is not a positive number of seconds up to a minute.
+    #[error("a rhythm strip of {0} s is not 0 to 60 s long")]
+    StripSeconds(f64),
+    /// The rhythm strip's lead is not in the recording or has no sample to draw.
+    #[error("lead {0} has no samples to draw")]
+    NoTracing(String),
     /// Writing the SVG text or encoding the PNG failed.
     #[error("encoding the {format}: {reason}")]
     Encode {
@@ -187,6 +196,71 @@ pub fn render_png(
     raster::check_resolution(px_per_mm)?;
     let font = PngFont::system_default()?;
     render_png_with_font(ecg, layout, header, px_per_mm, font)
+}
+
+/// A rhythm strip as raw pixels, with the size it must be printed at.
+#[derive(Clone, PartialEq)]
+pub struct RgbStrip {
+    /// Width in pixels.
+    pub width_px: u32,
+    /// Height in pixels.
+    pub height_px: u32,
+    /// Width on paper, mm (`width_px / px_per_mm`): printed at this width, the grid
+    /// squares are 1 mm.
+    pub width_mm: f64,
+    /// Height on paper, mm (`height_px / px_per_mm`).
+    pub height_mm: f64,
+    /// 8-bit RGB, row by row from the top, no padding: `width_px × height_px × 3` bytes.
+    pub rgb: Vec<u8>,
+    /// The lead drawn, spelled as the readers normalise labels (e.g. `II`).
+    pub lead: String,
+}
+
+impl std::fmt::Debug for RgbStrip {
+    // By hand: the derived form would print every pixel.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RgbStrip")
+            .field("width_px", &self.width_px)
+            .field("height_px", &self.height_px)
+            .field("width_mm", &self.width_mm)
+            .field("height_mm", &self.height_mm)
+            .field("lead", &self.lead)
+            .finish()
+    }
+}
+
+/// Width and height in mm of the grid of a rhythm strip of `seconds` at `layout`'s
+/// speed (the image of [`render_rhythm_strip_rgb`] is one pixel more each way): the
+/// calibration pulse's lead-in (10 mm at 25 mm/s) plus `seconds × speed`, by 40 mm.
+/// For choosing how many seconds fit a given width.
+pub fn rhythm_strip_size_mm(layout: &Layout, seconds: f64) -> (f64, f64) {
+    page::strip_size(layout, seconds)
+}
+
+/// The first `seconds` (up to 60) of `layout.rhythm_lead` at `layout`'s speed and gain
+/// as a strip of ECG paper: 1 mm / 5 mm grid, 1 mV calibration pulse before the
+/// tracing, baseline 25 mm below the top of a 40 mm strip. No text: whoever shows it
+/// captions it with the lead, speed and gain. `Layout::default()` with 10 s is the
+/// standard strip (II, 25 mm/s, 10 mm/mV).
+///
+/// Drawn by the same code as the printout's rhythm strip, rasterised at `px_per_mm`
+/// (1 to 20). A lead the recording lacks (or without a finite sample in the time) is
+/// [`RenderError::NoTracing`]: an empty strip would read as asystole.
+pub fn render_rhythm_strip_rgb(
+    ecg: &Ecg,
+    layout: &Layout,
+    seconds: f64,
+    px_per_mm: f64,
+) -> Result<RgbStrip, RenderError> {
+    let (width_px, height_px, rgb) = raster::strip_rgb(ecg, layout, seconds, px_per_mm)?;
+    Ok(RgbStrip {
+        width_px,
+        height_px,
+        width_mm: f64::from(width_px) / px_per_mm,
+        height_mm: f64::from(height_px) / px_per_mm,
+        rgb,
+        lead: formats::ecg::normalize_label(&layout.rhythm_lead),
+    })
 }
 
 /// Header measurements from a device's (or our) global measurements, in the order a

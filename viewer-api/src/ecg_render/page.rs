@@ -136,13 +136,10 @@ pub(super) fn baseline(row: usize) -> f64 {
 /// Lay out the printout after checking the layout and the sampling rate.
 pub(super) fn build(ecg: &Ecg, layout: &Layout, header: &Header) -> Result<Drawing, RenderError> {
     validate(layout)?;
-    let fs = ecg.sample_rate_hz;
-    if !(fs.is_finite() && fs > 0.0 && fs <= 1_000_000.0) {
-        return Err(RenderError::SampleRate(fs));
-    }
+    check_sample_rate(ecg.sample_rate_hz)?;
     let width = paper_width(layout.speed_mm_s);
     let grid_right = width - MARGIN_MM;
-    let mut items = grid(MARGIN_MM, grid_right);
+    let mut items = grid(MARGIN_MM, GRID_TOP_MM, grid_right, GRID_BOTTOM_MM);
     for row in 0..4 {
         items.push(calibration(row, layout));
     }
@@ -201,19 +198,28 @@ pub(super) fn build(ecg: &Ecg, layout: &Layout, header: &Header) -> Result<Drawi
     })
 }
 
+/// A sampling rate that can place samples in time.
+fn check_sample_rate(fs: f64) -> Result<(), RenderError> {
+    if fs.is_finite() && fs > 0.0 && fs <= 1_000_000.0 {
+        Ok(())
+    } else {
+        Err(RenderError::SampleRate(fs))
+    }
+}
+
 /// Minor lines every 1 mm and major lines every 5 mm from the grid's top-left corner;
 /// a position on a major line gets only the major line.
-fn grid(left: f64, right: f64) -> Vec<Item> {
+fn grid(left: f64, top: f64, right: f64, bottom: f64) -> Vec<Item> {
     let (mut minor, mut major) = (Vec::new(), Vec::new());
     let columns = (right - left).round() as i64;
     for i in 0..=columns {
         let x = left + i as f64;
-        let line = [x, GRID_TOP_MM, x, GRID_BOTTOM_MM];
+        let line = [x, top, x, bottom];
         if i % 5 == 0 { &mut major } else { &mut minor }.push(line);
     }
-    let rows = (GRID_BOTTOM_MM - GRID_TOP_MM).round() as i64;
+    let rows = (bottom - top).round() as i64;
     for i in 0..=rows {
-        let y = GRID_TOP_MM + i as f64;
+        let y = top + i as f64;
         let line = [left, y, right, y];
         if i % 5 == 0 { &mut major } else { &mut minor }.push(line);
     }
@@ -233,21 +239,36 @@ fn grid(left: f64, right: f64) -> Vec<Item> {
 
 /// The 1 mV, 200 ms rectangular pulse before row `row`'s tracings.
 fn calibration(row: usize, layout: &Layout) -> Item {
-    let b = baseline(row);
+    calibration_pulse(
+        baseline(row),
+        TRACE_LEFT_MM,
+        layout,
+        vec![("data-row", row.to_string())],
+    )
+}
+
+/// The 1 mV, 200 ms rectangular pulse on baseline `b`, ending [`CAL_GAP_MM`] before
+/// `trace_left` (where the tracing's time 0 is), with a stretch of baseline either side.
+fn calibration_pulse(
+    b: f64,
+    trace_left: f64,
+    layout: &Layout,
+    attrs: Vec<(&'static str, String)>,
+) -> Item {
     let top = b - layout.gain_mm_mv; // 1 mV
-    let right = TRACE_LEFT_MM - CAL_GAP_MM;
+    let right = trace_left - CAL_GAP_MM;
     let left = right - CAL_SECONDS * layout.speed_mm_s;
     Item::Polyline {
         class: "cal",
         ink: TRACE,
-        attrs: vec![("data-row", row.to_string())],
+        attrs,
         points: vec![
             (left - CAL_GAP_MM, b),
             (left, b),
             (left, top),
             (right, top),
             (right, b),
-            (TRACE_LEFT_MM, b),
+            (trace_left, b),
         ],
     }
 }
@@ -283,36 +304,20 @@ impl Cell<'_> {
             attrs: attrs.clone(),
             text: self.label.to_string(),
         });
-        let fs = ecg.sample_rate_hz;
-        let samples = ecg
-            .lead(self.label)
-            .map(|l| l.samples_uv.as_slice())
-            .unwrap_or(&[]);
-        let range = index_range(&self.seconds, fs, samples.len());
         let class = if self.col.is_some() {
             "trace"
         } else {
             "rhythm"
         };
-        let mut drawn = false;
-        for run in finite_runs(samples, range) {
-            let points = simplify(run, |i| {
-                let x = TRACE_LEFT_MM + i as f64 / fs * layout.speed_mm_s;
-                let y = b - f64::from(samples[i]) / 1000.0 * layout.gain_mm_mv;
-                // Clipped off the page anyway; bounded so that an absurd sample (a
-                // lead-off rail, a corrupt file) gives ordinary numbers to both back ends.
-                (x, y.clamp(-PAPER_HEIGHT_MM, 2.0 * PAPER_HEIGHT_MM))
-            });
-            if points.len() >= 2 {
-                drawn = true;
-                items.push(Item::Polyline {
-                    class,
-                    ink: TRACE,
-                    attrs: attrs.clone(),
-                    points,
-                });
-            }
+        let traces = Trace {
+            label: self.label,
+            seconds: self.seconds.clone(),
+            left: TRACE_LEFT_MM,
+            baseline: b,
         }
+        .polylines(ecg, layout, class, &attrs);
+        let drawn = !traces.is_empty();
+        items.extend(traces);
         if !drawn {
             // A lead the cart did not record (or too short to reach this column): say so
             // rather than draw a flat line that would read as asystole.
@@ -328,6 +333,123 @@ impl Cell<'_> {
             });
         }
     }
+}
+
+/// Where one lead's samples go: the same mapping from sample to millimetres for the
+/// page's cells and for the stand-alone rhythm strip.
+struct Trace<'l> {
+    label: &'l str,
+    /// The part of the recording drawn (seconds from its start).
+    seconds: Range<f64>,
+    /// Where time 0 of the recording is (mm from the left edge).
+    left: f64,
+    /// Where 0 µV is (mm from the top edge).
+    baseline: f64,
+}
+
+impl Trace<'_> {
+    /// The tracing as polylines (one per run of finite samples, none if the lead is
+    /// absent or has no sample in `seconds`).
+    fn polylines(
+        &self,
+        ecg: &Ecg,
+        layout: &Layout,
+        class: &'static str,
+        attrs: &[(&'static str, String)],
+    ) -> Vec<Item> {
+        let fs = ecg.sample_rate_hz;
+        let samples = ecg
+            .lead(self.label)
+            .map(|l| l.samples_uv.as_slice())
+            .unwrap_or(&[]);
+        let range = index_range(&self.seconds, fs, samples.len());
+        let mut items = Vec::new();
+        for run in finite_runs(samples, range) {
+            let points = simplify(run, |i| {
+                let x = self.left + i as f64 / fs * layout.speed_mm_s;
+                let y = self.baseline - f64::from(samples[i]) / 1000.0 * layout.gain_mm_mv;
+                // Clipped off the page anyway; bounded so that an absurd sample (a
+                // lead-off rail, a corrupt file) gives ordinary numbers to both back ends.
+                (x, y.clamp(-PAPER_HEIGHT_MM, 2.0 * PAPER_HEIGHT_MM))
+            });
+            if points.len() >= 2 {
+                items.push(Item::Polyline {
+                    class,
+                    ink: TRACE,
+                    attrs: attrs.to_vec(),
+                    points,
+                });
+            }
+        }
+        items
+    }
+}
+
+/// Height of the stand-alone rhythm strip ([`build_strip`]), mm.
+pub(super) const STRIP_HEIGHT_MM: f64 = 40.0;
+/// Baseline of the strip below its top edge: on a 5 mm line, with 2.5 mV of room above
+/// at 10 mm/mV (QRS complexes mostly point up) and 1.5 mV below, as in the page's rows.
+pub(super) const STRIP_BASELINE_MM: f64 = 25.0;
+/// Longest strip accepted, s: a minute is far more than any printed strip needs, and
+/// bounds the work before the pixel limit is even looked at.
+pub(super) const STRIP_MAX_SECONDS: f64 = 60.0;
+
+/// Grid left of time 0 in the strip: room for the calibration pulse and a gap either
+/// side of it, rounded up to a 5 mm line so the tracing starts on a major line.
+pub(super) fn strip_lead_in(speed_mm_s: f64) -> f64 {
+    ((CAL_SECONDS * speed_mm_s + 2.0 * CAL_GAP_MM) / 5.0).ceil() * 5.0
+}
+
+/// Width and height (mm) of a strip of `seconds` at this layout's speed.
+pub(super) fn strip_size(layout: &Layout, seconds: f64) -> (f64, f64) {
+    let width = (strip_lead_in(layout.speed_mm_s) + seconds * layout.speed_mm_s).ceil();
+    (width, STRIP_HEIGHT_MM)
+}
+
+/// A rhythm strip on its own: the first `seconds` of `layout.rhythm_lead` on a grid
+/// that fills the drawing, with the calibration pulse before it, and no text (whoever
+/// places the strip captions it). The grid's top-left corner is (0, 0).
+///
+/// A lead that is absent or has nothing to draw is an error rather than an empty grid:
+/// without text to say "not recorded", an empty strip would read as asystole.
+pub(super) fn build_strip(
+    ecg: &Ecg,
+    layout: &Layout,
+    seconds: f64,
+) -> Result<Drawing, RenderError> {
+    validate(layout)?;
+    check_sample_rate(ecg.sample_rate_hz)?;
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= STRIP_MAX_SECONDS) {
+        return Err(RenderError::StripSeconds(seconds));
+    }
+    let (width, height) = strip_size(layout, seconds);
+    let left = strip_lead_in(layout.speed_mm_s);
+    let label = normalize_label(&layout.rhythm_lead);
+    let attrs = [("data-lead", label.clone())];
+    let traces = Trace {
+        label: &label,
+        seconds: 0.0..seconds,
+        left,
+        baseline: STRIP_BASELINE_MM,
+    }
+    .polylines(ecg, layout, "rhythm", &attrs);
+    if traces.is_empty() {
+        return Err(RenderError::NoTracing(label));
+    }
+    let mut items = grid(0.0, 0.0, width, height);
+    items.push(calibration_pulse(
+        STRIP_BASELINE_MM,
+        left,
+        layout,
+        attrs.to_vec(),
+    ));
+    items.extend(traces);
+    Ok(Drawing {
+        width,
+        height,
+        clip: [0.0, 0.0, width, height],
+        items,
+    })
 }
 
 /// Indices of the samples whose time falls in `seconds`, within `len`.

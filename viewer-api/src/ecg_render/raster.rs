@@ -134,23 +134,68 @@ pub fn render_png_with_font(
         (d.width * px_per_mm).round() as u64,
         (d.height * px_per_mm).round() as u64,
     );
+    // Size before font: a request too large says so whatever the font.
+    let (w, h) = pixel_size(width, height)?;
+    let face = font.face()?;
+    let pixmap = rasterize(&d, w, h, px_per_mm, Some(&face))?;
+    encode(&pixmap, px_per_mm)
+}
+
+/// A rhythm strip ([`page::build_strip`]) as raw RGB: `(width_px, height_px, rgb)`.
+///
+/// One pixel wider and taller than the grid: its last lines lie on the far pixel
+/// boundary (`width × px_per_mm`), and without that pixel the strip would lack its
+/// right and bottom edges. The true scale is then `width_px / px_per_mm` mm.
+pub(super) fn strip_rgb(
+    ecg: &Ecg,
+    layout: &Layout,
+    seconds: f64,
+    px_per_mm: f64,
+) -> Result<(u32, u32, Vec<u8>), RenderError> {
+    check_resolution(px_per_mm)?;
+    let d = page::build_strip(ecg, layout, seconds)?;
+    let (width, height) = (
+        (d.width * px_per_mm).round() as u64 + 1,
+        (d.height * px_per_mm).round() as u64 + 1,
+    );
+    let (w, h) = pixel_size(width, height)?;
+    // The strip has no text, so it needs no font.
+    let pixmap = rasterize(&d, w, h, px_per_mm, None)?;
+    Ok((w, h, rgb(&pixmap)))
+}
+
+/// Refuse an image of more than [`MAX_PIXELS`] before anything is allocated.
+fn pixel_size(width: u64, height: u64) -> Result<(u32, u32), RenderError> {
     let too_large = || RenderError::TooLarge { width, height };
-    if width * height > MAX_PIXELS {
+    if width.saturating_mul(height) > MAX_PIXELS {
         return Err(too_large());
     }
-    let (w, h) = (
+    Ok((
         u32::try_from(width).map_err(|_| too_large())?,
         u32::try_from(height).map_err(|_| too_large())?,
-    );
+    ))
+}
+
+/// Draw the display list on white at `px_per_mm`; text only when given a face.
+fn rasterize(
+    d: &Drawing,
+    w: u32,
+    h: u32,
+    px_per_mm: f64,
+    face: Option<&Face>,
+) -> Result<Pixmap, RenderError> {
+    let too_large = || RenderError::TooLarge {
+        width: w.into(),
+        height: h.into(),
+    };
     let mut pixmap = Pixmap::new(w, h).ok_or_else(too_large)?;
     pixmap.fill(Color::WHITE);
-    let face = font.face()?;
     let s = px_per_mm as f32;
-    let clip = clip_mask(&d, w, h, s).ok_or_else(too_large)?;
+    let clip = clip_mask(d, w, h, s).ok_or_else(too_large)?;
     for item in &d.items {
-        draw(&mut pixmap, item, s, &clip, &face);
+        draw(&mut pixmap, item, s, &clip, face);
     }
-    encode(&pixmap, px_per_mm)
+    Ok(pixmap)
 }
 
 /// Tracings stay inside the grid, as in the SVG's clip path.
@@ -177,7 +222,7 @@ fn paint(ink: Ink) -> Paint<'static> {
 
 /// Everything is drawn in pixels (millimetres × `s`), with strokes at least 1 px wide
 /// so that thin grid lines do not fade away at low resolutions.
-fn draw(pixmap: &mut Pixmap, item: &Item, s: f32, clip: &Mask, face: &Face) {
+fn draw(pixmap: &mut Pixmap, item: &Item, s: f32, clip: &Mask, face: Option<&Face>) {
     let id = Transform::identity();
     match item {
         Item::Lines { ink, lines, .. } => {
@@ -214,6 +259,9 @@ fn draw(pixmap: &mut Pixmap, item: &Item, s: f32, clip: &Mask, face: &Face) {
             text,
             ..
         } => {
+            let Some(face) = face else {
+                return;
+            };
             if let Some(path) = text_path(
                 face,
                 text,
@@ -328,6 +376,16 @@ impl OutlineBuilder for Outline<'_> {
     }
 }
 
+/// The pixels as RGB, row by row: everything is drawn opaque on white, so alpha is
+/// always 255 and the premultiplied colour is the colour.
+fn rgb(pixmap: &Pixmap) -> Vec<u8> {
+    pixmap
+        .data()
+        .chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect()
+}
+
 /// RGB (the page is opaque, so alpha would only cost bytes), with the resolution in the
 /// file so that printing at "actual size" gives paper scale.
 fn encode(pixmap: &Pixmap, px_per_mm: f64) -> Result<Vec<u8>, RenderError> {
@@ -335,11 +393,7 @@ fn encode(pixmap: &Pixmap, px_per_mm: f64) -> Result<Vec<u8>, RenderError> {
         format: "PNG",
         reason: e.to_string(),
     };
-    let rgb: Vec<u8> = pixmap
-        .data()
-        .chunks_exact(4)
-        .flat_map(|p| [p[0], p[1], p[2]])
-        .collect();
+    let rgb = rgb(pixmap);
     let mut out = Vec::new();
     let mut enc = png::Encoder::new(&mut out, pixmap.width(), pixmap.height());
     enc.set_color(png::ColorType::Rgb);

@@ -5,6 +5,7 @@
 mod files;
 mod geometry;
 mod inputs;
+mod strip;
 
 use formats::ecg::{
     read_any, Ecg, Filters, Lead, Measurements, OrderInfo, PatientInfo, SourceFormat,
