@@ -8,7 +8,7 @@ use crate::db::{now_ms, on_db, Db};
 use crate::scope::ReadScope;
 use crate::Result;
 
-crate::accounts::stored_enum! {
+stored_enum! {
     /// Exam priority: decides the order of the worklist and the deadline.
     Priority {
         /// Emergency (e.g. chest pain ECG, stroke CT): read first, shortest deadline.
@@ -33,7 +33,7 @@ impl Priority {
     }
 }
 
-crate::accounts::stored_enum! {
+stored_enum! {
     /// What kind of reading an exam needs; decides which readers see it.
     ExamKind {
         /// Images, read by radiology.

@@ -32,42 +32,38 @@ impl ReadScope {
         }
     }
 
-    /// SQL conditions on the exam alias `e` (its own site and kind: lab exams have no
-    /// study), with placeholders numbered as [`ReadScope::sql`] does.
+    /// SQL conditions on the exam alias `e` (its own site and kind: lab and imported ECG
+    /// exams have no study), with placeholders numbered as [`ReadScope::sql`] does.
     pub(crate) fn exam_sql(
         &self,
         params: &mut Vec<String>,
         first_placeholder: usize,
     ) -> Vec<String> {
-        let mut clauses = Vec::new();
-        let list = |values: Vec<String>, params: &mut Vec<String>| -> String {
-            if values.is_empty() {
-                return "NULL".to_string();
-            }
-            values
-                .into_iter()
-                .map(|v| {
-                    params.push(v);
-                    format!("${}", first_placeholder + params.len() - 1)
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        if let Some(sites) = &self.sites {
-            clauses.push(format!("e.site IN ({})", list(sites.clone(), params)));
-        }
-        if let Some(kinds) = &self.kinds {
-            let values = kinds.iter().map(|k| k.as_str().to_string()).collect();
-            clauses.push(format!("e.kind IN ({})", list(values, params)));
-        }
-        clauses
+        self.conditions(params, first_placeholder, |column, list| {
+            format!("e.{column} IN ({list})")
+        })
     }
 
     /// SQL conditions on the study alias `st`, with `$n` placeholders numbered after
     /// `params.len()`; values are appended to `params`.
     pub(crate) fn sql(&self, params: &mut Vec<String>, first_placeholder: usize) -> Vec<String> {
-        let mut clauses = Vec::new();
-        let list = |values: Vec<String>, params: &mut Vec<String>| -> String {
+        self.conditions(params, first_placeholder, |column, list| match column {
+            "site" => format!("st.site IN ({list})"),
+            _ => format!(
+                "EXISTS (SELECT 1 FROM exams sx WHERE sx.study_uid = st.study_uid AND sx.kind IN ({list}))"
+            ),
+        })
+    }
+
+    /// One condition per restricted axis (`site`, `kind`), written by `clause` from the
+    /// axis name and its placeholder list; an empty list matches nothing (`IN (NULL)`).
+    fn conditions(
+        &self,
+        params: &mut Vec<String>,
+        first_placeholder: usize,
+        clause: impl Fn(&str, &str) -> String,
+    ) -> Vec<String> {
+        let mut placeholders = |values: Vec<String>| -> String {
             if values.is_empty() {
                 return "NULL".to_string();
             }
@@ -80,16 +76,13 @@ impl ReadScope {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let mut clauses = Vec::new();
         if let Some(sites) = &self.sites {
-            let placeholders = list(sites.clone(), params);
-            clauses.push(format!("st.site IN ({placeholders})"));
+            clauses.push(clause("site", &placeholders(sites.clone())));
         }
         if let Some(kinds) = &self.kinds {
             let values = kinds.iter().map(|k| k.as_str().to_string()).collect();
-            let placeholders = list(values, params);
-            clauses.push(format!(
-                "EXISTS (SELECT 1 FROM exams sx WHERE sx.study_uid = st.study_uid AND sx.kind IN ({placeholders}))"
-            ));
+            clauses.push(clause("kind", &placeholders(values)));
         }
         clauses
     }

@@ -206,8 +206,7 @@ async fn svg(
 ) -> Result<HttpResponse, ApiError> {
     let l = layout(&q)?;
     let (item, record) = load(&caller, &state, path.into_inner()).await?;
-    let m = measurements(&record);
-    let header = header(&item, &record, m);
+    let header = header(&item, &record);
     let text = render_svg(&record, &l, &header.as_header())
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "render", e.to_string()))?;
     Ok(HttpResponse::Ok().content_type("image/svg+xml").body(text))
@@ -228,8 +227,7 @@ async fn png(
         ));
     }
     let (item, record) = load(&caller, &state, path.into_inner()).await?;
-    let m = measurements(&record);
-    let header = header(&item, &record, m);
+    let header = header(&item, &record);
     let bytes = web::block(move || render_png(&record, &l, &header.as_header(), px))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "render", e.to_string()))?
@@ -263,7 +261,7 @@ impl OwnedHeader {
     }
 }
 
-fn header(item: &Item, record: &Ecg, measurements: Vec<(String, String)>) -> OwnedHeader {
+fn header(item: &Item, record: &Ecg) -> OwnedHeader {
     OwnedHeader {
         patient_name: record
             .patient
@@ -279,6 +277,6 @@ fn header(item: &Item, record: &Ecg, measurements: Vec<(String, String)>) -> Own
         birth: record.patient.birth_date.clone(),
         acquired_at: record.acquired_at.clone(),
         site: item.site.clone(),
-        measurements,
+        measurements: measurements(record),
     }
 }
