@@ -774,3 +774,61 @@ pub async fn critical_without_alert(
             .collect()
     })
 }
+
+/// A critical alert (`alert-...` in the delivery channel) seen as the one-version report it
+/// travels as, if it exists within `scope`.
+pub async fn alert_as_report(
+    db: &Db,
+    scope: &ReadScope,
+    report_id: &str,
+) -> Result<Option<(crate::reports::Summary, crate::reports::Version)>> {
+    let mut params = Vec::new();
+    let mut clauses = scope.exam_sql(&mut params, 2);
+    clauses.push("d.report_id = $1".into());
+    let sql = format!(
+        "SELECT a.exam_id, e.kind, e.site, e.patient_id, e.patient_name, e.modality, a.payload, a.signature, \
+         a.key_id, a.created_at FROM critical_alerts a JOIN deliveries d ON d.alert_id = a.id \
+         JOIN exams e ON e.id = a.exam_id WHERE {}",
+        clauses.join(" AND ")
+    );
+    on_db!(db, |pool| {
+        // Audited: fixed SQL with numbered placeholders; every value is bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(report_id);
+        for p in &params {
+            q = q.bind(p);
+        }
+        let Some(r) = q.fetch_optional(pool).await? else {
+            return Ok(None);
+        };
+        let signed_at: i64 = r.try_get("created_at")?;
+        let summary = crate::reports::Summary {
+            report_id: report_id.to_string(),
+            exam_id: r.try_get("exam_id")?,
+            kind: r.try_get("kind")?,
+            site: r.try_get("site")?,
+            patient_id: r.try_get("patient_id")?,
+            patient_name: r.try_get("patient_name")?,
+            study_uid: None,
+            modality: r.try_get("modality")?,
+            version: 1,
+            status: "preliminary".into(),
+            critical: true,
+            signer: "system".into(),
+            signed_at,
+        };
+        let version = crate::reports::Version {
+            report_id: report_id.to_string(),
+            version: 1,
+            status: "preliminary".into(),
+            critical: true,
+            signer: "system".into(),
+            signed_at,
+            signed: formats::report::SignedReport {
+                payload: r.try_get("payload")?,
+                signature: r.try_get("signature")?,
+                key_id: r.try_get("key_id")?,
+            },
+        };
+        Ok(Some((summary, version)))
+    })
+}

@@ -193,6 +193,22 @@ pub async fn lab_results_critical_values_and_report(backend: Backend) -> Result<
     )
     .await?;
     ensure!(status.is_success(), "acknowledge: {status}");
+    // The alert prints at the township too (the hub renders it like a report).
+    wait_for(
+        Duration::from_secs(30),
+        "the alert's PDF at the township",
+        || async {
+            let (_, body) = call(
+                Method::GET,
+                &format!("{page}/api/reports/{alert_id}"),
+                None,
+                None,
+            )
+            .await?;
+            Ok(body["versions"][0]["pdf_url"].as_str().map(|_| ()))
+        },
+    )
+    .await?;
 
     // A second critical value nobody acknowledges escalates to the county.
     let k2 = env.path("k2.hl7");

@@ -75,12 +75,20 @@ async fn list(
     Ok(HttpResponse::Ok().json(reports))
 }
 
-/// A report the caller may read, with its versions; 404 otherwise.
+/// A report the caller may read, with its versions; 404 otherwise. A critical lab
+/// alert (`alert-...`) is shown as the one-version report it travels as.
 async fn visible(
     caller: &Caller,
     state: &ViewerState,
     report_id: &str,
 ) -> Result<(Summary, Vec<Version>), ApiError> {
+    if report_id.starts_with("alert-") {
+        let scope = report_scope(&caller.principal);
+        return storage::lab::alert_as_report(&state.storage.db, &scope, report_id)
+            .await?
+            .map(|(summary, version)| (summary, vec![version]))
+            .ok_or_else(|| ApiError::not_found(format!("no report {report_id}")));
+    }
     let filter = ListFilter {
         report_id: Some(report_id.to_string()),
         limit: 1,
