@@ -7,6 +7,7 @@ mod imaging;
 mod lab;
 mod qido;
 mod reading;
+mod rendering;
 mod round_trip;
 mod scale_out;
 mod storage_suite;

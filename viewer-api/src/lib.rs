@@ -8,8 +8,10 @@ pub mod ecg;
 pub mod ecg_render;
 pub mod error;
 pub mod fhir;
+mod frames;
 pub mod printout;
 mod qido;
+pub mod render;
 pub mod reports;
 mod wado;
 
@@ -58,6 +60,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/series", web::get().to(qido::all_series))
             .route("/instances", web::get().to(qido::all_instances))
             .route("/studies/{study}", web::get().to(wado::study))
+            .route(
+                "/studies/{study}/thumbnail",
+                web::get().to(render::routes::study_thumbnail),
+            )
+            .route(
+                "/studies/{study}/series/{series}/thumbnail",
+                web::get().to(render::routes::series_thumbnail),
+            )
+            .route(
+                "/studies/{study}/series/{series}/instances/{instance}/rendered",
+                web::get().to(render::routes::instance_rendered),
+            )
+            .route(
+                "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+                web::get().to(render::routes::instance_thumbnail),
+            )
+            .route(
+                "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+                web::get().to(frames::frames),
+            )
+            .route(
+                "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+                web::get().to(render::routes::frame_rendered),
+            )
             .route(
                 "/studies/{study}/metadata",
                 web::get().to(wado::study_metadata),

@@ -184,7 +184,7 @@ fn wanted(req: &HttpRequest) -> Result<Wanted, ApiError> {
 }
 
 /// The study, if the caller may read it; otherwise the same 404 as for a missing one.
-async fn visible(
+pub(crate) async fn visible(
     caller: &Caller,
     state: &ViewerState,
     study: &str,

@@ -1,0 +1,127 @@
+//! Rendered WADO-RS (PS3.18 8.3.5, 10.4.1.1.3): instances and frames as JPEG or PNG,
+//! thumbnails of instances, series and studies; the decode/window/encode pipeline and a
+//! bounded cache of results. The WADO-RS `frames` route (raw pixels) is in `crate::frames`
+//! and shares the decoding here.
+//!
+//! Decoding is pure Rust (dicom-pixeldata `native` + `openjp2`): JPEG baseline and
+//! lossless, RLE, deflate, JPEG 2000. JPEG-LS (needs CharLS, C++) and 12-bit JPEG extended
+//! are answered 406 naming the transfer syntax.
+
+pub mod cache;
+pub mod encode;
+pub mod params;
+pub mod pipeline;
+pub(crate) mod routes;
+
+use std::sync::OnceLock;
+
+use actix_web::http::StatusCode;
+use actix_web::web;
+use dicom_object::DefaultDicomObject;
+use storage::index::StoredInstance;
+use tokio::sync::Semaphore;
+
+use crate::error::ApiError;
+use crate::ViewerState;
+pub use pipeline::RenderError;
+
+/// Largest original we load into memory to decode. Rendering needs the whole file in
+/// memory (dicom-object parses from a reader to the end); a bigger multi-frame object
+/// would be a memory hazard on a county server.
+pub const MAX_DECODE_BYTES: i64 = 512 * 1024 * 1024;
+
+impl From<RenderError> for ApiError {
+    fn from(e: RenderError) -> Self {
+        let (status, code) = match &e {
+            RenderError::UnsupportedTransferSyntax { .. } => {
+                (StatusCode::NOT_ACCEPTABLE, "unsupported_transfer_syntax")
+            }
+            RenderError::NoPixelData => (StatusCode::NOT_ACCEPTABLE, "no_pixel_data"),
+            RenderError::NoSuchFrame { .. } => (StatusCode::NOT_FOUND, "no_such_frame"),
+            RenderError::Unsupported(_) => (StatusCode::NOT_ACCEPTABLE, "unsupported_image"),
+            RenderError::Corrupt(_) => {
+                tracing::warn!(error = %e, "stored image could not be decoded");
+                (StatusCode::UNPROCESSABLE_ENTITY, "unreadable_image")
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// Decodes at once: each holds a whole file and its decoded pixels in memory, so they
+/// are capped at the number of cores (decoding is CPU-bound anyway).
+fn decode_permits() -> &'static Semaphore {
+    static PERMITS: OnceLock<Semaphore> = OnceLock::new();
+    PERMITS.get_or_init(|| {
+        Semaphore::new(std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get))
+    })
+}
+
+/// Load the original of `inst` and run `f` on the parsed object on the blocking pool,
+/// within the size and concurrency bounds above.
+pub(crate) async fn with_instance<T, F>(
+    state: &ViewerState,
+    inst: &StoredInstance,
+    f: F,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&DefaultDicomObject) -> Result<T, RenderError> + Send + 'static,
+{
+    if inst.size_bytes > MAX_DECODE_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large_to_render",
+            format!(
+                "instance {} is {} bytes; decoding is limited to {MAX_DECODE_BYTES}",
+                inst.sop_instance_uid, inst.size_bytes
+            ),
+        ));
+    }
+    let _permit = decode_permits().acquire().await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "server is shutting down",
+        )
+    })?;
+    let bytes = state.storage.blobs.get_bytes(&inst.blob_key).await?;
+    web::block(move || {
+        let obj = pipeline::open(&bytes)?;
+        f(&obj)
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "render worker failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "render_unavailable",
+            "rendering is unavailable, retry later",
+        )
+    })?
+    .map_err(ApiError::from)
+}
+
+/// Parse a 1-based frame list from the path (`1` or `1,3,5`), naming the parameter.
+pub(crate) fn parse_frames(raw: &str, max: usize) -> Result<Vec<u32>, ApiError> {
+    let frames: Vec<u32> = raw
+        .split(',')
+        .map(|s| s.trim().parse::<u32>().ok().filter(|n| *n >= 1))
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_parameter",
+                format!("frame: \"{raw}\" is not a list of frame numbers from 1"),
+            )
+        })?;
+    if frames.len() > max {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("frame: at most {max} frames per request"),
+        ));
+    }
+    Ok(frames)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,189 @@
+//! Rendering tests on the shared sample files (pydicom's test data).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use dicom_core::{DataElement, VR};
+use dicom_dictionary_std::tags;
+
+use super::encode::encode;
+use super::params::{Format, RenderParams, Window, WindowFunction};
+use super::pipeline::{open, render, Image, RenderError};
+
+fn sample(rel: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/testdata/dicom")
+        .join(rel);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn plain() -> RenderParams {
+    RenderParams {
+        window: None,
+        viewport: None,
+        quality: 90,
+        format: Format::Jpeg,
+    }
+}
+
+fn decode_jpeg(b: &[u8]) -> (u16, u16, Vec<u8>) {
+    let mut d = jpeg_decoder::Decoder::new(b);
+    let px = d.decode().expect("our JPEG decodes");
+    let info = d.info().expect("info");
+    (info.width, info.height, px)
+}
+
+#[test]
+fn render_ct_small_jpeg_window_and_viewport() {
+    let obj = open(&sample("single/CT_small.dcm")).unwrap();
+    let t = Instant::now();
+    let img = render(&obj, 1, &plain()).unwrap();
+    let jpeg = encode(&img, Format::Jpeg, 90).unwrap();
+    eprintln!("CT_small 128x128 16-bit render+JPEG: {:?}", t.elapsed());
+    assert_eq!((img.width, img.height, img.channels), (128, 128, 1));
+    let (w, h, px) = decode_jpeg(&jpeg);
+    assert_eq!((w, h, px.len()), (128, 128, 128 * 128));
+    // Something visible: not a flat image.
+    assert!(img.pixels.iter().min() < img.pixels.iter().max());
+
+    let mut p = plain();
+    p.window = Some(Window {
+        center: 40.0,
+        width: 80.0,
+        function: WindowFunction::Linear,
+    });
+    let narrow = render(&obj, 1, &p).unwrap();
+    assert_ne!(
+        narrow.pixels, img.pixels,
+        "an explicit window changes the pixels"
+    );
+    p.window = Some(Window {
+        center: 40.0,
+        width: 80.0,
+        function: WindowFunction::Sigmoid,
+    });
+    assert_ne!(render(&obj, 1, &p).unwrap().pixels, narrow.pixels);
+
+    p.viewport = Some((64, 32));
+    let small = render(&obj, 1, &p).unwrap();
+    assert_eq!(
+        (small.width, small.height),
+        (32, 32),
+        "fit keeps the aspect"
+    );
+    p.viewport = Some((300, 200));
+    let big = render(&obj, 1, &p).unwrap();
+    assert_eq!((big.width, big.height), (200, 200));
+    let (w, h, _) = decode_jpeg(&encode(&big, Format::Jpeg, 50).unwrap());
+    assert_eq!((w, h), (200, 200));
+}
+
+#[test]
+fn render_monochrome1_is_inverted() {
+    let mut obj = open(&sample("single/CT_small.dcm")).unwrap();
+    let mut p = plain();
+    p.window = Some(Window {
+        center: 100.0,
+        width: 600.0,
+        function: WindowFunction::Linear,
+    });
+    let m2 = render(&obj, 1, &p).unwrap();
+    obj.put(DataElement::new(
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "MONOCHROME1",
+    ));
+    let m1 = render(&obj, 1, &p).unwrap();
+    assert!(m1
+        .pixels
+        .iter()
+        .zip(&m2.pixels)
+        .all(|(a, b)| *a == 255 - *b));
+}
+
+#[test]
+fn render_rgb_and_png() {
+    for f in [
+        "single/SC_rgb_small_odd.dcm",
+        "single/examples_rgb_color.dcm",
+    ] {
+        let obj = open(&sample(f)).unwrap();
+        let img = render(&obj, 1, &plain()).unwrap();
+        assert_eq!(img.channels, 3, "{f}");
+        let png = encode(&img, Format::Png, 90).unwrap();
+        let dec = png::Decoder::new(std::io::Cursor::new(png));
+        let reader = dec.read_info().unwrap();
+        assert_eq!(
+            (reader.info().width, reader.info().height),
+            (img.width, img.height)
+        );
+        assert_eq!(reader.info().color_type, png::ColorType::Rgb);
+    }
+    // Colour survives (not flattened to grey as dicom-pixeldata's image path would).
+    let obj = open(&sample("single/SC_rgb_small_odd.dcm")).unwrap();
+    let img = render(&obj, 1, &plain()).unwrap();
+    assert!(img.pixels.chunks(3).any(|c| c[0] != c[1] || c[1] != c[2]));
+}
+
+#[test]
+fn render_compressed_syntaxes() {
+    for f in [
+        "compressed/MR_small_RLE.dcm",
+        "compressed/JPEG2000.dcm",
+        "compressed/SC_rgb_jpeg_dcmtk.dcm",
+        "compressed/image_dfl.dcm",
+    ] {
+        let obj = open(&sample(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let img: Image = render(&obj, 1, &plain()).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(
+            img.width > 0
+                && img.pixels.len()
+                    == (img.width * img.height) as usize * usize::from(img.channels),
+            "{f}"
+        );
+        assert!(
+            img.pixels.iter().min() < img.pixels.iter().max(),
+            "{f} is flat"
+        );
+        encode(&img, Format::Jpeg, 80).unwrap();
+    }
+    // JPEG-LS is not built in: a clear error naming the transfer syntax.
+    let obj = open(&sample("compressed/MR_small_jpeg_ls_lossless.dcm")).unwrap();
+    match render(&obj, 1, &plain()) {
+        Err(e @ RenderError::UnsupportedTransferSyntax { .. }) => {
+            assert!(e.to_string().contains("1.2.840.10008.1.2.4.80"), "{e}");
+        }
+        other => panic!("expected unsupported transfer syntax, got {other:?}"),
+    }
+}
+
+#[test]
+fn render_frame_out_of_range() {
+    let obj = open(&sample("single/CT_small.dcm")).unwrap();
+    assert!(matches!(
+        render(&obj, 2, &plain()),
+        Err(RenderError::NoSuchFrame {
+            requested: 2,
+            available: 1
+        })
+    ));
+    assert!(matches!(
+        render(&obj, 0, &plain()),
+        Err(RenderError::NoSuchFrame { .. })
+    ));
+}
+
+#[test]
+fn render_frame_list_names_parameter() {
+    assert_eq!(super::parse_frames("1,3", 10).unwrap(), vec![1, 3]);
+    for bad in ["0", "a", "1,,2", "-1"] {
+        assert!(
+            super::parse_frames(bad, 10)
+                .unwrap_err()
+                .message
+                .starts_with("frame"),
+            "{bad}"
+        );
+    }
+    assert!(super::parse_frames("1,2,3", 2).is_err());
+}
