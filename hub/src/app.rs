@@ -150,6 +150,9 @@ pub fn build_server(
             // The clinicians' report API is served here in every deployment: the
             // proxy sends /api to the hubs.
             .configure(viewer_api::reports::configure)
+            // The web UI is static and served wherever `/` is routed (the hubs, behind
+            // the proxy).
+            .configure(viewer_api::webui::configure)
             .configure(|cfg| {
                 if serve_viewer {
                     viewer_api::configure(cfg)

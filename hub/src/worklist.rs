@@ -19,6 +19,8 @@ use crate::HubState;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/worklist", web::get().to(list))
         .route("/api/worklist/events", web::get().to(events))
+        .route("/api/exams/{id}", web::get().to(one))
+        .route("/api/admin/deadlines", web::get().to(deadlines))
         .route("/api/exams/{id}/claim", web::post().to(claim))
         .route("/api/exams/{id}/renew", web::post().to(claim))
         .route("/api/exams/{id}/release", web::post().to(release))
@@ -143,6 +145,32 @@ async fn events(_caller: Caller, state: web::Data<HubState>) -> Result<HttpRespo
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(stream))
+}
+
+/// `GET /api/exams/{id}`: one worklist row (its claim and deadline), for the exam page.
+async fn one(
+    caller: Caller,
+    state: web::Data<HubState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let item = worklist::get(&state.storage.db, &read_scope(&caller.principal), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no exam {id}")))?;
+    let event = NewEvent {
+        patient_id: item.patient_id.clone(),
+        study_uid: item.study_uid.clone(),
+        exam_id: Some(item.id),
+        ..caller.event(EventType::PATIENT_RECORD, Action::Read, Outcome::Success)
+    };
+    storage::audit::append(&state.storage.db, &event).await?;
+    Ok(HttpResponse::Ok().json(item))
+}
+
+/// `GET /api/admin/deadlines`: the reading-time targets in force (from the hub's
+/// configuration), for the admin page.
+async fn deadlines(state: web::Data<HubState>) -> HttpResponse {
+    HttpResponse::Ok().json(&state.deadlines)
 }
 
 fn claim_answer(c: Claim) -> HttpResponse {

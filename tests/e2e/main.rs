@@ -13,6 +13,7 @@ mod scale_out;
 mod storage_suite;
 mod stow;
 mod transport;
+mod webui;
 
 use std::path::PathBuf;
 use std::process::Command;

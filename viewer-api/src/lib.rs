@@ -14,6 +14,7 @@ mod qido;
 pub mod render;
 pub mod reports;
 mod wado;
+pub mod webui;
 
 use actix_web::web;
 use storage::Storage;

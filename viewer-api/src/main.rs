@@ -91,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
             .configure(viewer_api::configure)
             .configure(viewer_api::reports::configure)
             .configure(viewer_api::ecg::configure)
+            .configure(viewer_api::webui::configure)
             .route(
                 "/healthz",
                 web::get().to(|| async { HttpResponse::Ok().body("ok") }),

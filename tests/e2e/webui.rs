@@ -1,0 +1,132 @@
+//! The web UI in a real browser (Debian's headless Chromium driven by playwright-core):
+//! a reader logs in, sees the worklist update live, claims a CT sent through a township
+//! gateway, scrolls it, changes the window, writes and signs the report; the township
+//! page then shows the report. Screenshots are kept under `tests/artifacts/ui/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+use tests::{get_json_as, wait_for, Backend, Env, Gateway, Hub};
+
+use crate::on_both_backends;
+use crate::reading::ready_study;
+
+on_both_backends!(reader_reads_a_ct_in_the_browser);
+
+/// Slices of the CT series the browser scrolls.
+const CT_SLICES: usize = 24;
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
+}
+
+/// A 512x512 CT series from the shared corpus generator.
+fn make_ct(env: &Env) -> Result<Vec<PathBuf>> {
+    let out = env.path("corpus");
+    let tool = tests::testdata("../tools/make_corpus.py");
+    let status = std::process::Command::new("python3")
+        .arg(&tool)
+        .arg(&out)
+        .args(["--ct-slices", &CT_SLICES.to_string(), "--only", "ct", "--quiet"])
+        .status()
+        .with_context(|| format!("running {}", tool.display()))?;
+    ensure!(status.success(), "make_corpus.py failed");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out.join("ct"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "dcm"));
+    files.sort();
+    ensure!(files.len() == CT_SLICES, "{} CT files", files.len());
+    Ok(files)
+}
+
+async fn reader_reads_a_ct_in_the_browser(backend: Backend) -> Result<()> {
+    let node_modules = browser_dir().join("node_modules/playwright-core");
+    ensure!(
+        node_modules.exists() && Path::new("/usr/bin/chromium").exists(),
+        "the browser test needs Debian's chromium and `npm ci --prefix tests/browser` (.ci/run installs both)"
+    );
+    let env = Env::new(backend).await?;
+    let hub = Hub::start(&env, "hub", 0)?;
+    let gateway = Gateway::start(&env, "gateway", &hub.url, "local")?;
+    let township = gateway.reports.clone().context("gateway report page")?;
+    let reader = env.accounts()?.reader.clone();
+
+    let files = make_ct(&env)?;
+    let study = tests::study_uid_of(&files[0])?;
+    let out = gateway.storescu(&[], &files)?;
+    ensure!(out.status.success(), "storescu: {}", String::from_utf8_lossy(&out.stderr));
+    let url = format!("{}/api/worklist", hub.url);
+    let exam: Value = wait_for(Duration::from_secs(60), "the CT on the worklist", || async {
+        let (_, list) = get_json_as(&url, Some(&reader)).await?;
+        Ok(list.as_array().and_then(|rows| {
+            rows.iter()
+                .find(|r| r["study_uid"] == study.as_str() && r["status"] == "ready")
+                .cloned()
+        }))
+    })
+    .await?;
+    let exam_id = exam["id"].as_i64().context("exam id")?;
+
+    let artifacts = browser_dir()
+        .parent()
+        .context("tests dir")?
+        .join("artifacts/ui")
+        .join(format!("{backend:?}"));
+    let marker = env.path("worklist-open");
+    let mut browser = tokio::process::Command::new("node")
+        .arg(browser_dir().join("ui.mjs"))
+        .env("HUB_URL", &hub.url)
+        .env("TOWNSHIP_URL", &township)
+        .env("READER", "reader")
+        .env("PASSWORD", tests::accounts::PASSWORD)
+        .env("EXAM_ID", exam_id.to_string())
+        .env("ARTIFACTS", &artifacts)
+        .env("LIVE_MARKER", &marker)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting node (Debian package nodejs)")?;
+
+    // When the worklist is open in the browser, a STAT exam becomes ready elsewhere.
+    let started = Instant::now();
+    while !marker.exists() {
+        if started.elapsed() > Duration::from_secs(90) {
+            break;
+        }
+        if browser.try_wait()?.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if marker.exists() {
+        ready_study(&env, &hub, "township-a", "ui-stat", "stat").await?;
+    }
+    let done = tokio::time::timeout(Duration::from_secs(240), browser.wait_with_output())
+        .await
+        .context("the browser test took over 4 minutes")??;
+    if !done.status.success() {
+        bail!(
+            "browser test failed (screenshots in {}):\n{}\n{}\nhub log:\n{}",
+            artifacts.display(),
+            String::from_utf8_lossy(&done.stdout),
+            String::from_utf8_lossy(&done.stderr),
+            hub.proc.log_tail()
+        );
+    }
+
+    // What the browser did is what the server has: a final signed report with the text
+    // typed, delivered to the township.
+    let (status, report) =
+        get_json_as(&format!("{}/api/exams/{exam_id}/report", hub.url), Some(&reader)).await?;
+    ensure!(status == 200, "report: {status} {report}");
+    let versions = report["versions"].as_array().context("versions")?;
+    ensure!(versions.len() == 1 && versions[0]["status"] == "final", "versions: {report}");
+    let payload = versions[0]["signed"]["payload"].as_str().context("payload")?;
+    ensure!(payload.contains("磨玻璃结节"), "signed text: {payload}");
+    Ok(())
+}

@@ -1,0 +1,181 @@
+// One exam: what was acquired (images, ECG tracing or lab results) on the left, the
+// report beside it on the right, and the claim that lets this reader write it.
+import { api } from "./api.js";
+import { t } from "./i18n.js";
+import { h, fill, fmtTime, personName, toast } from "./dom.js";
+import { imageViewer } from "./viewer.js";
+import { reportPanel } from "./report.js";
+
+/** Render the exam page; returns the function that leaves it. */
+export async function examPage(main, user, id) {
+  main.className = "page-exam";
+  let exam = await api(`/api/exams/${id}`);
+  const leaving = [];
+  const claimBox = h("div", { class: "claim-box", id: "claim-box" });
+  const head = h(
+    "div",
+    { class: "exam-head" },
+    h("a", { href: "#/worklist", class: "back" }, "← ", t("nav_worklist")),
+    h("span", { class: `badge prio-${exam.priority}` }, t("prio_" + exam.priority)),
+    h("strong", { class: "patient-name" }, personName(exam.patient_name) || exam.patient_id || ""),
+    h("span", {}, exam.patient_id || ""),
+    h("span", {}, [t("kind_" + exam.kind), exam.modality, exam.study_description].filter(Boolean).join(" · ")),
+    h("span", {}, t("site"), ": ", exam.site),
+    h("span", {}, t("col_received"), ": ", fmtTime(exam.received_at)),
+    claimBox,
+  );
+  const left = h("section", { class: "exam-main", id: "exam-main" });
+  const right = h("aside", { class: "exam-report", id: "report" });
+  fill(main, head, h("div", { class: "exam-body" }, left, right));
+
+  const isReader = user.role === "reader";
+  const holds = () => exam.claimed_by === user.username;
+  let panel = null;
+  const renderClaim = () => {
+    const buttons = [];
+    if (holds()) {
+      buttons.push(h("span", { class: "held" }, t("claim_held_until", fmtTime(exam.claimed_until))));
+      buttons.push(h("button", { id: "release", onclick: () => claimAction("release") }, t("release")));
+    } else if (exam.claimed_by) {
+      buttons.push(h("span", { class: "held other" }, t("claimed_by_other", exam.claimed_by)));
+    } else if (isReader && ["ready", "preliminary"].includes(exam.status)) {
+      buttons.push(h("button", { class: "primary", id: "claim", onclick: () => claimAction("claim") }, t("claim")));
+    }
+    buttons.push(h("span", { class: "status", id: "exam-status" }, t("status_" + exam.status)));
+    fill(claimBox, buttons);
+    if (panel) panel.update(exam, holds());
+  };
+  const refresh = async () => {
+    exam = await api(`/api/exams/${id}`);
+    renderClaim();
+  };
+  const claimAction = async (what) => {
+    try {
+      await api(`/api/exams/${id}/${what}`, { method: "POST" });
+    } catch (e) {
+      toast(e.body && e.body.by ? t("claimed_by_other", e.body.by) : e.message, "error");
+    }
+    await refresh();
+  };
+  renderClaim();
+
+  if (exam.kind === "imaging" && exam.study_uid) {
+    leaving.push(await imageViewer(left, exam));
+  } else if (exam.kind === "ecg") {
+    await ecgView(left, exam);
+  } else if (exam.kind === "lab") {
+    await labView(left, exam);
+  } else {
+    fill(left, h("p", { class: "muted" }, t("nothing_to_show")));
+  }
+  if (isReader) {
+    panel = await reportPanel(right, exam, user, refresh);
+    panel.update(exam, holds());
+    leaving.push(panel.leave);
+  } else {
+    await signedReports(right, exam);
+  }
+  // Keep the claim while the reader works: renew at a third of the lease.
+  const renew = setInterval(async () => {
+    if (!holds()) return;
+    try {
+      await api(`/api/exams/${id}/renew`, { method: "POST" });
+      await refresh();
+    } catch (e) {
+      toast(e.message, "error");
+    }
+  }, 120000);
+  leaving.push(() => clearInterval(renew));
+  return () => leaving.forEach((f) => f && f());
+}
+
+/** The ECG at paper scale (server-drawn SVG) with speed and gain, and the measurements. */
+async function ecgView(left, exam) {
+  const speed = h("select", { id: "ecg-speed" }, [12.5, 25, 50].map((s) => h("option", { value: s }, `${s} mm/s`)));
+  const gain = h("select", { id: "ecg-gain" }, [5, 10, 20].map((g) => h("option", { value: g }, `${g} mm/mV`)));
+  speed.value = "25";
+  gain.value = "10";
+  const img = h("img", { class: "ecg-tracing", id: "ecg-tracing", alt: t("kind_ecg") });
+  const show = () => {
+    img.src = `/api/exams/${exam.id}/ecg.svg?speed=${speed.value}&gain=${gain.value}`;
+  };
+  speed.addEventListener("change", show);
+  gain.addEventListener("change", show);
+  show();
+  const table = h("table", { class: "measurements", id: "ecg-measurements" });
+  fill(left, h("div", { class: "toolbar" }, h("label", {}, t("ecg_speed"), speed), h("label", {}, t("ecg_gain"), gain)), h("div", { class: "ecg-scroll" }, img), table);
+  try {
+    const data = await api(`/api/exams/${exam.id}/ecg`);
+    const a = data.automatic || {};
+    const d = (data.ecg && data.ecg.device_measurements) || {};
+    const rows = [
+      ["ecg_rate", "heart_rate_bpm", "heart_rate_bpm", "bpm"],
+      ["PR", "pr_ms", "pr_ms", "ms"],
+      ["QRS", "qrs_ms", "qrs_ms", "ms"],
+      ["QT", "qt_ms", "qt_ms", "ms"],
+      ["QTc", "qtc_ms", "qtc_bazett_ms", "ms"],
+    ];
+    const num = (v) => (v === null || v === undefined ? "—" : Math.round(v));
+    fill(
+      table,
+      h("tr", {}, h("th", {}, ""), h("th", {}, t("ecg_device")), h("th", {}, t("ecg_automatic"))),
+      rows.map(([label, dk, ak, unit]) => h("tr", {}, h("th", {}, label.startsWith("ecg_") ? t(label) : label), h("td", {}, `${num(d[dk])} ${unit}`), h("td", {}, `${num(a[ak])} ${unit}`))),
+      (a.findings || []).length ? h("tr", {}, h("th", {}, t("ecg_findings")), h("td", { colspan: 2 }, a.findings.map((f) => f.text_zh).join("；"))) : null,
+    );
+  } catch (e) {
+    fill(table, h("tr", {}, h("td", { class: "error" }, e.message)));
+  }
+}
+
+/** Lab results with flags, units, reference ranges, corrections and previous values. */
+async function labView(left, exam) {
+  const data = await api(`/api/exams/${exam.id}/lab`);
+  const o = data.order;
+  const previous = new Map();
+  for (const p of data.previous || []) {
+    if (!previous.has(p.code)) previous.set(p.code, p);
+  }
+  const flagged = (r) => (r.flags || []).some((f) => f && f !== "N");
+  fill(
+    left,
+    h("h2", {}, o.test_text || o.test_code, o.test_loinc ? h("small", {}, ` LOINC ${o.test_loinc}`) : null),
+    h("p", { class: "muted" }, t("lab_specimen"), ": ", fmtTime(o.specimen_at), " · ", t("lab_observed"), ": ", fmtTime(o.observed_at), " · ", o.result_status || ""),
+    h(
+      "table",
+      { class: "lab-results", id: "lab-results" },
+      h("thead", {}, h("tr", {}, ["lab_test", "lab_value", "lab_units", "lab_range", "lab_flags", "lab_previous"].map((k) => h("th", {}, t(k))))),
+      h(
+        "tbody",
+        {},
+        o.results.map((r) => {
+          const p = previous.get(r.code);
+          return h(
+            "tr",
+            { class: `${r.critical ? "critical" : ""} ${flagged(r) ? "abnormal" : ""}`, dataset: { code: r.code } },
+            h("td", {}, r.code_text || r.code, r.loinc ? h("small", {}, r.loinc) : null),
+            h("td", { class: "value" }, r.value_text),
+            h("td", {}, r.units || ""),
+            h("td", {}, r.reference_range || ""),
+            h("td", {}, (r.flags || []).join(" "), r.critical ? h("span", { class: "badge prio-stat" }, t("critical")) : null),
+            h("td", {}, p ? `${p.value_text} ${p.units || ""} (${fmtTime(p.observed_at)})` : ""),
+          );
+        }),
+      ),
+    ),
+    o.history && o.history.length
+      ? h("details", {}, h("summary", {}, t("lab_corrections", o.history.length)), h("ul", {}, o.history.map((r) => h("li", {}, `${r.code_text || r.code}: ${r.value_text} ${r.units || ""} — ${r.status || ""}`))))
+      : null,
+  );
+}
+
+/** For township staff and clinicians: the signed reports of this exam. */
+async function signedReports(right, exam) {
+  const list = await api(`/api/reports?exam=${exam.id}`);
+  fill(
+    right,
+    h("h2", {}, t("reports")),
+    list.length
+      ? h("ul", { class: "versions" }, list.map((r) => h("li", {}, `${t("status_" + r.status)} · ${r.signer || ""} · ${fmtTime(r.signed_at)} `, h("a", { href: `/api/reports/${r.report_id}/versions/${r.version}/pdf`, target: "_blank" }, "PDF"))))
+      : h("p", { class: "muted" }, t("no_report_yet")),
+  );
+}
