@@ -12,7 +12,7 @@ pub mod policy;
 pub mod session;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -128,4 +128,57 @@ impl Caller {
         storage::audit::append(db, &event).await?;
         Ok(())
     }
+
+    /// Record that this caller viewed a study's images (rendered images, frames). A
+    /// viewer fetches them one by one, ahead of the reader: one event per reader and
+    /// study every [`VIEW_AUDIT_WINDOW_MS`] in each process says who looked at which
+    /// study and when, where an event per image would write hundreds of rows a minute
+    /// per reader into the one audit chain every write passes through.
+    pub async fn audit_study_view(
+        &self,
+        db: &Db,
+        study: &VisibleStudy,
+        detail: serde_json::Value,
+    ) -> Result<(), AccessError> {
+        let key = (self.principal.actor(), study.study_uid.clone());
+        let now = storage::now_ms();
+        let views = recent_views();
+        {
+            let mut seen = views.lock().unwrap_or_else(PoisonError::into_inner);
+            if seen
+                .get(&key)
+                .is_some_and(|at| now - at < VIEW_AUDIT_WINDOW_MS)
+            {
+                return Ok(());
+            }
+            if seen.len() >= MAX_RECENT_VIEWS {
+                seen.retain(|_, at| now - *at < VIEW_AUDIT_WINDOW_MS);
+                if seen.len() >= MAX_RECENT_VIEWS {
+                    // Forgetting only costs a few extra events.
+                    seen.clear();
+                }
+            }
+        }
+        self.audit_study_read(db, EventType::DICOM_INSTANCES_ACCESSED, study, detail)
+            .await?;
+        // Remembered only once the event is durable: a failed write is retried by the
+        // next image.
+        views
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, now);
+        Ok(())
+    }
+}
+
+/// How long one audit event covers a reader's viewing of a study's images, ms.
+pub const VIEW_AUDIT_WINDOW_MS: i64 = 5 * 60_000;
+
+/// Bound of the remembered (reader, study) pairs; older pairs are dropped past it.
+const MAX_RECENT_VIEWS: usize = 10_000;
+
+/// When each (actor, study) last had a view event written by this process.
+fn recent_views() -> &'static Mutex<HashMap<(String, String), i64>> {
+    static VIEWS: OnceLock<Mutex<HashMap<(String, String), i64>>> = OnceLock::new();
+    VIEWS.get_or_init(|| Mutex::new(HashMap::new()))
 }

@@ -19,7 +19,8 @@
 //! - [`ecg`]: ECG files from carts that only export files (a watched import folder
 //!   and `gateway import`), kept in the outbox and forwarded to the hub ahead of
 //!   routine DICOM;
-//! - [`status`]: the operator's view; [`config`], [`backoff`], [`tls`]: support.
+//! - [`status`]: the operator's view; [`lanes`]: the same figures lane by lane with the
+//!   recently sent items, for the township page; [`config`], [`backoff`], [`tls`]: support.
 
 pub mod backoff;
 pub mod completion;
@@ -29,6 +30,7 @@ pub mod ecg;
 pub mod forwarder;
 pub mod hub;
 pub mod lab;
+pub mod lanes;
 pub mod outbox;
 pub mod receive;
 pub mod reports;

@@ -21,7 +21,9 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::dimse::{self, command_field, Command, Status, MAX_COMMAND_SET_LEN};
-use crate::outbox::{NewItem, Outbox, Priority, QuarantineEntry, QuarantineSource, StoreOutcome};
+use crate::outbox::{
+    NewItem, Outbox, Priority, QuarantineEntry, QuarantineSource, StoreOutcome, StudyLabels,
+};
 use crate::scp::ScpContext;
 use crate::spool::{FileMeta, SpoolWriter, WrittenFile};
 
@@ -439,6 +441,12 @@ impl Session {
             dataset_offset: written.dataset_offset,
             sha256: written.sha256.clone(),
             priority: self.priority(&header),
+            labels: StudyLabels {
+                patient_id: header.patient_id.clone(),
+                patient_name: header.patient_name.clone(),
+                accession_number: header.accession_number.clone(),
+                modality: header.modality.clone(),
+            },
         };
         let new_for_association = !self.open.studies.contains(&study_uid);
         let stored = self.ctx.outbox.store(item, new_for_association).await;

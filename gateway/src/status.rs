@@ -28,6 +28,8 @@ pub struct Queue {
 pub struct Oldest {
     /// SOP Instance UID.
     pub sop_instance_uid: String,
+    /// Its study.
+    pub study_uid: String,
     /// When it was received (RFC 3339).
     pub received_at: String,
     /// Seconds since then.
@@ -56,6 +58,9 @@ pub struct QuarantineRow {
     pub source: String,
     /// SOP Instance UID, if known.
     pub sop_instance_uid: Option<String>,
+    /// Study Instance UID of a DICOM instance, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub study_uid: Option<String>,
     /// Sender's AE title, if known.
     pub calling_ae: Option<String>,
     /// Kept file relative to the data directory.
@@ -193,6 +198,8 @@ pub struct LabStatus {
 pub struct OldestLab {
     /// MSH-10.
     pub control_id: String,
+    /// PID-3, when the message has one.
+    pub patient_id: Option<String>,
     /// When it was received (RFC 3339).
     pub received_at: String,
     /// Seconds since then.
@@ -290,7 +297,11 @@ pub async fn collect(data_dir: &Path) -> Result<StatusReport, OutboxError> {
     report
 }
 
-async fn collect_from(pool: &SqlitePool, data_dir: &Path) -> Result<StatusReport, OutboxError> {
+/// [`collect`] over an open pool (the township page reads through the gateway's own).
+pub(crate) async fn collect_from(
+    pool: &SqlitePool,
+    data_dir: &Path,
+) -> Result<StatusReport, OutboxError> {
     let now = now_ms();
     let row = sqlx::query(
         "SELECT COUNT(*), COALESCE(SUM(size), 0),
@@ -308,7 +319,7 @@ async fn collect_from(pool: &SqlitePool, data_dir: &Path) -> Result<StatusReport
         bytes: row.try_get(3)?,
     };
     let oldest_pending = sqlx::query(
-        "SELECT sop_instance_uid, received_at, attempts FROM items
+        "SELECT sop_instance_uid, received_at, attempts, study_uid FROM items
          WHERE state = 'pending' ORDER BY received_at, id LIMIT 1",
     )
     .fetch_optional(pool)
@@ -317,6 +328,7 @@ async fn collect_from(pool: &SqlitePool, data_dir: &Path) -> Result<StatusReport
         let received: i64 = r.try_get(1)?;
         Ok(Oldest {
             sop_instance_uid: r.try_get(0)?,
+            study_uid: r.try_get(3)?,
             received_at: rfc3339(received),
             age_secs: (now - received).max(0) / 1000,
             attempts: r.try_get(2)?,
@@ -411,21 +423,24 @@ async fn quarantine_rows(
 ) -> Result<Vec<QuarantineRow>, OutboxError> {
     Ok(sqlx::query(match kinds {
         Kinds::All => {
-            "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason, NULL, NULL
+            "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason, NULL, NULL,
+                    study_uid
              FROM quarantine ORDER BY created_at DESC, id DESC LIMIT ?"
         }
         // `file_name` is only asked where it must exist (the ECG migration added it).
         Kinds::Dicom => {
-            "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason, control_id, NULL
+            "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason, control_id, NULL,
+                    study_uid
              FROM quarantine WHERE kind = 'dicom' ORDER BY created_at DESC, id DESC LIMIT ?"
         }
         Kinds::Hl7 => {
-            "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason, control_id, NULL
+            "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason, control_id, NULL,
+                    study_uid
              FROM quarantine WHERE kind = 'hl7' ORDER BY created_at DESC, id DESC LIMIT ?"
         }
         Kinds::Ecg => {
             "SELECT created_at, source, sop_instance_uid, calling_ae, path, reason, control_id,
-                    file_name
+                    file_name, study_uid
              FROM quarantine WHERE kind = 'ecg' ORDER BY created_at DESC, id DESC LIMIT ?"
         }
     })
@@ -443,6 +458,7 @@ async fn quarantine_rows(
             reason: r.try_get(5)?,
             control_id: r.try_get(6)?,
             file_name: r.try_get(7)?,
+            study_uid: r.try_get(8)?,
         })
     })
     .collect::<Result<Vec<_>, _>>()?)
@@ -463,7 +479,7 @@ async fn lab_status(pool: &SqlitePool, now: i64) -> Result<LabStatus, OutboxErro
     .fetch_one(pool)
     .await?;
     let oldest_waiting = sqlx::query(
-        "SELECT control_id, received_at, attempts FROM lab_messages
+        "SELECT control_id, received_at, attempts, patient_id FROM lab_messages
          WHERE state = 'pending' ORDER BY id LIMIT 1",
     )
     .fetch_optional(pool)
@@ -472,6 +488,7 @@ async fn lab_status(pool: &SqlitePool, now: i64) -> Result<LabStatus, OutboxErro
         let received: i64 = r.try_get(1)?;
         Ok(OldestLab {
             control_id: r.try_get(0)?,
+            patient_id: r.try_get(3)?,
             received_at: rfc3339(received),
             age_secs: (now - received).max(0) / 1000,
             attempts: r.try_get(2)?,

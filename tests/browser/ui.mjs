@@ -148,18 +148,56 @@ try {
   await shot(page, "10-english");
   await page.click("#lang-switch");
 
+  step = "the ECG tracing and its measurements";
+  await page.goto(`${HUB}/ui/#/exam/${env("ECG_EXAM_ID")}`);
+  await page.waitForFunction(() => {
+    const img = document.querySelector("#ecg-tracing");
+    return img && img.complete && img.naturalWidth > 0;
+  });
+  await page.waitForSelector("#ecg-measurements tr td");
+  expect(/\d+ bpm/.test(await page.textContent("#ecg-measurements")), "no heart rate shown");
+  const rate = await page.locator('#fields textarea[data-field="rate"]').inputValue();
+  expect(rate.includes("bpm"), `the ECG report is not prefilled from the measurements: ${rate}`);
+  await shot(page, "11-ecg");
+
+  step = "the lab results table";
+  await page.goto(`${HUB}/ui/#/exam/${env("LAB_EXAM_ID")}`);
+  await page.waitForSelector("#lab-results tbody tr");
+  const labText = await page.textContent("#lab-results");
+  expect(labText.includes("5.9") && labText.includes("3.5-5.3"), `lab table: ${labText}`);
+  await shot(page, "12-lab");
+
+  step = "the admin pages: users and the turnaround chart";
+  const adminContext = await browser.newContext({ viewport: { width: 1366, height: 768 } });
+  const admin = await adminContext.newPage();
+  admin.on("pageerror", (e) => problems.push(`admin page error: ${e.message}`));
+  await admin.goto(`${HUB}/ui/#/admin/users`);
+  await admin.waitForSelector("#login-form");
+  await admin.fill("#username", env("ADMIN"));
+  await admin.fill("#password", env("PASSWORD"));
+  await admin.click("#login-form button[type=submit]");
+  await admin.waitForSelector('#users tr[data-username="reader"]');
+  await shot(admin, "13-admin-users");
+  await admin.click("#tab-turnaround");
+  await admin.waitForSelector("#turnaround-chart rect.p50");
+  expect((await admin.textContent("#turnaround-table")).includes("local"), "the signed exam's site is not in the turnaround figures");
+  await shot(admin, "14-admin-turnaround");
+  await adminContext.close();
+
   step = "the township page shows the report arriving";
   const township = await context.newPage();
   await township.goto(TOWNSHIP);
   await township.waitForSelector("#reports [data-report-id]", { timeout: 60000 });
   expect((await township.textContent("#reports")).length > 0, "empty report list");
-  await shot(township, "11-township");
+  await shot(township, "15-township");
 
   step = "no errors in the pages";
   expect(problems.length === 0, problems.join("\n"));
   console.log("ui test passed");
 } catch (e) {
   await shot(page, "failure").catch(() => {});
+  const where = await page.evaluate(() => `${location.href}\n${document.querySelector("main").innerText.slice(0, 2000)}`).catch((err) => String(err));
+  console.error(`page at failure: ${where}`);
   console.error(`step failed: ${step}\n${e.stack || e}\n${problems.join("\n")}`);
   process.exitCode = 1;
 } finally {

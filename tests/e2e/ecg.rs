@@ -17,7 +17,7 @@ use crate::on_both_backends;
 
 on_both_backends!(ecg_from_cart_to_cardiologist_and_back);
 
-fn import(gw: &Gateway, stat: bool, file: &PathBuf) -> Result<String> {
+pub fn import(gw: &Gateway, stat: bool, file: &PathBuf) -> Result<String> {
     let mut cmd = std::process::Command::new(bin("gateway"));
     cmd.args(["import", "--config"]).arg(&gw.config);
     if stat {

@@ -19,7 +19,7 @@ on_both_backends!(lab_results_critical_values_and_report);
 
 /// Send a file of plain HL7 (CR or LF separated; `--loose`: `mllp_send` frames it) with
 /// `mllp_send`; returns what it printed (the ACK).
-fn mllp_send(gw: &Gateway, file: &Path) -> Result<String> {
+pub fn mllp_send(gw: &Gateway, file: &Path) -> Result<String> {
     let addr = gw.hl7.as_deref().context("the gateway's HL7 listener")?;
     let (host, port) = addr.rsplit_once(':').context("host:port")?;
     let mut cmd = std::process::Command::new("mllp_send");
@@ -36,7 +36,13 @@ fn mllp_send(gw: &Gateway, file: &Path) -> Result<String> {
 }
 
 /// An ORU^R01 with one potassium result, CR-separated, UTF-8 with a Chinese name.
-fn potassium(control_id: &str, patient: &str, filler: &str, value: &str, status: &str) -> String {
+pub fn potassium(
+    control_id: &str,
+    patient: &str,
+    filler: &str,
+    value: &str,
+    status: &str,
+) -> String {
     [
         format!("MSH|^~\\&|LIS|WEIXIN_TOWNSHIP|HUB|COUNTY|20261123081500||ORU^R01^ORU_R01|{control_id}|P|2.5.1|||AL|NE||UNICODE UTF-8"),
         format!("PID|1||{patient}^^^WX^MR||王^芳||19580312|F"),

@@ -12,6 +12,7 @@ mod round_trip;
 mod scale_out;
 mod storage_suite;
 mod stow;
+mod township;
 mod transport;
 mod webui;
 

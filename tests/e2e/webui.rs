@@ -1,7 +1,7 @@
 //! The web UI in a real browser (Debian's headless Chromium driven by playwright-core):
 //! a reader logs in, sees the worklist update live, claims a CT sent through a township
 //! gateway, scrolls it, changes the window, writes and signs the report; the township
-//! page then shows the report. Screenshots are kept under `tests/artifacts/ui/`.
+//! page then shows the report. The ECG and lab views and the admin pages are opened too. Screenshots are kept under `tests/artifacts/ui/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -13,6 +13,7 @@ use tests::{get_json_as, wait_for, Backend, Env, Gateway, Hub};
 
 use crate::on_both_backends;
 use crate::reading::ready_study;
+use crate::{ecg, lab};
 
 on_both_backends!(reader_reads_a_ct_in_the_browser);
 
@@ -30,7 +31,13 @@ fn make_ct(env: &Env) -> Result<Vec<PathBuf>> {
     let status = std::process::Command::new("python3")
         .arg(&tool)
         .arg(&out)
-        .args(["--ct-slices", &CT_SLICES.to_string(), "--only", "ct", "--quiet"])
+        .args([
+            "--ct-slices",
+            &CT_SLICES.to_string(),
+            "--only",
+            "ct",
+            "--quiet",
+        ])
         .status()
         .with_context(|| format!("running {}", tool.display()))?;
     ensure!(status.success(), "make_corpus.py failed");
@@ -58,18 +65,57 @@ async fn reader_reads_a_ct_in_the_browser(backend: Backend) -> Result<()> {
     let files = make_ct(&env)?;
     let study = tests::study_uid_of(&files[0])?;
     let out = gateway.storescu(&[], &files)?;
-    ensure!(out.status.success(), "storescu: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "storescu: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let url = format!("{}/api/worklist", hub.url);
-    let exam: Value = wait_for(Duration::from_secs(60), "the CT on the worklist", || async {
-        let (_, list) = get_json_as(&url, Some(&reader)).await?;
-        Ok(list.as_array().and_then(|rows| {
-            rows.iter()
-                .find(|r| r["study_uid"] == study.as_str() && r["status"] == "ready")
-                .cloned()
-        }))
-    })
+    let exam: Value = wait_for(
+        Duration::from_secs(60),
+        "the CT on the worklist",
+        || async {
+            let (_, list) = get_json_as(&url, Some(&reader)).await?;
+            Ok(list.as_array().and_then(|rows| {
+                rows.iter()
+                    .find(|r| r["study_uid"] == study.as_str() && r["status"] == "ready")
+                    .cloned()
+            }))
+        },
+    )
     .await?;
     let exam_id = exam["id"].as_i64().context("exam id")?;
+
+    // An ECG and a lab result from the same township, for their views.
+    ecg::import(
+        &gateway,
+        false,
+        &tests::testdata("ecg/cvrg_hl7aecg-Example2.xml"),
+    )?;
+    let hl7 = env.path("potassium.hl7");
+    std::fs::write(
+        &hl7,
+        lab::potassium("UI-K-1", "UI-LAB-1", "F1001", "5.9", "F"),
+    )?;
+    let ack = lab::mllp_send(&gateway, &hl7)?;
+    ensure!(ack.contains("MSA|AA"), "lab result not accepted: {ack}");
+    let exam_of = |kind: &'static str| {
+        let url = format!("{}/api/worklist?status=all", hub.url);
+        let reader = reader.clone();
+        async move {
+            wait_for(Duration::from_secs(60), kind, || async {
+                let (_, list) = get_json_as(&url, Some(&reader)).await?;
+                Ok(list.as_array().and_then(|rows| {
+                    rows.iter()
+                        .find(|r| r["kind"] == kind)
+                        .and_then(|r| r["id"].as_i64())
+                }))
+            })
+            .await
+        }
+    };
+    let ecg_exam = exam_of("ecg").await?;
+    let lab_exam = exam_of("lab").await?;
 
     let artifacts = browser_dir()
         .parent()
@@ -84,6 +130,9 @@ async fn reader_reads_a_ct_in_the_browser(backend: Backend) -> Result<()> {
         .env("READER", "reader")
         .env("PASSWORD", tests::accounts::PASSWORD)
         .env("EXAM_ID", exam_id.to_string())
+        .env("ECG_EXAM_ID", ecg_exam.to_string())
+        .env("LAB_EXAM_ID", lab_exam.to_string())
+        .env("ADMIN", "admin")
         .env("ARTIFACTS", &artifacts)
         .env("LIVE_MARKER", &marker)
         .stdout(Stdio::piped())
@@ -121,12 +170,20 @@ async fn reader_reads_a_ct_in_the_browser(backend: Backend) -> Result<()> {
 
     // What the browser did is what the server has: a final signed report with the text
     // typed, delivered to the township.
-    let (status, report) =
-        get_json_as(&format!("{}/api/exams/{exam_id}/report", hub.url), Some(&reader)).await?;
+    let (status, report) = get_json_as(
+        &format!("{}/api/exams/{exam_id}/report", hub.url),
+        Some(&reader),
+    )
+    .await?;
     ensure!(status == 200, "report: {status} {report}");
     let versions = report["versions"].as_array().context("versions")?;
-    ensure!(versions.len() == 1 && versions[0]["status"] == "final", "versions: {report}");
-    let payload = versions[0]["signed"]["payload"].as_str().context("payload")?;
+    ensure!(
+        versions.len() == 1 && versions[0]["status"] == "final",
+        "versions: {report}"
+    );
+    let payload = versions[0]["signed"]["payload"]
+        .as_str()
+        .context("payload")?;
     ensure!(payload.contains("磨玻璃结节"), "signed text: {payload}");
     Ok(())
 }

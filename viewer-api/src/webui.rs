@@ -66,7 +66,11 @@ fn serve(req: &HttpRequest, name: &str) -> HttpResponse {
     };
     // The build's version tags every file: browsers revalidate and get 304 until the
     // binary changes, so an upgrade never leaves a stale script in a reader's cache.
-    let etag = format!("\"{}-{}\"", env!("CARGO_PKG_VERSION"), build_tag(asset.body));
+    let etag = format!(
+        "\"{}-{}\"",
+        env!("CARGO_PKG_VERSION"),
+        build_tag(asset.body)
+    );
     let fresh = req
         .headers()
         .get(header::IF_NONE_MATCH)

@@ -11,9 +11,12 @@ export class ApiError extends Error {
   }
 }
 
-/** Call a JSON API. `body` is sent as JSON; the answer is parsed when it is JSON. */
-export async function api(path, { method = "GET", body } = {}) {
-  const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+/**
+ * Call a JSON API. `body` is sent as JSON; the answer is parsed when it is JSON.
+ * `keepalive`: the request completes even if the page is closed meanwhile.
+ */
+export async function api(path, { method = "GET", body, keepalive = false } = {}) {
+  const init = { method, keepalive, credentials: "same-origin", headers: { Accept: "application/json" } };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);

@@ -79,7 +79,15 @@ function loginPage(main) {
   user.focus();
 }
 
-async function route() {
+// Navigations run one after another: a page still loading when the next is asked for
+// finishes (and is left) first, so two pages never draw into one another.
+let routing = Promise.resolve();
+function route() {
+  routing = routing.then(show, show);
+  return routing;
+}
+
+async function show() {
   if (session.leave) {
     try {
       session.leave();

@@ -71,7 +71,7 @@ export async function reportPanel(root, exam, user, onSigned) {
     dirty = false;
     status.textContent = t("saving");
     try {
-      await api(`/api/exams/${exam.id}/report/draft`, { method: "PUT", body: { template: templateSelect.value, content: content(), critical: critical.checked } });
+      await api(`/api/exams/${exam.id}/report/draft`, { method: "PUT", keepalive: true, body: { template: templateSelect.value, content: content(), critical: critical.checked } });
       status.textContent = t("saved_at", fmtTime(Date.now(), true));
       status.className = "save-status ok";
     } catch (e) {
@@ -222,11 +222,9 @@ export async function reportPanel(root, exam, user, onSigned) {
   critical.checked = !!start.critical;
   renderFields(start.content || {});
   renderHistory();
-  const beforeUnload = (e) => {
-    if (dirty) {
-      autosave.flush();
-      e.preventDefault();
-    }
+  // Closing the tab saves what was typed (a keepalive request outlives the page).
+  const beforeUnload = () => {
+    if (dirty) autosave.flush();
   };
   window.addEventListener("beforeunload", beforeUnload);
   return {

@@ -466,20 +466,29 @@ async fn store(
     // new quiet period.
     sqlx::query(
         "INSERT INTO studies (study_uid, priority, first_received_at, last_received_at,
-                              open_associations, notified_at, notify_attempts, next_notify_at)
-         VALUES (?, ?, ?, ?, ?, NULL, 0, 0)
+                              open_associations, notified_at, notify_attempts, next_notify_at,
+                              patient_id, patient_name, accession_number, modality)
+         VALUES (?, ?, ?, ?, ?, NULL, 0, 0, ?, ?, ?, ?)
          ON CONFLICT (study_uid) DO UPDATE SET
              priority = MAX(priority, excluded.priority),
              last_received_at = excluded.last_received_at,
              open_associations = open_associations + excluded.open_associations,
              notified_at = NULL, notify_attempts = 0, next_notify_at = 0,
-             last_notify_error = NULL",
+             last_notify_error = NULL,
+             patient_id = COALESCE(excluded.patient_id, patient_id),
+             patient_name = COALESCE(excluded.patient_name, patient_name),
+             accession_number = COALESCE(excluded.accession_number, accession_number),
+             modality = COALESCE(excluded.modality, modality)",
     )
     .bind(&item.study_uid)
     .bind(item.priority.as_i64())
     .bind(now)
     .bind(now)
     .bind(opens)
+    .bind(non_empty(&item.labels.patient_id))
+    .bind(non_empty(&item.labels.patient_name))
+    .bind(non_empty(&item.labels.accession_number))
+    .bind(non_empty(&item.labels.modality))
     .execute(&mut *conn)
     .await?;
     let id = sqlx::query(
@@ -507,6 +516,12 @@ async fn store(
     .await?
     .last_insert_rowid();
     Ok(StoreOutcome::Stored(id))
+}
+
+/// A header value worth keeping: an empty or blank one must not replace what an earlier
+/// instance of the study said.
+fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
 pub(crate) async fn insert_quarantine(

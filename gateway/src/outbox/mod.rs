@@ -121,6 +121,22 @@ pub struct NewItem {
     pub sha256: String,
     /// STAT or routine.
     pub priority: Priority,
+    /// Patient and exam from the header, kept on the study for the township page.
+    pub labels: StudyLabels,
+}
+
+/// What the township page shows of a study, from an instance's header (each optional:
+/// modalities leave fields empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StudyLabels {
+    /// Patient ID (0010,0020).
+    pub patient_id: Option<String>,
+    /// Patient's Name (0010,0010) as written (`alphabetic=ideographic`).
+    pub patient_name: Option<String>,
+    /// Accession Number (0008,0050).
+    pub accession_number: Option<String>,
+    /// Modality (0008,0060).
+    pub modality: Option<String>,
 }
 
 /// What recording an instance did.

@@ -50,6 +50,7 @@ fn item(sop: &str, study: &str, sha: &str, path: &str) -> NewItem {
         dataset_offset: 0,
         sha256: sha.into(),
         priority: Priority::Routine,
+        labels: StudyLabels::default(),
     }
 }
 

@@ -7,12 +7,14 @@
 //! - [`puller`]: the long-poll loop and what happens to each item;
 //! - [`sender`]: acks, acknowledgement relays and PDF fetches that are owed to or
 //!   wanted from the hub, retried with backoff (they survive restarts);
-//! - [`judge`], [`keys`]: verification; [`db`]: the tables; [`web`], [`html`]: the page;
+//! - [`judge`], [`keys`]: verification; [`db`]: the tables; [`web`], [`html`],
+//!   [`i18n`]: the township page (with the outbox from [`crate::lanes`]);
 //! - [`hl7`]: forwarding to the township HIS (HL7 v2 ORU^R01 over MLLP), if configured.
 
 pub mod db;
 pub mod hl7;
 pub mod html;
+pub mod i18n;
 pub mod judge;
 pub mod keys;
 pub mod puller;

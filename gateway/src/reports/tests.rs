@@ -463,7 +463,23 @@ fn amendments_become_current_and_unacknowledged_critical_comes_first() {
     assert_eq!(order, ["old-critical", "newest", "amended"]);
     assert_eq!(s[2].current.as_ref().map(|c| c.version), Some(2));
     assert_eq!(s[2].versions, 2);
-    let page = html::list_page(&s);
+    let outbox = crate::lanes::OutboxSummary {
+        generated_at: String::new(),
+        imaging: crate::lanes::Lane::default(),
+        lab: crate::lanes::Lane::default(),
+        ecg: crate::lanes::Lane::default(),
+        studies_awaiting_completion: 0,
+        last_contact: None,
+        report_feed_error: None,
+    };
+    let texts = std::collections::BTreeMap::new();
+    let view = html::TownshipView {
+        summaries: &s,
+        outbox: &outbox,
+        alert_texts: &texts,
+        now_ms: 0,
+    };
+    let page = html::township_page(super::i18n::Lang::Zh, &view);
     assert!(page.contains("lang=\"zh-CN\""));
     assert!(page.contains("class=\"critical\""));
 }

@@ -1,4 +1,7 @@
-//! The local report page and API for the township (actix-web, one worker).
+//! The township page and its API (actix-web, one worker): what the gateway has sent,
+//! what was refused and why, the reports and critical results that came back.
+//! Simplified Chinese by default; `?lang=en` (or `?lang=zh`) switches and is remembered
+//! in a `lang` cookie.
 //!
 //! There is no login: the page is meant for the township's internal network only and
 //! must be bound to its internal interface (`report_listen`). Cross-site form posts are
@@ -7,7 +10,9 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /` | list (HTML) |
+//! | `GET /` | the township page (HTML): critical results to acknowledge, outbox, reports |
+//! | `GET /township.js` | the page's refresh script (every 5 s, in place) |
+//! | `GET /api/outbox` | the outbox by lane (JSON, [`crate::lanes::OutboxSummary`]) |
 //! | `GET /reports/{report_id}` | one report (HTML) |
 //! | `GET /reports/{report_id}/versions/{v}/pdf` | the stored PDF of a verified version |
 //! | `GET /api/reports` | list (JSON) |
@@ -28,6 +33,7 @@ use tokio::task::JoinHandle;
 
 use super::db::{self, AcknowledgeOutcome, PdfLookup, ReportOutcome, ReportWrite, VersionRow};
 use super::html::{self, path_segment, rfc3339, Summary};
+use super::i18n::{t, Lang, T};
 use super::Ctx;
 
 /// Longest clinician name accepted.
@@ -95,6 +101,8 @@ impl Page {
 /// The routes (public for tests that serve them in-process).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(list_html))
+        .route("/township.js", web::get().to(script))
+        .route("/api/outbox", web::get().to(outbox_json))
         .route("/reports/{report_id}", web::get().to(report_html))
         .route(
             "/reports/{report_id}/versions/{version}/pdf",
@@ -110,25 +118,61 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 type Shared = web::Data<Arc<Ctx>>;
 
-/// HTML with a content security policy that allows nothing but our inline style and
-/// forms posting back to us (everything shown is escaped too; this is the second wall).
+/// HTML with a content security policy that allows nothing but our inline style, our
+/// own refresh script (no inline script), fetching from us and forms posting back to us
+/// (everything shown is escaped too; this is the second wall).
 fn html_response(status: StatusCode, body: String) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
         .insert_header((
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ))
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .body(body)
 }
 
-fn db_error_html(e: impl std::fmt::Display) -> HttpResponse {
-    tracing::warn!(error = %e, "report page: database read failed");
+/// Name of the cookie remembering the language.
+const LANG_COOKIE: &str = "lang";
+
+/// The page language: `?lang=` first (the switch), then the cookie, else Chinese.
+/// Returns also the language to remember when the query chose one.
+fn language(req: &HttpRequest) -> (Lang, Option<Lang>) {
+    let asked = req
+        .query_string()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "lang")
+        .and_then(|(_, v)| Lang::parse(v));
+    if let Some(lang) = asked {
+        return (lang, Some(lang));
+    }
+    let remembered = req.cookie(LANG_COOKIE).and_then(|c| Lang::parse(c.value()));
+    (remembered.unwrap_or_default(), None)
+}
+
+/// Remember a language chosen by the switch (a year; the page has no other cookie).
+fn remember(mut response: HttpResponse, chosen: Option<Lang>) -> HttpResponse {
+    if let Some(lang) = chosen {
+        let cookie = actix_web::cookie::Cookie::build(LANG_COOKIE, lang.code())
+            .path("/")
+            .http_only(true)
+            .same_site(actix_web::cookie::SameSite::Lax)
+            .max_age(actix_web::cookie::time::Duration::days(365))
+            .finish();
+        if let Err(e) = response.add_cookie(&cookie) {
+            tracing::debug!(error = %e, "language cookie not set");
+        }
+    }
+    response
+}
+
+fn db_error_html(lang: Lang, e: impl std::fmt::Display) -> HttpResponse {
+    tracing::warn!(error = %e, "township page: database read failed");
     html_response(
         StatusCode::INTERNAL_SERVER_ERROR,
-        html::message_page("内部错误", "读取报告数据库失败，请稍后重试或联系管理员。"),
+        html::message_page(lang, t(lang, T::InternalError), t(lang, T::DbReadFailed)),
     )
 }
 
@@ -137,51 +181,104 @@ fn db_error_json(e: impl std::fmt::Display) -> HttpResponse {
     HttpResponse::InternalServerError().json(json!({"error": "database read failed"}))
 }
 
-async fn list_html(ctx: Shared) -> HttpResponse {
-    match db::all_versions(ctx.outbox.pool()).await {
-        Ok(rows) => html_response(StatusCode::OK, html::list_page(&html::summarize(rows))),
-        Err(e) => db_error_html(e),
+async fn list_html(ctx: Shared, req: HttpRequest) -> HttpResponse {
+    let (lang, chosen) = language(&req);
+    let pool = ctx.outbox.pool();
+    let rows = match db::all_versions(pool).await {
+        Ok(rows) => rows,
+        Err(e) => return db_error_html(lang, e),
+    };
+    let outbox = match crate::lanes::summary(pool, ctx.data_dir()).await {
+        Ok(o) => o,
+        Err(e) => return db_error_html(lang, e),
+    };
+    let summaries = html::summarize(rows);
+    // The alerts show their text: only the few awaiting acknowledgement are read whole.
+    let mut alert_texts = std::collections::BTreeMap::new();
+    for s in summaries.iter().filter(|s| s.critical_waiting()) {
+        let Some(current) = &s.current else { continue };
+        match db::report_versions(pool, &s.report_id).await {
+            Ok(versions) => {
+                let text = versions
+                    .iter()
+                    .find(|v| v.id == current.id)
+                    .and_then(|v| v.payload.as_deref())
+                    .and_then(html::alert_text);
+                if let Some(text) = text {
+                    alert_texts.insert(s.report_id.clone(), text);
+                }
+            }
+            Err(e) => return db_error_html(lang, e),
+        }
+    }
+    let view = html::TownshipView {
+        summaries: &summaries,
+        outbox: &outbox,
+        alert_texts: &alert_texts,
+        now_ms: crate::outbox::now_ms(),
+    };
+    remember(
+        html_response(StatusCode::OK, html::township_page(lang, &view)),
+        chosen,
+    )
+}
+
+async fn script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .body(html::REFRESH_SCRIPT)
+}
+
+async fn outbox_json(ctx: Shared) -> HttpResponse {
+    match crate::lanes::summary(ctx.outbox.pool(), ctx.data_dir()).await {
+        Ok(summary) => HttpResponse::Ok().json(summary),
+        Err(e) => db_error_json(e),
     }
 }
 
-async fn report_html(ctx: Shared, path: web::Path<String>) -> HttpResponse {
+async fn report_html(ctx: Shared, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
+    let (lang, chosen) = language(&req);
     let report_id = path.into_inner();
-    match db::report_versions(ctx.outbox.pool(), &report_id).await {
+    let response = match db::report_versions(ctx.outbox.pool(), &report_id).await {
         Ok(versions) if versions.is_empty() => html_response(
             StatusCode::NOT_FOUND,
-            html::message_page("未找到报告", &format!("没有编号为 {report_id} 的报告。")),
+            html::message_page(lang, t(lang, T::NotFoundTitle), t(lang, T::NotFoundReport)),
         ),
-        Ok(versions) => html_response(StatusCode::OK, html::report_page(&report_id, &versions)),
-        Err(e) => db_error_html(e),
-    }
+        Ok(versions) => html_response(
+            StatusCode::OK,
+            html::report_page(lang, &report_id, &versions),
+        ),
+        Err(e) => db_error_html(lang, e),
+    };
+    remember(response, chosen)
 }
 
-async fn pdf(ctx: Shared, path: web::Path<(String, i64)>) -> HttpResponse {
+async fn pdf(ctx: Shared, req: HttpRequest, path: web::Path<(String, i64)>) -> HttpResponse {
+    let (lang, _) = language(&req);
     let (report_id, version) = path.into_inner();
     let lookup = match db::pdf_of(ctx.outbox.pool(), &report_id, version).await {
         Ok(l) => l,
-        Err(e) => return db_error_html(e),
+        Err(e) => return db_error_html(lang, e),
     };
     match lookup {
         PdfLookup::NotFound => html_response(
             StatusCode::NOT_FOUND,
-            html::message_page("未找到报告", "没有这个报告版本。"),
+            html::message_page(lang, t(lang, T::NotFoundTitle), t(lang, T::NotFoundVersion)),
         ),
         PdfLookup::NotVerified => html_response(
             StatusCode::CONFLICT,
-            html::message_page(
-                "不提供打印",
-                "此报告版本未通过签名验证，内容不可信，不提供PDF打印。(This version failed signature verification.)",
-            ),
+            html::message_page(lang, t(lang, T::PrintRefused), t(lang, T::PrintRefusedText)),
         ),
         PdfLookup::NotYet(error) => {
             let mut response = html_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 html::message_page(
-                    "PDF尚未取得",
+                    lang,
+                    t(lang, T::PdfNotYetTitle),
                     &format!(
-                        "此版本的PDF尚未从县级平台取得，将自动重试，请稍后再试。{}",
-                        error.map(|e| format!("（{e}）")).unwrap_or_default()
+                        "{} {}",
+                        t(lang, T::PdfRetryText),
+                        error.map(|e| format!("({e})")).unwrap_or_default()
                     ),
                 ),
             );
@@ -205,7 +302,7 @@ async fn pdf(ctx: Shared, path: web::Path<(String, i64)>) -> HttpResponse {
                 tracing::error!(path = %relative, error = %e, "stored report PDF cannot be read");
                 html_response(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    html::message_page("内部错误", "PDF文件无法读取，请联系管理员。"),
+                    html::message_page(lang, t(lang, T::InternalError), t(lang, T::PdfUnreadable)),
                 )
             }
         },
@@ -350,6 +447,10 @@ async fn report_json(ctx: Shared, path: web::Path<String>) -> HttpResponse {
 #[derive(Debug, Deserialize)]
 struct AcknowledgeBody {
     name: String,
+    /// `list`: the form on the township page, which the browser goes back to (the
+    /// report page's form returns to the report).
+    #[serde(default)]
+    back: Option<String>,
 }
 
 /// Whether a browser says this request comes from another site (a CSRF attempt).
@@ -390,13 +491,19 @@ async fn acknowledge(
     body: actix_web::Either<web::Json<AcknowledgeBody>, web::Form<AcknowledgeBody>>,
 ) -> HttpResponse {
     let (report_id, version) = path.into_inner();
-    let (name, from_form) = match body {
-        actix_web::Either::Left(j) => (j.into_inner().name, false),
-        actix_web::Either::Right(f) => (f.into_inner().name, true),
+    let (lang, _) = language(&req);
+    let (body, from_form) = match body {
+        actix_web::Either::Left(j) => (j.into_inner(), false),
+        actix_web::Either::Right(f) => (f.into_inner(), true),
     };
-    let fail = |status: StatusCode, title: &str, message: &str| {
+    let AcknowledgeBody { name, back } = body;
+    // The page shows the failure in its language; the API keeps its English messages.
+    let fail = |status: StatusCode, title: T, text: T, message: &str| {
         if from_form {
-            html_response(status, html::message_page(title, message))
+            html_response(
+                status,
+                html::message_page(lang, t(lang, title), t(lang, text)),
+            )
         } else {
             HttpResponse::build(status).json(json!({"error": message}))
         }
@@ -404,14 +511,16 @@ async fn acknowledge(
     if cross_site(&req) {
         return fail(
             StatusCode::FORBIDDEN,
-            "请求被拒绝",
+            T::RequestRefused,
+            T::CrossSite,
             "cross-site request refused: acknowledge from the report page itself",
         );
     }
     let Some(name) = clean_name(&name) else {
         return fail(
             StatusCode::BAD_REQUEST,
-            "请填写姓名",
+            T::NameRequired,
+            T::NameRequiredText,
             "name must be 1-64 characters without control characters (请填写临床医生姓名)",
         );
     };
@@ -426,7 +535,8 @@ async fn acknowledge(
             tracing::error!(?other, "unexpected outcome of an acknowledgement");
             return fail(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "内部错误",
+                T::InternalError,
+                T::NotSavedText,
                 "could not record",
             );
         }
@@ -434,7 +544,8 @@ async fn acknowledge(
             tracing::error!(error = %e, "could not record an acknowledgement");
             return fail(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "未能保存",
+                T::NotSaved,
+                T::NotSavedText,
                 "could not record the acknowledgement; try again (未能保存，请重试)",
             );
         }
@@ -450,31 +561,36 @@ async fn acknowledge(
         AcknowledgeOutcome::NotFound => {
             return fail(
                 StatusCode::NOT_FOUND,
-                "未找到报告",
+                T::NotFoundTitle,
+                T::NotFoundVersion,
                 "no such report version",
             )
         }
         AcknowledgeOutcome::NotVerified => {
             return fail(
                 StatusCode::CONFLICT,
-                "不能确认",
+                T::CannotAcknowledge,
+                T::NotVerifiedText,
                 "this version failed signature verification and cannot be acknowledged",
             )
         }
         AcknowledgeOutcome::NotCritical => {
             return fail(
                 StatusCode::CONFLICT,
-                "不能确认",
+                T::CannotAcknowledge,
+                T::NotCriticalText,
                 "this version is not a critical finding",
             )
         }
     };
     if from_form {
+        let location = if back.as_deref() == Some("list") {
+            "/".to_string()
+        } else {
+            format!("/reports/{}", path_segment(&report_id))
+        };
         return HttpResponse::SeeOther()
-            .insert_header((
-                header::LOCATION,
-                format!("/reports/{}", path_segment(&report_id)),
-            ))
+            .insert_header((header::LOCATION, location))
             .finish();
     }
     HttpResponse::build(status).json(json!({

@@ -192,6 +192,63 @@ async fn a_report_is_pulled_verified_stored_acked_and_shown() {
     assert!(html.contains("签名有效"));
     assert!(html.contains("href=\"/reports/RPT-1\""));
     assert!(html.contains("href=\"/reports/RPT-1/versions/1/pdf\""));
+    // The township page's hooks, the outbox beside the reports, the refresh script.
+    for hook in [
+        "id=\"alerts\"",
+        "id=\"outbox\"",
+        "id=\"reports\"",
+        "data-report-id=\"RPT-1\"",
+        "data-lane=\"imaging\"",
+        "src=\"/township.js\"",
+    ] {
+        assert!(html.contains(hook), "{hook}: {html}");
+    }
+    assert!(html.contains("发送队列") && html.contains("收到的报告"));
+    assert!(html.contains("正式报告"), "status in Chinese");
+    let r = get(&app, "/township.js").await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.text().await.expect("js").contains("setInterval"));
+    // English by the switch, remembered in a cookie; Chinese again by the other switch.
+    let r = get(&app, "/?lang=en").await;
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(cookie.starts_with("lang=en"), "{cookie}");
+    let english = r.text().await.expect("body");
+    assert!(english.contains("<html lang=\"en\">"));
+    assert!(english.contains("Outbox") && english.contains("Received reports"));
+    assert!(
+        english.contains(">Final<") || english.contains("Final ·"),
+        "{english}"
+    );
+    assert!(
+        !english.contains("发送队列"),
+        "no Chinese label left: {english}"
+    );
+    assert!(english.contains("href=\"?lang=zh\""));
+    let remembered = page_client()
+        .get(format!("{}/", app.reports_url()))
+        .header("cookie", "lang=en")
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("body");
+    assert!(remembered.contains("<html lang=\"en\">"));
+    let outbox = get_json(&app, "/api/outbox").await;
+    for lane in ["imaging", "lab", "ecg"] {
+        for field in [
+            "waiting",
+            "sent",
+            "rejected",
+            "recent_sent",
+            "rejected_items",
+        ] {
+            assert!(!outbox[lane][field].is_null(), "{lane}.{field}: {outbox}");
+        }
+    }
 
     let (status, view) = get_text(&app, "/reports/RPT-1").await;
     assert_eq!(status, 200);
@@ -543,9 +600,14 @@ async fn a_critical_finding_is_acknowledged_and_relayed_even_across_a_restart_wh
     assert_eq!(list["reports"][0]["report_id"], "CRIT-1");
     assert_eq!(list["reports"][0]["critical_waiting"], true);
     let (_, html) = get_text(&app, "/").await;
-    let crit_row = html.find("<tr class=\"critical\">").expect("red row");
+    // The alert to acknowledge heads the page; the reports below are newest first,
+    // the critical row still marked red.
+    let alert = html
+        .find("<div class=\"alert\" data-report-id=\"CRIT-1\"")
+        .expect("alert");
     let routine_link = html.find("/reports/ROUTINE-1").expect("routine listed");
-    assert!(crit_row < routine_link, "critical on top: {html}");
+    assert!(alert < routine_link, "critical on top: {html}");
+    assert!(html.contains("<tr class=\"critical\" data-report-id=\"CRIT-1\""));
     assert!(html.contains("危急值 · 待确认"));
     let (_, view) = get_text(&app, "/reports/CRIT-1").await;
     assert!(
