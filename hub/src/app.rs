@@ -24,8 +24,9 @@ pub struct HubState {
     pub max_instance_bytes: u64,
     /// Caps header parses running at once (each may hold a header in memory).
     pub parse_slots: Arc<Semaphore>,
-    /// Reading targets.
-    pub deadlines: storage::worklist::DeadlineTargets,
+    /// Reading targets from the configuration (an administrator's, stored in the
+    /// database, take precedence: [`HubState::deadlines`]).
+    pub configured_deadlines: storage::worklist::DeadlineTargets,
     /// Claim lease, ms.
     pub lease_ms: i64,
     /// Woken whenever this process changes an exam or a delivery (worklist events,
@@ -58,12 +59,19 @@ impl HubState {
             tmp_dir,
             max_instance_bytes: config.max_instance_bytes,
             parse_slots: Arc::new(Semaphore::new(cores * 2)),
-            deadlines: config.deadlines.clone(),
+            configured_deadlines: config.deadlines.clone(),
             lease_ms: config.claim_lease_minutes.max(1) * 60_000,
             changes: Arc::new(tokio::sync::Notify::new()),
             signer,
             critical_limits: Arc::new(config.critical_limits.clone()),
         })
+    }
+
+    /// The reading targets in force now.
+    pub async fn deadlines(
+        &self,
+    ) -> Result<storage::worklist::DeadlineTargets, storage::StorageError> {
+        storage::worklist::deadline_targets(&self.storage.db, &self.configured_deadlines).await
     }
 }
 

@@ -142,7 +142,7 @@ async fn ingest(
             acquired_at: record.acquired_at_ms,
             priority,
         },
-        &state.deadlines,
+        &state.deadlines().await?,
         &audit,
     )
     .await?;
@@ -192,9 +192,14 @@ pub async fn triage_dicom(state: &HubState, caller: &Caller, exam_id: i64) {
         findings.join(", ")
     );
     let audit = caller.event(EventType::PATIENT_RECORD, Action::Update, Outcome::Success);
-    match storage::exams::make_stat(&state.storage.db, exam_id, &state.deadlines, &why, &audit)
-        .await
-    {
+    let targets = match state.deadlines().await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(exam_id, error = %e, "reading the deadlines to make an ECG STAT failed");
+            return;
+        }
+    };
+    match storage::exams::make_stat(&state.storage.db, exam_id, &targets, &why, &audit).await {
         Ok(true) => {
             tracing::warn!(exam_id, %why, "ECG made STAT");
             state.changes.notify_waiters();

@@ -53,7 +53,7 @@ pub async fn complete(
         &study,
         priority,
         body.instance_count,
-        &state.deadlines,
+        &state.deadlines().await?,
         &caller.event(EventType::PATIENT_RECORD, Action::Update, Outcome::Success),
     )
     .await?

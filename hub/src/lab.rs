@@ -346,7 +346,7 @@ async fn ingest(
             raw: &body,
         },
         &orders,
-        &state.deadlines,
+        &state.deadlines().await?,
         &audit,
     )
     .await?;

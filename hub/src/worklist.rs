@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use storage::audit::{Action, EventType, NewEvent, Outcome};
 use storage::exams::{ExamKind, Priority};
-use storage::worklist::{self, Claim, Filter};
+use storage::worklist::{self, Claim, DeadlineTargets, Filter};
 use viewer_api::ApiError;
 
 use crate::HubState;
@@ -21,6 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/worklist/events", web::get().to(events))
         .route("/api/exams/{id}", web::get().to(one))
         .route("/api/admin/deadlines", web::get().to(deadlines))
+        .route("/api/admin/deadlines", web::put().to(set_deadlines))
         .route("/api/exams/{id}/claim", web::post().to(claim))
         .route("/api/exams/{id}/renew", web::post().to(claim))
         .route("/api/exams/{id}/release", web::post().to(release))
@@ -167,10 +168,28 @@ async fn one(
     Ok(HttpResponse::Ok().json(item))
 }
 
-/// `GET /api/admin/deadlines`: the reading-time targets in force (from the hub's
-/// configuration), for the admin page.
-async fn deadlines(state: web::Data<HubState>) -> HttpResponse {
-    HttpResponse::Ok().json(&state.deadlines)
+/// `GET /api/admin/deadlines`: the reading-time targets in force.
+async fn deadlines(state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.deadlines().await?))
+}
+
+/// `PUT /api/admin/deadlines`: set the targets for exams that become ready from now on.
+async fn set_deadlines(
+    caller: Caller,
+    state: web::Data<HubState>,
+    body: web::Json<DeadlineTargets>,
+) -> Result<HttpResponse, ApiError> {
+    let targets = body.into_inner();
+    let audit = NewEvent {
+        detail: Some(serde_json::json!({ "deadlines": &targets })),
+        ..caller.event(
+            EventType::APPLICATION_ACTIVITY,
+            Action::Update,
+            Outcome::Success,
+        )
+    };
+    storage::worklist::set_deadline_targets(&state.storage.db, &targets, &audit).await?;
+    Ok(HttpResponse::Ok().json(targets))
 }
 
 fn claim_answer(c: Claim) -> HttpResponse {

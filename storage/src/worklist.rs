@@ -68,6 +68,77 @@ impl DeadlineTargets {
         };
         minutes.max(1) * 60_000
     }
+    /// Check the targets an administrator sets: every target 1 minute to 30 days, kinds
+    /// known.
+    pub fn validate(&self) -> Result<()> {
+        const MAX_MINUTES: i64 = 30 * 24 * 60;
+        let check = |what: &str, m: Option<i64>| match m {
+            Some(m) if !(1..=MAX_MINUTES).contains(&m) => Err(StorageError::Invalid(format!(
+                "{what} must be 1 to {MAX_MINUTES} minutes, not {m}"
+            ))),
+            _ => Ok(()),
+        };
+        check("stat_minutes", Some(self.stat_minutes))?;
+        check("urgent_minutes", Some(self.urgent_minutes))?;
+        check("routine_minutes", Some(self.routine_minutes))?;
+        for (kind, o) in &self.by_kind {
+            if ExamKind::parse(kind).is_none() {
+                return Err(StorageError::Invalid(format!("unknown exam kind {kind:?}")));
+            }
+            check(&format!("{kind}.stat_minutes"), o.stat_minutes)?;
+            check(&format!("{kind}.urgent_minutes"), o.urgent_minutes)?;
+            check(&format!("{kind}.routine_minutes"), o.routine_minutes)?;
+        }
+        Ok(())
+    }
+}
+
+const DEADLINES_KEY: &str = "deadlines";
+
+/// The deadline targets in force: those an administrator set, else `configured` (the
+/// hub's configuration). Read at each use, so every hub on the database applies a change
+/// at once.
+pub async fn deadline_targets(db: &Db, configured: &DeadlineTargets) -> Result<DeadlineTargets> {
+    let value: Option<String> = on_db!(db, |pool| {
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(DEADLINES_KEY)
+            .fetch_optional(pool)
+            .await
+    })?;
+    match value {
+        None => Ok(configured.clone()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| StorageError::Corrupt(format!("stored deadlines: {e}"))),
+    }
+}
+
+/// Set the deadline targets (validated), audited in the same transaction. Exams already
+/// waiting keep their deadline; the new targets apply to exams that become ready after.
+pub async fn set_deadline_targets(
+    db: &Db,
+    targets: &DeadlineTargets,
+    audit: &NewEvent,
+) -> Result<()> {
+    targets.validate()?;
+    let value = serde_json::to_string(targets).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    let _turn = db.write_turn().await;
+    let now = now_ms();
+    on_db!(db, |pool| {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO settings (key, value, updated_by, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (key) DO UPDATE SET value = $2, updated_by = $3, updated_at = $4",
+        )
+        .bind(DEADLINES_KEY)
+        .bind(&value)
+        .bind(&audit.actor)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        audit_append!(&mut *tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(())
+    })
 }
 
 /// Worklist filters; `None` does not filter.

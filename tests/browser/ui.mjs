@@ -182,6 +182,15 @@ try {
   await admin.waitForSelector("#turnaround-chart rect.p50");
   expect((await admin.textContent("#turnaround-table")).includes("local"), "the signed exam's site is not in the turnaround figures");
   await shot(admin, "14-admin-turnaround");
+  await admin.click("#tab-deadlines");
+  await admin.fill("#deadline-stat", "20");
+  await admin.fill("#deadline-ecg-stat", "10");
+  await admin.click("#deadlines-save");
+  await admin.waitForSelector(".toast.ok");
+  await admin.reload();
+  await admin.waitForSelector("#deadline-ecg-stat");
+  expect((await admin.inputValue("#deadline-stat")) === "20" && (await admin.inputValue("#deadline-ecg-stat")) === "10", "the deadlines were not saved");
+  await shot(admin, "15-admin-deadlines");
   await adminContext.close();
 
   step = "the township page shows the report arriving";
@@ -189,7 +198,7 @@ try {
   await township.goto(TOWNSHIP);
   await township.waitForSelector("#reports [data-report-id]", { timeout: 60000 });
   expect((await township.textContent("#reports")).length > 0, "empty report list");
-  await shot(township, "15-township");
+  await shot(township, "16-township");
 
   step = "no errors in the pages";
   expect(problems.length === 0, problems.join("\n"));

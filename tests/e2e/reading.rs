@@ -692,5 +692,50 @@ pub async fn leases_reassignment_templates_and_live_updates(backend: Backend) ->
         templates[0]["id"] == "ct-chest" && templates[0]["fields"][2]["label_zh"] == "建议",
         "{templates}"
     );
+
+    // Admins change the deadlines at run time; exams ready afterwards get the new ones.
+    let url = format!("{}/api/admin/deadlines", hub.url);
+    let targets = json!({"stat_minutes": 15, "urgent_minutes": 60, "routine_minutes": 480,
+                         "by_kind": {"imaging": {"urgent_minutes": 45}}});
+    ensure!(
+        call(Method::PUT, &url, Some(&b), Some(targets.clone()))
+            .await?
+            .0
+            == 403,
+        "a reader changes deadlines"
+    );
+    for bad in [
+        json!({"stat_minutes": 0, "urgent_minutes": 60, "routine_minutes": 480}),
+        json!({"stat_minutes": 15, "urgent_minutes": 60, "routine_minutes": 480,
+               "by_kind": {"xray": {"stat_minutes": 5}}}),
+    ] {
+        let (status, body) = call(Method::PUT, &url, Some(&admin), Some(bad)).await?;
+        ensure!(
+            status == 400 && body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "bad deadlines: {status} {body}"
+        );
+    }
+    let (status, body) = call(Method::PUT, &url, Some(&admin), Some(targets)).await?;
+    ensure!(status == 200, "deadlines: {status} {body}");
+    let (_, now) = call(Method::GET, &url, Some(&admin), None).await?;
+    ensure!(
+        now["stat_minutes"] == 15 && now["by_kind"]["imaging"]["urgent_minutes"] == 45,
+        "{now}"
+    );
+    for (salt, priority, minutes) in [("dl-stat", "stat", 15), ("dl-urgent", "urgent", 45)] {
+        let (_, id) = ready_study(&env, &hub, "township-a", salt, priority).await?;
+        let (_, exam) = call(
+            Method::GET,
+            &format!("{}/api/exams/{id}", hub.url),
+            Some(&a),
+            None,
+        )
+        .await?;
+        let span = exam["deadline_at"]
+            .as_i64()
+            .with_context(|| format!("deadline: {exam}"))?
+            - exam["ready_at"].as_i64().context("ready")?;
+        ensure!(span == minutes * 60_000, "{priority}: {exam}");
+    }
     Ok(())
 }

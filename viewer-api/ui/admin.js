@@ -129,15 +129,48 @@ async function keys(body) {
   fill(body, table("keys", ["key_id", "site", "key_label", "created", "last_used", ""], rows), h("h3", {}, t("key_create")), form);
 }
 
+const PRIORITIES = ["stat", "urgent", "routine"];
+const KINDS = ["imaging", "ecg", "lab"];
+
+/** Deadlines: minutes per priority for every kind, and optional overrides per kind. */
 async function deadlines(body) {
   const d = await api("/api/admin/deadlines");
-  const row = (kind, o) =>
-    h("tr", {}, h("td", {}, kind ? t("kind_" + kind) : t("all")), ["stat", "urgent", "routine"].map((p) => h("td", {}, o[`${p}_minutes`] ? t("minutes_n", o[`${p}_minutes`]) : "—")));
-  fill(
-    body,
-    table("deadlines", ["col_kind", "prio_stat", "prio_urgent", "prio_routine"], [row(null, d), ...Object.entries(d.by_kind || {}).map(([k, o]) => row(k, o))]),
-    h("p", { class: "muted" }, t("deadlines_config")),
+  const input = (id, value, required) => h("input", { id, type: "number", min: 1, max: 43200, step: 1, required, value: value ?? "", placeholder: required ? "" : t("inherit"), size: 6 });
+  const base = PRIORITIES.map((p) => input(`deadline-${p}`, d[`${p}_minutes`], true));
+  const overrides = KINDS.map((k) => PRIORITIES.map((p) => input(`deadline-${k}-${p}`, ((d.by_kind || {})[k] || {})[`${p}_minutes`], false)));
+  const form = h(
+    "form",
+    { id: "deadlines-form" },
+    table(
+      "deadlines",
+      ["col_kind", "prio_stat", "prio_urgent", "prio_routine"],
+      [h("tr", {}, h("td", {}, t("all")), base.map((i) => h("td", {}, i, " ", t("minutes")))), ...KINDS.map((k, n) => h("tr", {}, h("td", {}, t("kind_" + k)), overrides[n].map((i) => h("td", {}, i, " ", t("minutes")))))],
+    ),
+    h("p", { class: "muted" }, t("deadlines_note")),
+    h("button", { class: "primary", id: "deadlines-save" }, t("save")),
   );
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const targets = { by_kind: {} };
+    PRIORITIES.forEach((p, i) => {
+      targets[`${p}_minutes`] = Number(base[i].value);
+    });
+    KINDS.forEach((k, n) => {
+      const o = {};
+      PRIORITIES.forEach((p, i) => {
+        if (overrides[n][i].value) o[`${p}_minutes`] = Number(overrides[n][i].value);
+      });
+      if (Object.keys(o).length) targets.by_kind[k] = o;
+    });
+    run(
+      () => api("/api/admin/deadlines", { method: "PUT", body: targets }),
+      async () => {
+        toast(t("saved"), "ok");
+        await deadlines(body);
+      },
+    );
+  });
+  fill(body, form);
 }
 
 /** A horizontal bar chart (SVG) of the median and 90th percentile per group. */
