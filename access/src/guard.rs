@@ -67,7 +67,7 @@ pub async fn guard(
 }
 
 async fn authenticate(access: &Access, req: &ServiceRequest) -> Result<Caller, AccessError> {
-    let client_addr = req.peer_addr().map(|a| a.ip().to_string());
+    let client_addr = crate::proxy::request_client(req.request(), &access.config.trusted_proxies);
     let bearer = match req.headers().get(header::AUTHORIZATION) {
         Some(value) => {
             let value = value

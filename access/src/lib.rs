@@ -9,6 +9,7 @@ pub mod credentials;
 mod error;
 mod guard;
 pub mod policy;
+pub mod proxy;
 pub mod session;
 
 use std::collections::HashMap;
@@ -39,6 +40,13 @@ pub struct AccessConfig {
     /// Mark the session cookie `Secure` (set when the hub serves HTTPS or sits behind an
     /// HTTPS proxy).
     pub secure_cookies: bool,
+    /// Reverse proxies (addresses or networks) whose `X-Forwarded-For` names the
+    /// client recorded in the audit trail; empty: the connection's peer is the client.
+    #[serde(
+        deserialize_with = "proxy::deserialize_nets",
+        serialize_with = "proxy::serialize_nets"
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for AccessConfig {
@@ -49,6 +57,7 @@ impl Default for AccessConfig {
             max_failed_logins: 5,
             lock_secs: 60,
             secure_cookies: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }

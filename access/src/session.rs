@@ -64,7 +64,7 @@ async fn login(
             )))
         }
     };
-    let client = req.peer_addr().map(|a| a.ip().to_string());
+    let client = crate::proxy::request_client(&req, &access.config.trusted_proxies);
     let client = client.as_deref();
     let username = body.username.trim().to_string();
     if username.is_empty() || username.len() > 64 || body.password.len() > 1024 {

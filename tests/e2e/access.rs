@@ -16,6 +16,7 @@ on_both_backends!(
     every_route_family_with_every_role_and_site,
     tokens_logins_and_secrets,
     audit_trail_records_reads_and_detects_tampering,
+    audit_names_the_client_behind_a_trusted_proxy,
     first_start_and_admin_commands
 );
 
@@ -547,6 +548,45 @@ async fn events_of(
         .into_iter()
         .filter(|e| e.action == action)
         .collect())
+}
+
+/// Behind the county's reverse proxy the audit trail records the workstation the proxy
+/// saw, and nobody else can choose what it records by sending the header themselves.
+pub async fn audit_names_the_client_behind_a_trusted_proxy(backend: Backend) -> Result<()> {
+    let env = Env::new(backend).await?;
+    let behind_proxy = Hub::start_with(
+        &env,
+        "proxied",
+        0,
+        &[("HUB_ACCESS__TRUSTED_PROXIES", "[127.0.0.1]")],
+    )?;
+    let direct = Hub::start(&env, "direct", 0)?;
+    let files = make_study(&env, "p", 1, "proxy-audit", &[]);
+    let study = tests::study_uid_of(&files[0])?;
+    let (status, body) = stow(&direct.url, Some("township-a"), &read_all(&files)?).await?;
+    ensure!(status == 200, "{status} {body}");
+    let reader_token = env.accounts()?.reader.clone();
+    let storage = env.storage().await?;
+    let client = reqwest::Client::new();
+    for (hub, expected) in [(&behind_proxy, "192.168.7.7"), (&direct, "127.0.0.1")] {
+        let status = client
+            .get(format!("{}/dicomweb/studies/{study}/metadata", hub.url))
+            .bearer_auth(&reader_token)
+            // A forged first hop, then the address the (trusted) proxy saw.
+            .header("X-Forwarded-For", "6.6.6.6, 192.168.7.7")
+            .send()
+            .await?
+            .status();
+        ensure!(status == StatusCode::OK, "metadata: {status}");
+        let reads = events_of(&storage.db, &study, "R").await?;
+        let last = reads.last().context("read event")?;
+        ensure!(
+            last.client_addr.as_deref() == Some(expected),
+            "recorded {:?}, expected {expected}",
+            last.client_addr
+        );
+    }
+    Ok(())
 }
 
 /// `hub audit verify`: (exit code, output).

@@ -22,6 +22,8 @@ struct Config {
     report_font: Option<std::path::PathBuf>,
     /// Name printed at the head of reports.
     hospital_name: String,
+    /// Sessions and the audit's client address (`[access]`, `VIEWER_ACCESS__TRUSTED_PROXIES`).
+    access: access::AccessConfig,
 }
 
 impl Default for Config {
@@ -33,6 +35,7 @@ impl Default for Config {
             max_db_connections: 8,
             report_font: None,
             hospital_name: "县人民医院 区域诊断中心".into(),
+            access: access::AccessConfig::default(),
         }
     }
 }
@@ -60,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
         fig = fig.merge(Toml::file_exact(file));
     }
     let config: Config = fig
-        .merge(Env::prefixed("VIEWER_"))
+        .merge(Env::prefixed("VIEWER_").split("__"))
         .extract()
         .context("configuration")?;
     let storage = storage::Storage::open(&storage::StorageConfig {
@@ -72,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
     .context("opening storage")?;
     let access = web::Data::new(access::Access::new(
         storage.db.clone(),
-        access::AccessConfig::default(),
+        config.access.clone(),
     ));
     let state = web::Data::new(ViewerState::new(
         storage,
