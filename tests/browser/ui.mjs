@@ -141,6 +141,16 @@ try {
   await page.waitForFunction(() => document.querySelector("#exam-status").textContent.includes("已签发"));
   await shot(page, "09-signed");
 
+  step = "amend the final report with a reason";
+  await page.click("#history button.amend");
+  await page.waitForSelector("#amend-reason");
+  await page.locator(".amend-form textarea").first().fill("右肺上叶见一约8毫米磨玻璃结节，边界清楚；左肺下叶见钙化灶。");
+  await page.fill("#amend-reason", "补充左肺下叶钙化灶");
+  await page.click('button[data-choice="amend"]');
+  await page.waitForSelector('#history details[data-version="2"][data-status="amended"]');
+  expect((await page.textContent('#history details[data-version="2"]')).includes("补充左肺下叶钙化灶"), "the amendment's reason is not shown");
+  await shot(page, "09b-amended");
+
   step = "English switch";
   await page.click("#lang-switch");
   await page.waitForFunction(() => document.querySelector("#nav-worklist").textContent === "Worklist");

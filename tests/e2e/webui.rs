@@ -169,7 +169,7 @@ async fn reader_reads_a_ct_in_the_browser(backend: Backend) -> Result<()> {
     }
 
     // What the browser did is what the server has: a final signed report with the text
-    // typed, delivered to the township.
+    // typed and its amendment.
     let (status, report) = get_json_as(
         &format!("{}/api/exams/{exam_id}/report", hub.url),
         Some(&reader),
@@ -178,12 +178,15 @@ async fn reader_reads_a_ct_in_the_browser(backend: Backend) -> Result<()> {
     ensure!(status == 200, "report: {status} {report}");
     let versions = report["versions"].as_array().context("versions")?;
     ensure!(
-        versions.len() == 1 && versions[0]["status"] == "final",
+        versions.len() == 2
+            && versions[0]["status"] == "final"
+            && versions[1]["status"] == "amended",
         "versions: {report}"
     );
-    let payload = versions[0]["signed"]["payload"]
-        .as_str()
-        .context("payload")?;
-    ensure!(payload.contains("磨玻璃结节"), "signed text: {payload}");
+    let signed_text = |v: &Value| v["signed"]["payload"].as_str().map(str::to_string);
+    let first = signed_text(&versions[0]).context("payload")?;
+    ensure!(first.contains("磨玻璃结节"), "signed text: {first}");
+    let amended = signed_text(&versions[1]).context("payload")?;
+    ensure!(amended.contains("钙化灶"), "amended text: {amended}");
     Ok(())
 }
