@@ -70,7 +70,7 @@ function loginPage(main) {
       session.user = null;
       const next = sessionStorage.getItem("after-login");
       sessionStorage.removeItem("after-login");
-      location.hash = next && next !== "#/login" ? next : "#/worklist";
+      location.hash = next && next !== "#/login" ? next : "#/";
     } catch (err) {
       error.textContent = err.status === 401 ? t("login_failed") : err.status === 429 || err.status === 423 ? t("login_locked") : err.message;
     }
@@ -98,7 +98,7 @@ async function show() {
   }
   const main = document.getElementById("main");
   main.className = "";
-  const hash = location.hash || "#/worklist";
+  const hash = location.hash || "#/";
   if (hash === "#/login") return loginPage(main);
   let user;
   try {
@@ -113,7 +113,9 @@ async function show() {
   try {
     const exam = hash.match(/^#\/exam\/(\d+)/);
     if (exam) session.leave = await examPage(main, user, Number(exam[1]));
-    else if (hash.startsWith("#/admin")) session.leave = await adminPage(main, user);
+    // Administrators see no patient data: their home is the admin page.
+    else if (hash.startsWith("#/admin") || (user.role === "admin" && !hash.startsWith("#/worklist")))
+      session.leave = await adminPage(main, user);
     else session.leave = await worklistPage(main, user);
   } catch (e) {
     if (!(e instanceof ApiError && e.status === 401)) {
