@@ -3,7 +3,7 @@
 with Orthanc (when the Debian packages `orthanc` and `orthanc-dicomweb` are installed).
 
     python3 bench/run.py [--workdir DIR] [--ct-slices 300] [--skip-orthanc]
-                         [--only cstore,stow,qido,metadata,memory] [--no-build]
+                         [--only cstore,stow,qido,metadata,memory,rendered] [--no-build]
                          [--rounds 3] [--memory-mb 1000] [--keep]
 
 See docs/benchmark.md for the method and the latest figures.
@@ -25,6 +25,12 @@ Loads (each reported as ours, Orthanc's, the ratio and the target):
             a fresh gateway, forwarded to a fresh hub; peak RSS (VmHWM) of each.
             Target: each < 200 MB (10^6 bytes). Orthanc's peak for the same study
             is shown for information.
+  rendered  WADO-RS `.../instances/{sop}/rendered` as image/jpeg of the 512x512 16-bit CT
+            slices: every slice once, sequentially, with the header's window (ours: server
+            time from the hub's access log %D, plus client time on loopback), then every
+            slice again with each of 3 explicit windows from 4 client threads (images/s).
+            Every request renders (ours: no cache hit; never rendered with that window).
+            Targets: our median server time < 10 ms; our rate >= 2x Orthanc's.
 
 Every server runs on 127.0.0.1 with a fresh data directory under the work directory.
 Our hub authenticates every request: after starting a hub the script creates, with the
@@ -71,7 +77,7 @@ MAKE_CORPUS = (REPO / ".." / "shared" / "tools" / "make_corpus.py").resolve()
 STORESCU = "/usr/bin/storescu"  # dcmtk; a pynetdicom script of the same name may shadow it on PATH
 ORTHANC_BIN = "/usr/sbin/Orthanc"
 ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
-LOADS = ["cstore", "stow", "qido", "metadata", "memory"]
+LOADS = ["cstore", "stow", "qido", "metadata", "memory", "rendered"]
 DICOM_JSON = "application/dicom+json"
 
 # Load parameters (kept here so the report and docs/benchmark.md agree).
@@ -81,6 +87,12 @@ QIDO_CLIENTS = 16
 QIDO_REQUESTS_PER_CLIENT = 50
 METADATA_REQUESTS = 30
 MEMORY_LIMIT_MB = 200
+RENDER_CLIENTS = 4  # rate pass of the rendered load: 2 per core
+# Rate pass: every slice once per window, windows the latency pass does not ask for (no
+# cache hits for ours; identical output from both servers), in PS3.18's form with the
+# function (Orthanc refuses center,width alone).
+RENDER_RATE_WINDOWS = ["40,400,linear", "-600,1500,linear", "50,350,linear"]
+RENDER_SERVER_MS = 10  # target: median server time of one 512x512 CT slice to JPEG
 
 # Accounts the script creates in every hub it starts (the hub authenticates every request).
 BENCH_SITE = "bench"
@@ -968,6 +980,103 @@ class Bench:
                             res["ours"]["p99_ms"], o.get("p99_ms"), "lower", 0, "info")
         self.report.rows[-1].passed = None
 
+    # f. Rendered ------------------------------------------------------------------------
+    def rendered(self):
+        ct = self.corpus.ct
+        sops = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in ct.files]
+        n = len(sops)
+        res = {}
+        for t in self.targets.all():
+            ensure_series(t, ct, self.procs)
+            for pid in t.pids().values():
+                wait_cpu_idle(pid)
+            base = f"{t.dicomweb}/studies/{ct.study_uid}/series/{ct.series_uid}/instances/"
+            headers = {"Accept": "image/jpeg", **t.read_headers}
+
+            def get(s, sop, query=""):
+                t0 = time.perf_counter()
+                r = s.get(f"{base}{sop}/rendered{query}", headers=headers, timeout=HTTP_TIMEOUT)
+                body = r.content
+                dt = time.perf_counter() - t0
+                if r.status_code != 200 or not r.headers.get("Content-Type", "").startswith("image/jpeg"):
+                    raise ProductError(f"rendered: {t.name}: HTTP {r.status_code} "
+                                       f"{r.headers.get('Content-Type')}: {r.text[:300]}")
+                if jpeg_size(body) != (512, 512):
+                    raise ProductError(f"rendered: {t.name} answered a JPEG of {jpeg_size(body)}, not 512x512")
+                return dt, len(body), r.headers.get("Server-Timing", "")
+
+            with requests.Session() as s:
+                for _ in range(3):  # warm-up (code paths, connections), a quality nobody asks for later
+                    get(s, sops[0], "?quality=89")
+                log_path = getattr(self.targets.hub.proc, "log_path", None) if t.name == "ours" else None
+                offset = log_path.stat().st_size if log_path else 0
+                times, sizes, timing = [], [], []
+                with CpuMeter(t.pids()) as cpu:
+                    for sop in sops:
+                        check_stop()
+                        dt, size, st = get(s, sop)
+                        times.append(dt)
+                        sizes.append(size)
+                        timing.append(st)
+            server_ms = access_log_ms(log_path, offset, "/rendered ") if log_path else []
+            # Server-Timing app;dur= (our handler's own time), when the server sends it.
+            app_ms = [float(p.split("dur=")[1]) for st in timing for p in st.split(",")
+                      if p.strip().startswith("app;dur=")]
+            seq = {"requests": n, "client_median_ms": statistics.median(times) * 1e3,
+                   "client_p99_ms": pct(times, 99) * 1e3, "mean_jpeg_bytes": statistics.mean(sizes),
+                   "cpu_s": cpu.cpu_s}
+            if server_ms:
+                seq["server_median_ms"] = statistics.median(server_ms)
+                seq["server_p99_ms"] = pct(server_ms, 99)
+                seq["server_samples"] = len(server_ms)
+            if app_ms:
+                seq["handler_median_ms"] = statistics.median(app_ms)
+            log(f"rendered: {t.name}: sequential, {n} slices: client median {seq['client_median_ms']:.2f} ms"
+                + (f", server median {seq['server_median_ms']:.2f} ms (access log)" if server_ms else "")
+                + (f", handler median {seq['handler_median_ms']:.2f} ms (Server-Timing)" if app_ms else "")
+                + f", {seq['mean_jpeg_bytes'] / 1e3:.0f} kB/image; {cpu.summary()}")
+
+            # Rate: every slice again per window not asked for before, several clients.
+            parts = [sops[i::RENDER_CLIENTS] for i in range(RENDER_CLIENTS)]
+            total = n * len(RENDER_RATE_WINDOWS)
+            barrier = threading.Barrier(RENDER_CLIENTS + 1)
+
+            def client(mine):
+                with requests.Session() as s:
+                    get(s, sops[0], "?quality=89")  # connection up before the clock starts
+                    barrier.wait(timeout=60)
+                    for window in RENDER_RATE_WINDOWS:
+                        for sop in mine:
+                            check_stop()
+                            get(s, sop, f"?window={window}")
+
+            with ThreadPoolExecutor(RENDER_CLIENTS) as ex:
+                futs = [ex.submit(client, p) for p in parts]
+                barrier.wait(timeout=120)
+                with CpuMeter(t.pids()) as rcpu:
+                    t0 = time.perf_counter()
+                    for f in futs:
+                        f.result()
+                    wall = time.perf_counter() - t0
+            rate = {"clients": RENDER_CLIENTS, "requests": total, "wall_s": wall,
+                    "images_per_s": total / wall, "cpu_s": rcpu.cpu_s}
+            log(f"rendered: {t.name}: {RENDER_CLIENTS} clients, {n} slices x {len(RENDER_RATE_WINDOWS)} windows: "
+                f"{total / wall:.1f} images/s; {rcpu.summary()}")
+            res[t.name] = {"sequential": seq, "rate": rate}
+        self.report.details["rendered"] = res
+        ours, orth = res["ours"], res.get("orthanc")
+        server = ours["sequential"].get("server_median_ms")
+        self.report.rows.append(Row("rendered", "JPEG of a 512x512 CT slice, server time median", "ms",
+                                    server, None, None, f"< {RENDER_SERVER_MS} ms",
+                                    None if server is None else server < RENDER_SERVER_MS))
+        self.report.compare("rendered", "  (info) same, client time median (loopback)", "ms",
+                            ours["sequential"]["client_median_ms"],
+                            orth["sequential"]["client_median_ms"] if orth else None, "lower", 0, "info")
+        self.report.rows[-1].passed = None
+        self.report.compare("rendered", f"rendered JPEG rate, {RENDER_CLIENTS} clients", "img/s",
+                            ours["rate"]["images_per_s"], orth["rate"]["images_per_s"] if orth else None,
+                            "higher", 2, "ours >= 2x")
+
     # e. Memory ------------------------------------------------------------------------
     def memory(self):
         big = make_big_study(self.corpus.ct, Path(self.args.workdir) / f"big-{self.args.memory_mb}mb",
@@ -1010,6 +1119,52 @@ class Bench:
             self.report.rows.append(Row("memory", f"peak RSS of {name}, {nbytes / 1e9:.2f} GB study",
                                         "MB", peak, orthanc_peak, None, f"< {MEMORY_LIMIT_MB} MB",
                                         peak < MEMORY_LIMIT_MB))
+
+
+def wait_cpu_idle(pid: int, quiet_s: float = 1.0, timeout: float = 120) -> None:
+    """Wait until a server process has used (almost) no CPU for quiet_s: background work
+    after ingest (our thumbnails, Orthanc's own jobs) must not run during a timed pass."""
+    deadline = time.monotonic() + timeout
+    last, since = CpuMeter._proc(pid), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = CpuMeter._proc(pid)
+        if now - last > 0.03:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's SOF marker, None if it is not a JPEG."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker, length = data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2):
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        i += 2 + length
+    return None
+
+
+def access_log_ms(log_path: Path, offset: int, needle: str) -> list[float]:
+    """%D (ms) of the hub's access-log lines (actix Logger: `"%r" %s %b %Dms`) written after
+    `offset` for successful GETs whose path contains needle."""
+    out = []
+    with open(log_path, "rb") as f:
+        f.seek(offset)
+        for raw in f:
+            line = raw.decode(errors="replace")
+            if needle not in line or '" 200 ' not in line:
+                continue
+            last = line.rstrip().rsplit(" ", 1)[-1]
+            if last.endswith("ms"):
+                with contextlib.suppress(ValueError):
+                    out.append(float(last[:-2]))
+    return out
 
 
 class CpuMeter:

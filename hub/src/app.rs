@@ -132,6 +132,7 @@ pub fn build_server(
         &config.hospital_name,
     ));
     let serve_viewer = config.serve_viewer;
+    let cors_origins = config.cors_origins.clone();
     let server = HttpServer::new(move || {
         App::new()
             // Every request, whatever its route, passes the access guard first.
@@ -139,6 +140,27 @@ pub fn build_server(
             .wrap(
                 actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("hub::http"),
             )
+            // Outermost, so a preflight (which carries no credentials) is answered before
+            // the guard; only for the configured origins (checked when loading the
+            // config). Other origins get no CORS headers rather than an error, so
+            // same-origin requests that carry Origin (the web UI's POSTs) are unaffected.
+            .wrap(actix_web::middleware::Condition::new(
+                !cors_origins.is_empty(),
+                cors_origins.iter().fold(
+                    actix_cors::Cors::default()
+                        .allowed_methods(["GET", "HEAD", "POST", "PUT", "DELETE"])
+                        .allowed_headers([
+                            actix_web::http::header::AUTHORIZATION,
+                            actix_web::http::header::ACCEPT,
+                            actix_web::http::header::CONTENT_TYPE,
+                        ])
+                        .expose_headers(["Content-Location", "Warning", "Server-Timing"])
+                        .supports_credentials()
+                        .block_on_origin_mismatch(false)
+                        .max_age(3600),
+                    |cors, origin| cors.allowed_origin(origin),
+                ),
+            ))
             .app_data(hub.clone())
             .app_data(viewer.clone())
             .app_data(access.clone())

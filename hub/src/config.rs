@@ -51,6 +51,48 @@ pub struct HubConfig {
     pub critical_limits: Vec<crate::lab::Limit>,
     /// Seconds a township has to acknowledge a critical value before it escalates.
     pub critical_ack_secs: i64,
+    /// Web origins (`scheme://host[:port]`) whose pages may call the hub with credentials
+    /// (CORS): a DICOMweb viewer such as OHIF served from another origin. In the file a
+    /// list, in the environment `HUB_CORS_ORIGINS=https://a,https://b`. Default: none
+    /// (same origin only); `*` is refused, as credentials must never go to any origin.
+    #[serde(deserialize_with = "origins")]
+    pub cors_origins: Vec<String>,
+}
+
+/// `cors_origins` from a list or a comma-separated string, each checked to be a bare
+/// origin (a bad one would otherwise surface only when the first worker starts).
+fn origins<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let raw = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    };
+    let mut out = Vec::new();
+    for origin in raw.iter().flat_map(|s| s.split(',')).map(str::trim) {
+        if origin.is_empty() {
+            continue;
+        }
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let ok = rest.is_some_and(|host| {
+            !host.is_empty()
+                && !host.contains(['/', '*', '?', '#', ' '])
+                && origin.parse::<actix_web::http::Uri>().is_ok()
+        });
+        if !ok {
+            return Err(serde::de::Error::custom(format!(
+                "cors_origins: {origin:?} is not an origin like https://viewer.example.org:3000"
+            )));
+        }
+        out.push(origin.to_string());
+    }
+    Ok(out)
 }
 
 impl Default for HubConfig {
@@ -75,6 +117,7 @@ impl Default for HubConfig {
             hospital_name: "县人民医院 区域诊断中心".into(),
             critical_limits: crate::lab::default_limits(),
             critical_ack_secs: 15 * 60,
+            cors_origins: Vec::new(),
         }
     }
 }

@@ -271,6 +271,8 @@ async fn handle(
     let mut stored = Vec::new();
     let mut failed = Vec::new();
     let mut outcomes = outcomes.into_iter();
+    // Series that received instances: their thumbnails are made in the background.
+    let mut touched_series = std::collections::BTreeSet::new();
     for p in prepared {
         match p {
             Prepared::AlreadyStored { header } => stored.push(referenced(&base, &header)),
@@ -280,6 +282,10 @@ async fn handle(
                 let failure = match outcomes.next() {
                     Some(IndexOutcome::Stored | IndexOutcome::AlreadyStored) => {
                         stored.push(referenced(&base, h));
+                        touched_series.insert((
+                            h.study_instance_uid.clone(),
+                            h.series_instance_uid.clone(),
+                        ));
                         continue;
                     }
                     Some(IndexOutcome::Conflict { stored_sha256 }) => Failure::of(
@@ -308,6 +314,10 @@ async fn handle(
                 failed.push(failure);
             }
         }
+    }
+    // Queued only (bounded, debounced, one background worker): never delays this answer.
+    for (study, series) in &touched_series {
+        viewer_api::render::thumbnails::enqueue(&state.storage, study, series);
     }
     for f in &failed {
         tracing::warn!(site = %site, sop = ?f.sop_instance_uid, reason = f.reason, "STOW-RS refused: {}", f.comment);

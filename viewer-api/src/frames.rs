@@ -8,7 +8,6 @@
 use access::Caller;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use storage::audit::EventType;
 
 use crate::error::{parse_uid, ApiError};
 use crate::render::{parse_frames, pipeline, with_instance};
@@ -73,23 +72,28 @@ pub async fn frames(
     let series = parse_uid("SeriesInstanceUID in path", &path.1)?;
     let sop = parse_uid("SOPInstanceUID in path", &path.2)?;
     let wanted = parse_frames(&path.3, MAX_FRAMES)?;
-    let visible = crate::wado::visible(&caller, &state, &study).await?;
-    let inst = storage::index::instances(&state.storage.db, &study, Some(&series), Some(&sop))
-        .await?
+    let (visible, instances) =
+        tokio::try_join!(crate::wado::visible(&caller, &state, &study), async {
+            storage::index::instances(&state.storage.db, &study, Some(&series), Some(&sop))
+                .await
+                .map_err(ApiError::from)
+        },)?;
+    let inst = instances
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::not_found("no such study, series or instance"))?;
     let detail = serde_json::json!({ "frames": path.3, "series": series, "instance": sop });
-    caller
-        .audit_study_read(
-            &state.storage.db,
-            EventType::DICOM_INSTANCES_TRANSFERRED,
-            &visible,
-            detail,
-        )
-        .await?;
+    // A viewer fetches frames image by image like rendered images: one view event per
+    // reader and study (see `Caller::audit_study_view`), written while the frames are
+    // decoded; nothing is sent unless the event is durable.
+    let audit = async {
+        caller
+            .audit_study_view(&state.storage.db, &visible, detail)
+            .await
+            .map_err(ApiError::from)
+    };
     let list = wanted.clone();
-    let data = with_instance(&state, &inst, move |obj| {
+    let decode = with_instance(&state, &inst, move |obj| {
         list.iter()
             .map(|&n| {
                 let px = pipeline::decode_frame(obj, n)?;
@@ -98,8 +102,8 @@ pub async fn frames(
                     .map_err(|e| pipeline::RenderError::Corrupt(e.to_string()))
             })
             .collect::<Result<Vec<Vec<u8>>, _>>()
-    })
-    .await?;
+    });
+    let ((), data) = tokio::try_join!(audit, decode)?;
     let boundary = uuid::Uuid::new_v4().simple().to_string();
     let mut body = Vec::with_capacity(data.iter().map(|d| d.len() + 256).sum());
     for (n, frame) in wanted.iter().zip(&data) {

@@ -66,6 +66,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::get().to(render::routes::study_thumbnail),
             )
             .route(
+                "/studies/{study}/rendered",
+                web::get().to(render::routes::study_rendered),
+            )
+            .route(
+                "/studies/{study}/series/{series}/rendered",
+                web::get().to(render::routes::series_rendered),
+            )
+            .route(
                 "/studies/{study}/series/{series}/thumbnail",
                 web::get().to(render::routes::series_thumbnail),
             )

@@ -131,10 +131,17 @@ mod tests {
     #[test]
     fn translations_have_both_languages() {
         let i18n = ASSETS.iter().find(|a| a.name == "i18n.js").map(|a| a.body);
-        let i18n = i18n.unwrap_or_default();
-        let zh = i18n.matches("zh: ").count();
-        let en = i18n.matches("en: ").count();
-        assert!(zh > 50, "too few strings: {zh}");
-        assert_eq!(zh, en, "every string needs Chinese and English");
+        let entries: Vec<&str> = i18n
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.trim_end().ends_with("},") && l.contains(": {"))
+            .collect();
+        assert!(entries.len() > 50, "too few strings: {}", entries.len());
+        for line in entries {
+            assert!(
+                line.contains("{ zh: \"") && line.contains("\", en: \""),
+                "every string needs Chinese and English: {line}"
+            );
+        }
     }
 }

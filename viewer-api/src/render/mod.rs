@@ -12,11 +12,11 @@ pub mod encode;
 pub mod params;
 pub mod pipeline;
 pub(crate) mod routes;
+pub mod thumbnails;
 
 use std::sync::OnceLock;
 
 use actix_web::http::StatusCode;
-use actix_web::web;
 use dicom_object::DefaultDicomObject;
 use storage::index::StoredInstance;
 use tokio::sync::Semaphore;
@@ -57,8 +57,55 @@ fn decode_permits() -> &'static Semaphore {
     })
 }
 
-/// Load the original of `inst` and run `f` on the parsed object on the blocking pool,
-/// within the size and concurrency bounds above.
+/// Why [`with_blob`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobRenderError {
+    /// The original is over [`MAX_DECODE_BYTES`].
+    #[error("original is too large to decode")]
+    TooLarge,
+    /// Blob store.
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    /// Decoding or rendering.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// The blocking pool is gone (shutting down).
+    #[error("render worker unavailable")]
+    Unavailable,
+}
+
+/// Load the original of `inst` from `blobs` and run `f` on the parsed object on the
+/// blocking pool, within the size and concurrency bounds above.
+pub async fn with_blob<T, F>(
+    blobs: &storage::BlobStore,
+    inst: &StoredInstance,
+    f: F,
+) -> Result<T, BlobRenderError>
+where
+    T: Send + 'static,
+    F: FnOnce(&DefaultDicomObject) -> Result<T, RenderError> + Send + 'static,
+{
+    if inst.size_bytes > MAX_DECODE_BYTES {
+        return Err(BlobRenderError::TooLarge);
+    }
+    let _permit = decode_permits()
+        .acquire()
+        .await
+        .map_err(|_| BlobRenderError::Unavailable)?;
+    let bytes = blobs.get_bytes(&inst.blob_key).await?;
+    let out = tokio::task::spawn_blocking(move || {
+        let obj = pipeline::open(&bytes)?;
+        f(&obj)
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "render worker failed");
+        BlobRenderError::Unavailable
+    })??;
+    Ok(out)
+}
+
+/// [`with_blob`] for request handlers: failures as API errors.
 pub(crate) async fn with_instance<T, F>(
     state: &ViewerState,
     inst: &StoredInstance,
@@ -68,38 +115,25 @@ where
     T: Send + 'static,
     F: FnOnce(&DefaultDicomObject) -> Result<T, RenderError> + Send + 'static,
 {
-    if inst.size_bytes > MAX_DECODE_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large_to_render",
-            format!(
-                "instance {} is {} bytes; decoding is limited to {MAX_DECODE_BYTES}",
-                inst.sop_instance_uid, inst.size_bytes
+    with_blob(&state.storage.blobs, inst, f)
+        .await
+        .map_err(|e| match e {
+            BlobRenderError::TooLarge => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large_to_render",
+                format!(
+                    "instance {} is {} bytes; decoding is limited to {MAX_DECODE_BYTES}",
+                    inst.sop_instance_uid, inst.size_bytes
+                ),
             ),
-        ));
-    }
-    let _permit = decode_permits().acquire().await.map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "server is shutting down",
-        )
-    })?;
-    let bytes = state.storage.blobs.get_bytes(&inst.blob_key).await?;
-    web::block(move || {
-        let obj = pipeline::open(&bytes)?;
-        f(&obj)
-    })
-    .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "render worker failed");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "render_unavailable",
-            "rendering is unavailable, retry later",
-        )
-    })?
-    .map_err(ApiError::from)
+            BlobRenderError::Storage(e) => ApiError::from(e),
+            BlobRenderError::Render(e) => ApiError::from(e),
+            BlobRenderError::Unavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "render_unavailable",
+                "rendering is unavailable, retry later",
+            ),
+        })
 }
 
 /// Parse a 1-based frame list from the path (`1` or `1,3,5`), naming the parameter.

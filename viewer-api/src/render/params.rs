@@ -121,6 +121,49 @@ pub fn parse(
     parse_query(req.query_string(), format, default_viewport)
 }
 
+/// Parse a series or study rendered request, whose answer is multipart: Accept may name
+/// `multipart/related; type="image/png"` (or image/jpeg), or the image type alone.
+pub fn parse_multipart(req: &HttpRequest) -> Result<RenderParams, ApiError> {
+    let format = accept_multipart_format(
+        req.headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+    )?;
+    parse_query(req.query_string(), format, None)
+}
+
+/// Output format of a multipart rendered answer from Accept (see [`parse_multipart`]).
+pub fn accept_multipart_format(accept: Option<&str>) -> Result<Format, ApiError> {
+    let Some(accept) = accept else {
+        return Ok(Format::Jpeg);
+    };
+    for media in accept.split(',') {
+        let mut parts = media.split(';').map(str::trim);
+        let main = parts.next().unwrap_or_default().to_ascii_lowercase();
+        if main == "multipart/related" || main == "multipart/*" {
+            let ty = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("type"))
+                .map(|(_, v)| v.trim().trim_matches('"').to_string());
+            match ty {
+                None => return Ok(Format::Jpeg),
+                Some(t) => {
+                    if let Ok(f) = accept_format(Some(&t)) {
+                        return Ok(f);
+                    }
+                }
+            }
+        } else if let Ok(f) = accept_format(Some(&main)) {
+            return Ok(f);
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_ACCEPTABLE,
+        "not_acceptable",
+        format!("rendered series and studies are served as multipart/related; type=\"image/jpeg\" or \"image/png\", not {accept}"),
+    ))
+}
+
 /// Parse the query string alone (split out for tests).
 pub fn parse_query(
     query: &str,
@@ -340,6 +383,21 @@ mod tests {
         assert_eq!(
             accept_format(Some("application/dicom")).unwrap_err().status,
             StatusCode::NOT_ACCEPTABLE
+        );
+        assert_eq!(
+            accept_multipart_format(Some("multipart/related; type=\"image/png\"")).unwrap(),
+            Format::Png
+        );
+        assert_eq!(
+            accept_multipart_format(Some("multipart/related")).unwrap(),
+            Format::Jpeg
+        );
+        assert_eq!(
+            accept_multipart_format(Some("image/png")).unwrap(),
+            Format::Png
+        );
+        assert!(
+            accept_multipart_format(Some("multipart/related; type=\"application/dicom\"")).is_err()
         );
     }
 }

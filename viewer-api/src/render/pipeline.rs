@@ -5,7 +5,7 @@
 //! conversion: its min-max `Normalize` turns signed images black and it renders PALETTE
 //! COLOR as grey (see DEPENDENCIES.md), and a LUT over the stored range is faster.
 
-use std::io::{BufReader, Cursor};
+use std::io::Cursor;
 
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
@@ -65,15 +65,12 @@ pub struct Image {
 /// scan that refuses lengths the bytes cannot back, so a hostile header cannot make
 /// dicom-object allocate what it merely declares.
 pub fn open(bytes: &[u8]) -> Result<DefaultDicomObject, RenderError> {
-    formats::dicom::scan_part10(
-        BufReader::new(Cursor::new(bytes)),
-        bytes.len() as u64,
-        MAX_HEADER_BYTES,
-    )
-    .map_err(|e| RenderError::Corrupt(e.to_string()))?;
+    // A Cursor is already buffered: no BufReader (and no extra copy) in between.
+    formats::dicom::scan_part10(Cursor::new(bytes), bytes.len() as u64, MAX_HEADER_BYTES)
+        .map_err(|e| RenderError::Corrupt(e.to_string()))?;
     OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always)
-        .from_reader(BufReader::new(Cursor::new(bytes)))
+        .from_reader(Cursor::new(bytes))
         .map_err(|e| RenderError::Corrupt(e.to_string()))
 }
 
@@ -131,6 +128,246 @@ pub fn render(
     frame: u32,
     params: &RenderParams,
 ) -> Result<Image, RenderError> {
+    let image = match native_grey(obj, frame, params)? {
+        Some(image) => image,
+        None => render_decoded(obj, frame, params)?,
+    };
+    Ok(match params.viewport {
+        Some((vw, vh)) => fit(&image, vw, vh),
+        None => image,
+    })
+}
+
+/// Uncompressed little-endian transfer syntaxes, whose pixel data dicom-object holds as
+/// plain values once parsed (the deflated one is inflated while parsing).
+const NATIVE_LE: [&str; 3] = [
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.1.99",
+];
+
+fn header_f64s(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<Vec<f64>> {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_multi_float64().ok())
+}
+
+fn header_int(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<u32> {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_int::<u32>().ok())
+}
+
+/// The fast path of the common case (CT, MR, CR, DX...): an uncompressed monochrome
+/// frame with one rescale for the whole object. One lookup table from every possible
+/// stored value to the output byte (Modality LUT, window, MONOCHROME1 folded in), then
+/// one pass over the stored samples, read in place from the parsed object: no decoded
+/// copy, no intermediate buffer. `None` when the object needs the general path
+/// (compressed, colour, per-frame functional groups, LUT sequences, odd layouts).
+fn native_grey(
+    obj: &DefaultDicomObject,
+    frame: u32,
+    params: &RenderParams,
+) -> Result<Option<Image>, RenderError> {
+    use dicom_core::value::{PrimitiveValue, Value};
+    let ts = obj.meta().transfer_syntax().trim_end_matches('\0');
+    if !NATIVE_LE.contains(&ts) {
+        return Ok(None);
+    }
+    let pi = obj
+        .element_opt(tags::PHOTOMETRIC_INTERPRETATION)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok().map(|s| s.trim().to_ascii_uppercase()));
+    let invert = match pi.as_deref() {
+        Some("MONOCHROME1") => true,
+        Some("MONOCHROME2") => false,
+        _ => return Ok(None),
+    };
+    let (Some(rows), Some(cols), Some(alloc)) = (
+        header_int(obj, tags::ROWS),
+        header_int(obj, tags::COLUMNS),
+        header_int(obj, tags::BITS_ALLOCATED),
+    ) else {
+        return Ok(None);
+    };
+    let stored_bits = header_int(obj, tags::BITS_STORED).unwrap_or(alloc);
+    let spp = header_int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let has = |t| obj.element_opt(t).ok().flatten().is_some();
+    if spp != 1
+        || !(alloc == 8 || alloc == 16)
+        || stored_bits == 0
+        || stored_bits > alloc
+        || has(tags::MODALITY_LUT_SEQUENCE)
+        || has(tags::VOILUT_SEQUENCE)
+        || has(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        || has(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)
+    {
+        return Ok(None);
+    }
+    let Some(pixel) = obj.element_opt(tags::PIXEL_DATA).ok().flatten() else {
+        return Err(RenderError::NoPixelData);
+    };
+    let available = number_of_frames(obj);
+    if frame == 0 || frame > available {
+        return Err(RenderError::NoSuchFrame {
+            requested: frame,
+            available,
+        });
+    }
+    let n = rows as usize * cols as usize;
+    let start = n * (frame as usize - 1);
+    let signed = header_int(obj, tags::PIXEL_REPRESENTATION) == Some(1);
+    let slope = header_f64s(obj, tags::RESCALE_SLOPE)
+        .and_then(|v| v.first().copied())
+        .filter(|s| *s != 0.0 && s.is_finite())
+        .unwrap_or(1.0);
+    let intercept = header_f64s(obj, tags::RESCALE_INTERCEPT)
+        .and_then(|v| v.first().copied())
+        .filter(|i| i.is_finite())
+        .unwrap_or(0.0);
+    let mask: u32 = if stored_bits >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << stored_bits) - 1
+    };
+    // The stored value of a raw sample: bits above BitsStored masked (overlays or
+    // garbage), then sign-extended from the stored high bit.
+    let value = |raw: u32| -> i32 {
+        let v = raw & mask;
+        if signed && v & (1 << (stored_bits - 1)) != 0 {
+            (v | !mask) as i32
+        } else {
+            v as i32
+        }
+    };
+    // The samples of this frame, borrowed from the parsed element.
+    enum Frame<'a> {
+        Bytes(&'a [u8]),
+        Words(&'a [u16]),
+        /// 16-bit samples held as bytes (e.g. OB in implicit VR): little-endian pairs.
+        BytePairs(&'a [u8]),
+    }
+    let short = || RenderError::Corrupt(format!("frame {frame} lies beyond the pixel data"));
+    let data = match (pixel.value(), alloc) {
+        (Value::Primitive(PrimitiveValue::U8(b)), 8) => {
+            Frame::Bytes(b.get(start..start + n).ok_or_else(short)?)
+        }
+        (Value::Primitive(PrimitiveValue::U16(w)), 16) => {
+            Frame::Words(w.get(start..start + n).ok_or_else(short)?)
+        }
+        (Value::Primitive(PrimitiveValue::U8(b)), 16) => {
+            Frame::BytePairs(b.get(start * 2..(start + n) * 2).ok_or_else(short)?)
+        }
+        _ => return Ok(None),
+    };
+    let explicit = params.window.or_else(|| header_window_of(obj));
+    let window = match explicit {
+        Some(w) => w,
+        None => {
+            // No window anywhere: span the frame's own range so something is visible.
+            let (lo, hi) = match &data {
+                Frame::Bytes(b) => min_max(b.iter().map(|&r| value(u32::from(r)))),
+                Frame::Words(w) => min_max(w.iter().map(|&r| value(u32::from(r)))),
+                Frame::BytePairs(b) => min_max(
+                    b.chunks_exact(2)
+                        .map(|c| value(u32::from(u16::from_le_bytes([c[0], c[1]])))),
+                ),
+            };
+            let (a, b) = (
+                f64::from(lo) * slope + intercept,
+                f64::from(hi) * slope + intercept,
+            );
+            let (a, b) = (a.min(b), a.max(b));
+            Window {
+                center: (a + b) / 2.0 + 0.5,
+                width: (b - a + 1.0).max(1.0),
+                function: WindowFunction::Linear,
+            }
+        }
+    };
+    // One entry per stored value (at most 2^16 evaluations), then indexed by the raw
+    // sample: the table covers every u8/u16 so the index needs no bounds check.
+    let stored_span = (mask.min(0xFFFF) + 1) as usize;
+    let small: Vec<u8> = (0..stored_span as u32)
+        .map(|raw| {
+            let y = voi(f64::from(value(raw)) * slope + intercept, &window);
+            if invert {
+                255 - y
+            } else {
+                y
+            }
+        })
+        .collect();
+    let pixels = match data {
+        Frame::Bytes(b) => {
+            let lut: Vec<u8> = (0..256usize).map(|r| small[r % stored_span]).collect();
+            b.iter().map(|&r| lut[usize::from(r)]).collect()
+        }
+        Frame::Words(w) => {
+            let lut = full_lut16(&small);
+            w.iter().map(|&r| lut[usize::from(r)]).collect()
+        }
+        Frame::BytePairs(b) => {
+            let lut = full_lut16(&small);
+            b.chunks_exact(2)
+                .map(|c| lut[usize::from(u16::from_le_bytes([c[0], c[1]]))])
+                .collect()
+        }
+    };
+    Ok(Some(Image {
+        width: cols,
+        height: rows,
+        channels: 1,
+        pixels,
+    }))
+}
+
+/// A 65536-entry table from a table over the stored bits (raw values repeat it above).
+fn full_lut16(small: &[u8]) -> Box<[u8; 65536]> {
+    let mut lut = Box::new([0u8; 65536]);
+    // `small` has a power-of-two length up to 65536, so the chunks are exact.
+    for chunk in lut.chunks_mut(small.len()) {
+        chunk.copy_from_slice(&small[..chunk.len()]);
+    }
+    lut
+}
+
+fn min_max(values: impl Iterator<Item = i32>) -> (i32, i32) {
+    values.fold((i32::MAX, i32::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
+}
+
+/// The header's first window (PS3.3 C.11.2), read directly (fast path).
+fn header_window_of(obj: &InMemDicomObject) -> Option<Window> {
+    let center = *header_f64s(obj, tags::WINDOW_CENTER)?.first()?;
+    let width = *header_f64s(obj, tags::WINDOW_WIDTH)?.first()?;
+    let function = obj
+        .element_opt(tags::VOILUT_FUNCTION)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok().and_then(|f| WindowFunction::parse(&f)))
+        .unwrap_or_default();
+    let min = if function == WindowFunction::Linear {
+        1.0
+    } else {
+        f64::MIN_POSITIVE
+    };
+    (width.is_finite() && center.is_finite() && width >= min).then_some(Window {
+        center,
+        width,
+        function,
+    })
+}
+
+/// The general path: dicom-pixeldata decodes (any syntax it supports), then grey,
+/// colour or palette conversion.
+fn render_decoded(
+    obj: &DefaultDicomObject,
+    frame: u32,
+    params: &RenderParams,
+) -> Result<Image, RenderError> {
     let px = decode_frame(obj, frame)?;
     let (w, h) = (px.columns(), px.rows());
     let n = w as usize * h as usize;
@@ -148,15 +385,11 @@ pub fn render(
         (3, _) => colour(&px, data, n, &pi)?,
         (s, _) => return Err(RenderError::Unsupported(format!("{s} samples per pixel"))),
     };
-    let image = Image {
+    Ok(Image {
         width: w,
         height: h,
         channels: if image.len() == n { 1 } else { 3 },
         pixels: image,
-    };
-    Ok(match params.viewport {
-        Some((vw, vh)) => fit(&image, vw, vh),
-        None => image,
     })
 }
 

@@ -187,3 +187,36 @@ fn render_frame_list_names_parameter() {
     }
     assert!(super::parse_frames("1,2,3", 2).is_err());
 }
+
+/// Where the render time of one file goes (run by hand:
+/// `RENDER_PROFILE_FILE=x.dcm cargo test --release -p viewer-api render_profile -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn render_profile() {
+    let Ok(path) = std::env::var("RENDER_PROFILE_FILE") else {
+        return;
+    };
+    let bytes = std::fs::read(path).unwrap();
+    let n = 50;
+    let mut t_open = std::time::Duration::ZERO;
+    let mut t_render = std::time::Duration::ZERO;
+    let mut t_encode = std::time::Duration::ZERO;
+    let mut size = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        let obj = open(&bytes).unwrap();
+        t_open += t.elapsed();
+        let t = Instant::now();
+        let img = render(&obj, 1, &plain()).unwrap();
+        t_render += t.elapsed();
+        let t = Instant::now();
+        size = encode(&img, Format::Jpeg, 90).unwrap().len();
+        t_encode += t.elapsed();
+    }
+    eprintln!(
+        "open {:?} render {:?} encode {:?} ({size} bytes)",
+        t_open / n,
+        t_render / n,
+        t_encode / n
+    );
+}
