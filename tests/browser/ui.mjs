@@ -124,6 +124,19 @@ try {
   });
   await shot(page, "07-window-drag");
 
+  step = "measure a distance in millimetres";
+  await page.click('button[data-tool="measure"]');
+  await page.mouse.move(box.x + box.width / 2 - 100, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width / 2 + 100, box.y + box.height / 2, { steps: 5 });
+  await page.mouse.up();
+  const measured = await page.textContent("#measure-label");
+  const mm = Number((measured.match(/^([\d.]+) mm$/) || [])[1]);
+  // 200 screen pixels across a 512-pixel CT of about 0.7 mm pixels shown about 600 pixels tall.
+  expect(mm > 50 && mm < 300, `the measurement reads ${measured}`);
+  await shot(page, "07b-measure");
+  await page.click('button[data-tool="window"]');
+
   step = "write the report (autosave)";
   const fields = page.locator("#fields textarea");
   expect((await fields.count()) > 0, "the template has no fields");

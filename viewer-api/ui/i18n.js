@@ -83,6 +83,7 @@ const STRINGS = {
   tool_pan: { zh: "平移", en: "Pan" },
   tool_zoom: { zh: "缩放", en: "Zoom" },
   tool_reset: { zh: "复位", en: "Reset" },
+  tool_measure: { zh: "测量", en: "Measure" },
   preset_lung: { zh: "肺窗", en: "Lung" },
   preset_mediastinum: { zh: "纵隔窗", en: "Mediastinum" },
   preset_bone: { zh: "骨窗", en: "Bone" },

@@ -90,6 +90,8 @@ function framesOf(metadata) {
     center: num(attr(m, "00281050")),
     width: num(attr(m, "00281051")),
     photometric: attr(m, "00280004") || "",
+    // Row spacing, column spacing (mm); Imager Pixel Spacing for projection images.
+    spacing: (attrs(m, "00280030").length ? attrs(m, "00280030") : attrs(m, "00181164")).map(Number),
   }));
   instances.sort((a, b) => (a.number ?? 0) - (b.number ?? 0) || (b.z ?? 0) - (a.z ?? 0));
   const out = [];
@@ -104,6 +106,9 @@ function framesOf(metadata) {
 export async function imageViewer(root, exam) {
   const cache = new ImageCache();
   const state = { study: exam.study_uid, series: null, base: "", frames: [], index: 0, window: null, zoom: 1, panX: 0, panY: 0, tool: "window" };
+  // Distance measurements of the open series: image index -> [{a: [x, y], b: [x, y]}] in
+  // image pixels, so they stay on the anatomy through zoom and pan.
+  let measurements = new Map();
 
   const seriesList = h("div", { class: "series-list", id: "series-list" });
   const priors = h("div", { class: "priors", id: "priors" });
@@ -115,6 +120,7 @@ export async function imageViewer(root, exam) {
     bl: h("div", { class: "ov bl", id: "slice-label" }),
     br: h("div", { class: "ov br", id: "window-label" }),
   };
+  const measureLabel = h("div", { class: "ov tc", id: "measure-label" });
   const slider = h("input", { type: "range", id: "slice", min: 0, max: 0, value: 0, "aria-label": t("slice") });
   const presetButtons = PRESETS.map(([key, c, w]) =>
     h("button", { class: "preset", dataset: { preset: key }, onclick: () => setWindow(c, w) }, t(key)),
@@ -127,12 +133,13 @@ export async function imageViewer(root, exam) {
     toolButton("window", "tool_window"),
     toolButton("pan", "tool_pan"),
     toolButton("zoom", "tool_zoom"),
+    toolButton("measure", "tool_measure"),
     h("button", { id: "reset-view", onclick: () => resetView(true) }, t("tool_reset")),
     h("span", { class: "sep" }),
     presetButtons,
     h("button", { class: "preset", dataset: { preset: "default" }, onclick: () => setWindow(null, null) }, t("preset_default")),
   );
-  const stage = h("div", { class: "stage", id: "stage" }, canvas, Object.values(overlay));
+  const stage = h("div", { class: "stage", id: "stage" }, canvas, Object.values(overlay), measureLabel);
   fill(root, h("div", { class: "viewer" }, h("div", { class: "viewer-side" }, h("h3", {}, t("series")), seriesList, h("h3", {}, t("priors")), priors), h("div", { class: "viewer-main" }, toolbar, stage, slider)));
 
   const current = () => state.frames[state.index];
@@ -153,12 +160,49 @@ export async function imageViewer(root, exam) {
     ctx.fillStyle = "#000";
     ctx.fillRect(0, 0, w, hh);
     if (!shownImage) return;
-    const fit = Math.min(w / shownImage.naturalWidth, hh / shownImage.naturalHeight) * state.zoom;
-    const dw = shownImage.naturalWidth * fit;
-    const dh = shownImage.naturalHeight * fit;
+    const g = geometry();
     ctx.imageSmoothingEnabled = true;
-    ctx.drawImage(shownImage, (w - dw) / 2 + state.panX, (hh - dh) / 2 + state.panY, dw, dh);
+    ctx.drawImage(shownImage, g.x0, g.y0, shownImage.naturalWidth * g.fit, shownImage.naturalHeight * g.fit);
+    ctx.lineWidth = 1.5;
+    ctx.font = "13px sans-serif";
+    for (const m of measurements.get(state.index) || []) {
+      const [ax, ay] = [g.x0 + m.a[0] * g.fit, g.y0 + m.a[1] * g.fit];
+      const [bx, by] = [g.x0 + m.b[0] * g.fit, g.y0 + m.b[1] * g.fit];
+      ctx.strokeStyle = "#ffeb3b";
+      ctx.beginPath();
+      ctx.moveTo(ax, ay);
+      ctx.lineTo(bx, by);
+      ctx.stroke();
+      ctx.fillStyle = "#ffeb3b";
+      ctx.fillText(lengthText(m), bx + 6, by - 6);
+    }
   };
+
+  /** Where the image sits on the canvas: its top-left corner and canvas pixels per image pixel. */
+  function geometry() {
+    const fit = Math.min(canvas.width / shownImage.naturalWidth, canvas.height / shownImage.naturalHeight) * state.zoom;
+    return {
+      fit,
+      x0: (canvas.width - shownImage.naturalWidth * fit) / 2 + state.panX,
+      y0: (canvas.height - shownImage.naturalHeight * fit) / 2 + state.panY,
+    };
+  }
+
+  /** A measured length in mm from the pixel spacing, or in pixels when the image has none. */
+  function lengthText(m) {
+    const [row, col] = (current() && current().spacing) || [];
+    const dx = m.b[0] - m.a[0];
+    const dy = m.b[1] - m.a[1];
+    if (row > 0 && col > 0) return `${Math.hypot(dx * col, dy * row).toFixed(1)} mm`;
+    return `${Math.hypot(dx, dy).toFixed(0)} px`;
+  }
+
+  /** A pointer event's position in image pixels. */
+  function imagePoint(e) {
+    const r = canvas.getBoundingClientRect();
+    const g = geometry();
+    return [(e.clientX - r.left - g.x0) / g.fit, (e.clientY - r.top - g.y0) / g.fit];
+  }
 
   const labels = () => {
     const f = current();
@@ -213,6 +257,8 @@ export async function imageViewer(root, exam) {
   }
 
   function resetView(andWindow) {
+    measurements.delete(state.index);
+    measureLabel.textContent = "";
     state.zoom = 1;
     state.panX = 0;
     state.panY = 0;
@@ -241,6 +287,13 @@ export async function imageViewer(root, exam) {
     const f = current();
     const start = state.window || (f && f.center !== undefined ? [f.center, f.width] : [40, 400]);
     drag = { tool, x: e.clientX, y: e.clientY, window: start, zoom: state.zoom, panX: state.panX, panY: state.panY };
+    if (tool === "measure" && shownImage) {
+      const p = imagePoint(e);
+      drag.measurement = { a: p, b: p };
+      const list = measurements.get(state.index) || [];
+      list.push(drag.measurement);
+      measurements.set(state.index, list);
+    }
     canvas.setPointerCapture(e.pointerId);
   });
   canvas.addEventListener("pointermove", (e) => {
@@ -253,6 +306,11 @@ export async function imageViewer(root, exam) {
       state.window = [Math.round(drag.window[0] + dy * step), Math.max(1, Math.round(drag.window[1] + dx * step))];
       labels();
       dragShow();
+    } else if (drag.tool === "measure") {
+      if (!drag.measurement) return;
+      drag.measurement.b = imagePoint(e);
+      measureLabel.textContent = lengthText(drag.measurement);
+      draw();
     } else if (drag.tool === "pan") {
       state.panX = drag.panX + dx;
       state.panY = drag.panY + dy;
@@ -265,6 +323,14 @@ export async function imageViewer(root, exam) {
   });
   const endDrag = () => {
     if (drag && drag.tool === "window") show();
+    if (drag && drag.measurement) {
+      // A click without a drag measures nothing.
+      const m = drag.measurement;
+      if (Math.hypot(m.b[0] - m.a[0], m.b[1] - m.a[1]) < 1) {
+        measurements.set(state.index, (measurements.get(state.index) || []).filter((x) => x !== m));
+        draw();
+      }
+    }
     drag = null;
   };
   canvas.addEventListener("pointerup", endDrag);
@@ -289,6 +355,11 @@ export async function imageViewer(root, exam) {
       const [, c, w] = PRESETS[Number(e.key) - 1];
       setWindow(c, w);
     } else if (e.key === "0") setWindow(null, null);
+    else if (e.key === "Escape" && (measurements.get(state.index) || []).length) {
+      measurements.get(state.index).pop();
+      measureLabel.textContent = "";
+      draw();
+    }
     else return;
     e.preventDefault();
   };
@@ -303,6 +374,7 @@ export async function imageViewer(root, exam) {
     state.series = seriesUid;
     const metadata = await api(`${state.base}/metadata`);
     state.frames = framesOf(metadata);
+    measurements = new Map();
     state.index = 0;
     shownImage = null;
     slider.max = String(Math.max(0, state.frames.length - 1));
