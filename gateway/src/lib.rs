@@ -9,6 +9,7 @@
 //! - [`dimse`]: command sets (C-ECHO, C-STORE) and statuses;
 //! - [`spool`]: the Part 10 files on disk and the quarantine directory;
 //! - [`outbox`]: the SQLite outbox with its group-committing writer;
+//! - [`activity`]: whether a modality is sending right now (forwarding makes way);
 //! - [`forwarder`]: batching, STOW-RS and the hub's verdicts;
 //! - [`hub`]: the hub connection (gateway key, TLS trust, failure messages);
 //! - [`completion`]: study completion notices;
@@ -22,6 +23,7 @@
 //! - [`status`]: the operator's view; [`lanes`]: the same figures lane by lane with the
 //!   recently sent items, for the township page; [`config`], [`backoff`], [`tls`]: support.
 
+pub mod activity;
 pub mod backoff;
 pub mod completion;
 pub mod config;

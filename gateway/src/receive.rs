@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::activity::StoreInProgress;
 use crate::dimse::{self, command_field, Command, Status, MAX_COMMAND_SET_LEN};
 use crate::outbox::{
     NewItem, Outbox, Priority, QuarantineEntry, QuarantineSource, StoreOutcome, StudyLabels,
@@ -66,6 +67,8 @@ struct Receiving {
     /// is still kept in quarantine so the operator sees what was sent).
     precheck: Option<Status>,
     writer: Result<SpoolWriter, String>,
+    /// Tells the forwarder a modality is sending (it holds back routine forwarding).
+    _activity: StoreInProgress,
 }
 
 /// Studies this association stored into; when it ends they are released for the
@@ -248,7 +251,7 @@ impl Session {
                     return Err("command fragment or foreign context inside a data set".into());
                 }
                 if let Ok(w) = rx.writer.as_mut() {
-                    w.write(&pdv.data).await;
+                    w.write(pdv.data).await;
                 }
                 if !pdv.is_last {
                     return Ok(Phase::Data(rx));
@@ -385,6 +388,7 @@ impl Session {
             sop_instance_uid,
             precheck,
             writer,
+            _activity: self.ctx.outbox.receive_activity().store_started(),
         })))
     }
 

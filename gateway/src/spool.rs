@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 /// Our Implementation Class UID (a UUID-derived UID, PS3.5 B.2) in every file meta group.
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.99787604172942061334634528454731773716";
@@ -149,30 +148,29 @@ impl Spool {
     }
 
     /// Start a spool file for one instance: preamble, "DICM" and file meta group are
-    /// written now; the data set follows through [`SpoolWriter::write`].
+    /// written first; the data set follows through [`SpoolWriter::write`].
+    ///
+    /// Writing and hashing run on a blocking thread of their own (one per instance), fed
+    /// the received fragments by move: the association task only reads PDUs, so the next
+    /// PDU arrives while the previous one is hashed and written, and no fragment is
+    /// copied on the way (the former `tokio::fs` writer copied each one into its own
+    /// buffer and paid a thread hop per fragment).
     pub async fn create(self: &Arc<Self>, meta: &FileMeta<'_>) -> io::Result<SpoolWriter> {
         let rel = self.allocate().await?;
         let path = self.absolute(&rel);
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .await?;
-        let mut writer = SpoolWriter {
-            file,
-            unflushed: 0,
+        // Opening an existing, empty pool file does no I/O worth a thread hop.
+        let file = File::options().write(true).truncate(true).open(&path)?;
+        let prefix = part10_prefix(meta);
+        let dataset_offset = prefix.len() as u64;
+        let (tx, rx) = tokio::sync::mpsc::channel(WRITER_QUEUE);
+        let task = tokio::task::spawn_blocking(move || write_loop(file, prefix, rx));
+        Ok(SpoolWriter {
+            tx: Some(tx),
+            task,
             rel_path: rel,
             abs_path: path,
-            hasher: Sha256::new(),
-            size: 0,
-            dataset_offset: 0,
-            error: None,
-        };
-        let prefix = part10_prefix(meta);
-        writer.file.write_all(&prefix).await?;
-        writer.size = prefix.len() as u64;
-        writer.dataset_offset = writer.size;
-        Ok(writer)
+            dataset_offset,
+        })
     }
 
     /// Delete a spool file (best effort: a leftover is removed by the start-up sweep).
@@ -260,22 +258,20 @@ impl Spool {
     }
 }
 
-/// Streams one instance's data set into its spool file, hashing as it goes.
+/// Streams one instance's data set into its spool file, hashing as it goes (on a
+/// blocking thread, see [`Spool::create`]).
 ///
 /// A write error does not stop the association: the writer remembers it, swallows the
 /// rest of the data set and [`SpoolWriter::finish`] reports it, so the C-STORE is
 /// answered with "out of resources" and the next one can proceed.
 #[derive(Debug)]
 pub struct SpoolWriter {
-    file: tokio::fs::File,
-    /// Bytes written since writeback was last started (see [`SpoolWriter::write`]).
-    unflushed: u64,
+    /// Fragments for the writer thread; dropped to tell it the data set is complete.
+    tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    task: tokio::task::JoinHandle<Written>,
     rel_path: String,
     abs_path: PathBuf,
-    hasher: Sha256,
-    size: u64,
     dataset_offset: u64,
-    error: Option<io::Error>,
 }
 
 /// A completely written (but not yet fsynced) spool file.
@@ -295,48 +291,91 @@ pub struct WrittenFile {
     pub file: File,
 }
 
+/// Fragments queued for a writer thread. Bounds the memory of one instance in flight
+/// to this many PDUs (1 MiB with the default 256 KiB maximum PDU).
+const WRITER_QUEUE: usize = 4;
+
+/// What the writer thread hands back.
+#[derive(Debug)]
+struct Written {
+    file: File,
+    size: u64,
+    sha256: String,
+    error: Option<io::Error>,
+}
+
+/// The writer thread: prefix, then every fragment as it comes, hashed; ends when the
+/// sending side is dropped.
+fn write_loop(
+    mut file: File,
+    prefix: Vec<u8>,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+) -> Written {
+    use std::io::Write;
+    let mut hasher = Sha256::new();
+    let mut size = prefix.len() as u64;
+    let mut error = file.write_all(&prefix).err();
+    let mut unflushed = 0u64;
+    while let Some(chunk) = rx.blocking_recv() {
+        size += chunk.len() as u64;
+        if error.is_some() {
+            continue;
+        }
+        if let Err(e) = file.write_all(&chunk) {
+            error = Some(e);
+            continue;
+        }
+        hasher.update(&chunk);
+        // Let the disk start on what has arrived while the rest is still coming: the
+        // fsync before the C-STORE response then has little left to write.
+        unflushed += chunk.len() as u64;
+        if unflushed >= WRITEBACK_EVERY {
+            unflushed = 0;
+            start_writeback(&file);
+        }
+    }
+    Written {
+        file,
+        size,
+        sha256: hex::encode(hasher.finalize()),
+        error,
+    }
+}
+
 impl SpoolWriter {
     /// Relative path of the file being written.
     pub fn rel_path(&self) -> &str {
         &self.rel_path
     }
 
-    /// Append data set bytes exactly as received.
-    pub async fn write(&mut self, chunk: &[u8]) {
-        if self.error.is_some() {
-            return;
-        }
-        self.hasher.update(chunk);
-        self.size += chunk.len() as u64;
-        if let Err(e) = self.file.write_all(chunk).await {
-            self.error = Some(e);
-            return;
-        }
-        // Let the disk start on what has arrived while the rest is still coming: the
-        // fsync before the C-STORE response then has little left to write.
-        self.unflushed += chunk.len() as u64;
-        if self.unflushed >= WRITEBACK_EVERY {
-            self.unflushed = 0;
-            start_writeback(&self.file);
+    /// Append data set bytes exactly as received (waits only when the writer thread is
+    /// [`WRITER_QUEUE`] fragments behind).
+    pub async fn write(&mut self, chunk: impl Into<Vec<u8>>) {
+        if let Some(tx) = &self.tx {
+            if tx.send(chunk.into()).await.is_err() {
+                // The thread is gone (it panicked): `finish` reports it.
+                self.tx = None;
+            }
         }
     }
 
-    /// Flush everything to the OS and hand back the file for fsync.
+    /// Wait for every byte to reach the OS and hand back the file for fsync.
     pub async fn finish(mut self) -> Result<WrittenFile, (String, io::Error)> {
-        if let Some(e) = self.error.take() {
+        drop(self.tx.take());
+        let written = match (&mut self.task).await {
+            Ok(w) => w,
+            Err(e) => return Err((self.rel_path, io::Error::other(e))),
+        };
+        if let Some(e) = written.error {
             return Err((self.rel_path, e));
         }
-        if let Err(e) = self.file.flush().await {
-            return Err((self.rel_path, e));
-        }
-        let file = self.file.into_std().await;
         Ok(WrittenFile {
             rel_path: self.rel_path,
             abs_path: self.abs_path,
-            size: self.size,
+            size: written.size,
             dataset_offset: self.dataset_offset,
-            sha256: hex::encode(self.hasher.finalize()),
-            file,
+            sha256: written.sha256,
+            file: written.file,
         })
     }
 }
@@ -346,7 +385,7 @@ const WRITEBACK_EVERY: u64 = 128 * 1024;
 
 /// Ask the kernel to start writing a file's dirty pages now, without waiting (a hint;
 /// durability still comes from the fsync before the response).
-fn start_writeback(file: &tokio::fs::File) {
+fn start_writeback(file: &File) {
     use std::os::fd::AsRawFd;
     // SAFETY: a valid open descriptor; SYNC_FILE_RANGE_WRITE only initiates writeback.
     unsafe {

@@ -6,6 +6,8 @@
 //! and the loser's blob is deleted. Whether two files are the same instance is decided
 //! by the digest of their data sets alone (see `formats::dicom::Part10Digest`).
 
+use std::collections::{BTreeMap, HashMap};
+
 use formats::dicom::InstanceHeader;
 use sqlx::Row;
 
@@ -54,6 +56,16 @@ pub enum IndexOutcome {
     },
     /// The study belongs to another site; nothing was written.
     WrongSite,
+}
+
+/// A series as one [`index_batch`] transaction has seen it.
+struct SeriesInTx {
+    /// The study the series row belongs to.
+    study_uid: String,
+    /// Whether this transaction created the row.
+    created: bool,
+    /// Instances of this transaction stored into it.
+    stored: i64,
 }
 
 /// The stored record of an instance, as lookups return it.
@@ -163,70 +175,100 @@ pub async fn index_batch(
         let mut tx = pool.begin().await?;
         let mut outcomes = Vec::with_capacity(items.len());
         let mut touched_studies: Vec<&str> = Vec::new();
+        // A request's instances mostly share one study and series: their rows are
+        // checked once per transaction, not once per instance, and the counters are
+        // updated once per series at the end. Every statement is a round trip to the
+        // database (and on SQLite, time holding the single writer).
+        let mut study_ours: HashMap<&str, bool> = HashMap::new();
+        // Ordered, so concurrent transactions (PostgreSQL) lock series rows in one order.
+        let mut series_seen: BTreeMap<&str, SeriesInTx> = BTreeMap::new();
         for item in items {
             let h = &item.header;
             let metadata = serde_json::to_string(&h.metadata)
                 .map_err(|e| StorageError::Corrupt(e.to_string()))?;
 
-            sqlx::query(
-                "INSERT INTO studies (study_uid, site, patient_id, issuer_of_patient_id, patient_name, \
-                 patient_name_match, patient_birth_date, patient_sex, study_date, study_time, accession_number, \
-                 study_id, study_description, referring_physician_name, specific_character_set, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-                 ON CONFLICT (study_uid) DO NOTHING",
-            )
-            .bind(&h.study_instance_uid)
-            .bind(site)
-            .bind(&h.patient_id)
-            .bind(&h.issuer_of_patient_id)
-            .bind(&h.patient_name)
-            .bind(h.patient_name.as_deref().map(name_match_key))
-            .bind(&h.patient_birth_date)
-            .bind(&h.patient_sex)
-            .bind(&h.study_date)
-            .bind(&h.study_time)
-            .bind(&h.accession_number)
-            .bind(&h.study_id)
-            .bind(&h.study_description)
-            .bind(&h.referring_physician_name)
-            .bind(&h.specific_character_set)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            let owner: String = sqlx::query_scalar("SELECT site FROM studies WHERE study_uid = $1")
-                .bind(&h.study_instance_uid)
-                .fetch_one(&mut *tx)
-                .await?;
-            if owner != site {
+            let ours = match study_ours.get(h.study_instance_uid.as_str()) {
+                Some(ours) => *ours,
+                None => {
+                    sqlx::query(
+                        "INSERT INTO studies (study_uid, site, patient_id, issuer_of_patient_id, patient_name, \
+                         patient_name_match, patient_birth_date, patient_sex, study_date, study_time, accession_number, \
+                         study_id, study_description, referring_physician_name, specific_character_set, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                         ON CONFLICT (study_uid) DO NOTHING",
+                    )
+                    .bind(&h.study_instance_uid)
+                    .bind(site)
+                    .bind(&h.patient_id)
+                    .bind(&h.issuer_of_patient_id)
+                    .bind(&h.patient_name)
+                    .bind(h.patient_name.as_deref().map(name_match_key))
+                    .bind(&h.patient_birth_date)
+                    .bind(&h.patient_sex)
+                    .bind(&h.study_date)
+                    .bind(&h.study_time)
+                    .bind(&h.accession_number)
+                    .bind(&h.study_id)
+                    .bind(&h.study_description)
+                    .bind(&h.referring_physician_name)
+                    .bind(&h.specific_character_set)
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    let owner: String =
+                        sqlx::query_scalar("SELECT site FROM studies WHERE study_uid = $1")
+                            .bind(&h.study_instance_uid)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    let ours = owner == site;
+                    study_ours.insert(&h.study_instance_uid, ours);
+                    ours
+                }
+            };
+            if !ours {
                 outcomes.push(IndexOutcome::WrongSite);
                 continue;
             }
 
-            let series_new = sqlx::query(
-                "INSERT INTO series (series_uid, study_uid, modality, series_number, series_description, \
-                 body_part_examined, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (series_uid) DO NOTHING",
-            )
-            .bind(&h.series_instance_uid)
-            .bind(&h.study_instance_uid)
-            .bind(&h.modality)
-            .bind(h.series_number.map(i64::from))
-            .bind(&h.series_description)
-            .bind(&h.body_part_examined)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            let series_study: String =
-                sqlx::query_scalar("SELECT study_uid FROM series WHERE series_uid = $1")
+            let series = match series_seen.get(h.series_instance_uid.as_str()) {
+                Some(series) => series.study_uid.clone(),
+                None => {
+                    let created = sqlx::query(
+                        "INSERT INTO series (series_uid, study_uid, modality, series_number, series_description, \
+                         body_part_examined, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                         ON CONFLICT (series_uid) DO NOTHING",
+                    )
                     .bind(&h.series_instance_uid)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            if series_study != h.study_instance_uid {
+                    .bind(&h.study_instance_uid)
+                    .bind(&h.modality)
+                    .bind(h.series_number.map(i64::from))
+                    .bind(&h.series_description)
+                    .bind(&h.body_part_examined)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    let series_study: String =
+                        sqlx::query_scalar("SELECT study_uid FROM series WHERE series_uid = $1")
+                            .bind(&h.series_instance_uid)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    series_seen.insert(
+                        &h.series_instance_uid,
+                        SeriesInTx {
+                            study_uid: series_study.clone(),
+                            created,
+                            stored: 0,
+                        },
+                    );
+                    series_study
+                }
+            };
+            if series != h.study_instance_uid {
                 outcomes.push(IndexOutcome::WrongParent {
-                    stored_study_uid: series_study,
+                    stored_study_uid: series,
                 });
                 continue;
             }
@@ -282,31 +324,11 @@ pub async fn index_batch(
                         }
                     },
                 );
-                // The series row may have been created for nothing; it stays empty and
-                // harmless only if it has instances, so remove it when it has none.
-                if series_new {
-                    sqlx::query("DELETE FROM series WHERE series_uid = $1 AND num_instances = 0")
-                        .bind(&h.series_instance_uid)
-                        .execute(&mut *tx)
-                        .await?;
-                }
                 continue;
             }
-            sqlx::query(
-                "UPDATE series SET num_instances = num_instances + 1 WHERE series_uid = $1",
-            )
-            .bind(&h.series_instance_uid)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE studies SET num_instances = num_instances + 1, num_series = num_series + $1, \
-                 updated_at = $2 WHERE study_uid = $3",
-            )
-            .bind(i64::from(series_new))
-            .bind(now)
-            .bind(&h.study_instance_uid)
-            .execute(&mut *tx)
-            .await?;
+            if let Some(series) = series_seen.get_mut(h.series_instance_uid.as_str()) {
+                series.stored += 1;
+            }
             if !touched_studies.contains(&h.study_instance_uid.as_str()) {
                 touched_studies.push(&h.study_instance_uid);
                 let actor = audit.actor.as_str();
@@ -346,6 +368,37 @@ pub async fn index_batch(
                 }
             }
             outcomes.push(IndexOutcome::Stored);
+        }
+        // The counters, once per series. A series row this transaction created for
+        // nothing (every instance refused) is removed: a series exists only with
+        // instances.
+        for (series_uid, series) in &series_seen {
+            if series.stored == 0 {
+                if series.created {
+                    sqlx::query("DELETE FROM series WHERE series_uid = $1 AND num_instances = 0")
+                        .bind(*series_uid)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                continue;
+            }
+            sqlx::query(
+                "UPDATE series SET num_instances = num_instances + $1 WHERE series_uid = $2",
+            )
+            .bind(series.stored)
+            .bind(*series_uid)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE studies SET num_instances = num_instances + $1, num_series = num_series + $2, \
+                 updated_at = $3 WHERE study_uid = $4",
+            )
+            .bind(series.stored)
+            .bind(i64::from(series.created))
+            .bind(now)
+            .bind(&series.study_uid)
+            .execute(&mut *tx)
+            .await?;
         }
         // Last, so the audit chain's lock is held only for the end of the transaction.
         for study_uid in &touched_studies {

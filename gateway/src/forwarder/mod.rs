@@ -6,6 +6,9 @@
 //! unavailable. ECG files have a lane of their own too (`POST /ingest/ecg`, see
 //! [`crate::ecg::forward`]): one at a time, STAT first, never behind STOW-RS uploads.
 //!
+//! While a modality is sending a burst of instances, routine instances are held back
+//! (at most [`MAX_HOLD`]) and sent once it pauses: see [`crate::activity`] for why.
+//!
 //! Which items are in flight is kept in memory: after a restart nothing is in flight
 //! and every pending item is simply due again (the hub answers an identical re-send
 //! as stored, so a request cut off by a crash costs only bandwidth).
@@ -29,7 +32,7 @@ use crate::ecg::forward::Verdict as EcgVerdict;
 use crate::hub::{HubClient, ProblemLog};
 use crate::lab::db::{DueLab, LabWrite};
 use crate::lab::forward::Verdict as LabVerdict;
-use crate::outbox::{now_ms, DueItem, ItemUpdate, Outbox};
+use crate::outbox::{now_ms, DueItem, ItemUpdate, Outbox, Priority};
 use crate::spool::Spool;
 use batch::{form_batches, BatchLimits};
 use stow::{InstanceOutcome, Part, Verdict};
@@ -39,6 +42,10 @@ const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 /// After a wake-up caused by a new instance, wait this long so that instances arriving
 /// in a burst share requests instead of going one per request.
 const LINGER: Duration = Duration::from_millis(100);
+/// Longest time routine forwarding makes way for one burst of receiving (see
+/// [`crate::activity`]); after that the two share the machine until the burst ends, so
+/// an all-day stream of instances is still forwarded as it comes.
+const MAX_HOLD: Duration = Duration::from_secs(5);
 /// How long in-flight requests may finish after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -98,6 +105,8 @@ impl Forwarder {
         // that is down many times a second.
         let mut hub_failures: u32 = 0;
         let mut paused_until: Option<Instant> = None;
+        // When the current burst of receiving began (routine forwarding holds back).
+        let mut burst_since: Option<Instant> = None;
         loop {
             let paused = paused_until.is_some_and(|t| Instant::now() < t);
             if !paused && lab_task.is_none() {
@@ -127,7 +136,10 @@ impl Forwarder {
             if !paused && dicom_tasks < concurrency {
                 let limit = (concurrency * limits.max_instances + busy_ids.len()) as i64;
                 match self.outbox.due_items(now_ms(), limit).await {
-                    Ok(due) => {
+                    Ok(mut due) => {
+                        if self.holding_back(&mut burst_since).is_some() {
+                            due.retain(|item| item.priority == Priority::Stat);
+                        }
                         let free = concurrency - dicom_tasks;
                         for batch in form_batches(due, &busy_ids, &busy_uids, limits, free) {
                             let members: Vec<(i64, String)> = batch
@@ -151,10 +163,16 @@ impl Forwarder {
             let idle_wait = match paused_until {
                 Some(t) if paused => t.saturating_duration_since(Instant::now()),
                 _ => {
-                    self.idle_wait(
-                        dicom_tasks < concurrency || lab_task.is_none() || ecg_task.is_none(),
-                    )
-                    .await
+                    let wait = self
+                        .idle_wait(
+                            dicom_tasks < concurrency || lab_task.is_none() || ecg_task.is_none(),
+                        )
+                        .await;
+                    // Held back: look again as soon as the modality may have paused.
+                    match self.holding_back(&mut burst_since) {
+                        Some(left) => wait.min(left),
+                        None => wait,
+                    }
                 }
             };
             tokio::select! {
@@ -211,6 +229,22 @@ impl Forwarder {
             // Unacknowledged items simply stay pending and are sent again next run.
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
+        }
+    }
+
+    /// Whether routine instances wait because a modality is sending right now, and if
+    /// so how long until it may have paused. Holding back lasts at most [`MAX_HOLD`] per
+    /// burst; `burst_since` keeps when the burst began.
+    fn holding_back(&self, burst_since: &mut Option<Instant>) -> Option<Duration> {
+        match self.outbox.receive_activity().busy_for(now_ms()) {
+            None => {
+                *burst_since = None;
+                None
+            }
+            Some(left) => {
+                let since = *burst_since.get_or_insert_with(Instant::now);
+                (since.elapsed() < MAX_HOLD).then_some(left)
+            }
         }
     }
 

@@ -19,6 +19,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::activity::ReceiveActivity;
 use crate::spool::Spool;
 
 pub(crate) use committer::insert_quarantine;
@@ -322,6 +323,8 @@ pub struct Outbox {
     writer: mpsc::UnboundedSender<committer::Request>,
     forwarder_wake: Arc<Notify>,
     completion_wake: Arc<Notify>,
+    /// Receiving as it happens: set by associations, read by the forwarder.
+    activity: Arc<ReceiveActivity>,
 }
 
 fn connect_options(path: &Path) -> SqliteConnectOptions {
@@ -383,6 +386,7 @@ impl Outbox {
                 writer: tx,
                 forwarder_wake,
                 completion_wake,
+                activity: Arc::new(ReceiveActivity::default()),
             },
             committer,
             report,
@@ -397,6 +401,11 @@ impl Outbox {
     /// Woken after commits that create work for the forwarder.
     pub fn forwarder_wake(&self) -> Arc<Notify> {
         Arc::clone(&self.forwarder_wake)
+    }
+
+    /// Whether instances are being received right now (the forwarder makes way).
+    pub fn receive_activity(&self) -> &Arc<ReceiveActivity> {
+        &self.activity
     }
 
     /// Woken after commits that may complete a study.
