@@ -20,6 +20,8 @@
 //! - [`ecg`]: ECG files from carts that only export files (a watched import folder
 //!   and `gateway import`), kept in the outbox and forwarded to the hub ahead of
 //!   routine DICOM;
+//! - [`filelane`]: what the laboratory and ECG lanes share (their tables' queue and
+//!   delivery records, the request to the hub and its verdicts);
 //! - [`status`]: the operator's view; [`lanes`]: the same figures lane by lane with the
 //!   recently sent items, for the township page; [`config`], [`backoff`], [`tls`]: support.
 
@@ -29,6 +31,7 @@ pub mod completion;
 pub mod config;
 pub mod dimse;
 pub mod ecg;
+pub mod filelane;
 pub mod forwarder;
 pub mod hub;
 pub mod lab;

@@ -9,6 +9,8 @@ use serde::Serialize;
 use sqlx::sqlite::SqlitePool;
 use sqlx::Row;
 
+use crate::filelane::db::{figures, table_exists};
+use crate::filelane::FileLane;
 use crate::outbox::{self, now_ms, OutboxError};
 
 /// How many quarantine entries are listed (newest first).
@@ -330,7 +332,7 @@ pub(crate) async fn collect_from(
             sop_instance_uid: r.try_get(0)?,
             study_uid: r.try_get(3)?,
             received_at: rfc3339(received),
-            age_secs: (now - received).max(0) / 1000,
+            age_secs: age_secs(now, received),
             attempts: r.try_get(2)?,
         })
     })
@@ -364,7 +366,7 @@ pub(crate) async fn collect_from(
     )
     .fetch_one(pool)
     .await?;
-    let has_lab = crate::lab::db::tables_exist(pool).await?;
+    let has_lab = table_exists(pool, FileLane::Lab).await?;
     // Before the laboratory migration every quarantine row was DICOM (and there was no
     // `kind` column to ask).
     let dicom = if has_lab { Kinds::Dicom } else { Kinds::All };
@@ -376,7 +378,7 @@ pub(crate) async fn collect_from(
     .await?
     .try_get(0)?;
     let quarantine = quarantine_rows(pool, dicom).await?;
-    let ecg = if crate::ecg::db::tables_exist(pool).await? {
+    let ecg = if table_exists(pool, FileLane::Ecg).await? {
         Some(ecg_status(pool, now).await?)
     } else {
         None
@@ -470,61 +472,27 @@ async fn lab_status(pool: &SqlitePool, now: i64) -> Result<LabStatus, OutboxErro
             .fetch_optional(pool)
             .await?
             .flatten();
-    let counts = sqlx::query(
-        "SELECT COUNT(*), COALESCE(SUM(state = 'pending'), 0),
-                COALESCE(SUM(state = 'pending' AND urgent = 1), 0),
-                COALESCE(SUM(state = 'delivered'), 0), COALESCE(SUM(state = 'rejected'), 0)
-         FROM lab_messages",
-    )
-    .fetch_one(pool)
-    .await?;
-    let oldest_waiting = sqlx::query(
-        "SELECT control_id, received_at, attempts, patient_id FROM lab_messages
-         WHERE state = 'pending' ORDER BY id LIMIT 1",
-    )
-    .fetch_optional(pool)
-    .await?
-    .map(|r| -> Result<OldestLab, sqlx::Error> {
-        let received: i64 = r.try_get(1)?;
-        Ok(OldestLab {
-            control_id: r.try_get(0)?,
-            patient_id: r.try_get(3)?,
-            received_at: rfc3339(received),
-            age_secs: (now - received).max(0) / 1000,
-            attempts: r.try_get(2)?,
-        })
-    })
-    .transpose()?;
-    let last_error = sqlx::query(
-        "SELECT last_error_at, control_id, last_error FROM lab_messages
-         WHERE state = 'pending' AND last_error IS NOT NULL
-         ORDER BY last_error_at DESC LIMIT 1",
-    )
-    .fetch_optional(pool)
-    .await?
-    .map(|r| -> Result<LabError, sqlx::Error> {
-        Ok(LabError {
-            at: rfc3339(r.try_get::<Option<i64>, _>(0)?.unwrap_or(0)),
-            control_id: r.try_get(1)?,
-            error: r.try_get(2)?,
-        })
-    })
-    .transpose()?;
-    let refused: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM quarantine WHERE kind = 'hl7' AND source = 'receive'",
-    )
-    .fetch_one(pool)
-    .await?;
+    let f = figures(pool, FileLane::Lab).await?;
     Ok(LabStatus {
         listener,
-        received: counts.try_get(0)?,
-        waiting: counts.try_get(1)?,
-        waiting_urgent: counts.try_get(2)?,
-        oldest_waiting,
-        last_error,
-        delivered: counts.try_get(3)?,
-        refused,
-        rejected_by_hub: counts.try_get(4)?,
+        received: f.total,
+        waiting: f.waiting,
+        waiting_urgent: f.waiting_urgent,
+        oldest_waiting: f.oldest_waiting.map(|o| OldestLab {
+            control_id: o.name,
+            patient_id: o.patient_id,
+            received_at: rfc3339(o.received_at),
+            age_secs: age_secs(now, o.received_at),
+            attempts: o.attempts,
+        }),
+        last_error: f.last_error.map(|e| LabError {
+            at: rfc3339(e.at),
+            control_id: e.name,
+            error: e.error,
+        }),
+        delivered: f.delivered,
+        refused: f.refused,
+        rejected_by_hub: f.rejected_by_hub,
         quarantine: quarantine_rows(pool, Kinds::Hl7).await?,
     })
 }
@@ -540,66 +508,37 @@ async fn ecg_status(pool: &SqlitePool, now: i64) -> Result<EcgStatus, OutboxErro
     let in_folder = import_dir
         .as_deref()
         .and_then(|dir| count_waiting_files(Path::new(dir)));
-    let counts = sqlx::query(
-        "SELECT COUNT(*), COALESCE(SUM(state = 'pending'), 0),
-                COALESCE(SUM(state = 'pending' AND stat = 1), 0),
-                COALESCE(SUM(state = 'delivered'), 0), COALESCE(SUM(state = 'rejected'), 0)
-         FROM ecg_files",
-    )
-    .fetch_one(pool)
-    .await?;
-    let oldest_waiting = sqlx::query(
-        "SELECT file_name, patient_id, stat, received_at, attempts FROM ecg_files
-         WHERE state = 'pending' ORDER BY received_at, id LIMIT 1",
-    )
-    .fetch_optional(pool)
-    .await?
-    .map(|r| -> Result<OldestEcg, sqlx::Error> {
-        let received: i64 = r.try_get(3)?;
-        Ok(OldestEcg {
-            file_name: r.try_get(0)?,
-            patient_id: r.try_get(1)?,
-            stat: r.try_get::<i64, _>(2)? != 0,
-            received_at: rfc3339(received),
-            age_secs: (now - received).max(0) / 1000,
-            attempts: r.try_get(4)?,
-        })
-    })
-    .transpose()?;
-    let last_error = sqlx::query(
-        "SELECT last_error_at, file_name, last_error FROM ecg_files
-         WHERE state = 'pending' AND last_error IS NOT NULL
-         ORDER BY last_error_at DESC LIMIT 1",
-    )
-    .fetch_optional(pool)
-    .await?
-    .map(|r| -> Result<EcgErrorRow, sqlx::Error> {
-        Ok(EcgErrorRow {
-            at: rfc3339(r.try_get::<Option<i64>, _>(0)?.unwrap_or(0)),
-            file_name: r.try_get(1)?,
-            error: r.try_get(2)?,
-        })
-    })
-    .transpose()?;
-    let refused: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM quarantine WHERE kind = 'ecg' AND source = 'receive'",
-    )
-    .fetch_one(pool)
-    .await?;
+    let f = figures(pool, FileLane::Ecg).await?;
     Ok(EcgStatus {
         import_dir,
         note,
         in_folder,
-        imported: counts.try_get(0)?,
-        waiting: counts.try_get(1)?,
-        waiting_stat: counts.try_get(2)?,
-        oldest_waiting,
-        last_error,
-        delivered: counts.try_get(3)?,
-        refused,
-        rejected_by_hub: counts.try_get(4)?,
+        imported: f.total,
+        waiting: f.waiting,
+        waiting_stat: f.waiting_urgent,
+        oldest_waiting: f.oldest_waiting.map(|o| OldestEcg {
+            file_name: o.name,
+            patient_id: o.patient_id,
+            stat: o.urgent,
+            received_at: rfc3339(o.received_at),
+            age_secs: age_secs(now, o.received_at),
+            attempts: o.attempts,
+        }),
+        last_error: f.last_error.map(|e| EcgErrorRow {
+            at: rfc3339(e.at),
+            file_name: e.name,
+            error: e.error,
+        }),
+        delivered: f.delivered,
+        refused: f.refused,
+        rejected_by_hub: f.rejected_by_hub,
         quarantine: quarantine_rows(pool, Kinds::Ecg).await?,
     })
+}
+
+/// Seconds from `received` (ms) to `now` (ms), never negative.
+fn age_secs(now: i64, received: i64) -> i64 {
+    (now - received).max(0) / 1000
 }
 
 /// Files the watcher would take from the folder and its `stat/` subfolder (names
@@ -735,6 +674,25 @@ fn human_age(secs: i64) -> String {
     humantime::format_duration(Duration::from_secs(secs.max(0) as u64)).to_string()
 }
 
+/// One quarantine line: when, where from, what (`what`), why and the kept file.
+fn write_quarantine_row(
+    f: &mut fmt::Formatter<'_>,
+    indent: &str,
+    q: &QuarantineRow,
+    what: &str,
+) -> fmt::Result {
+    let file = q
+        .path
+        .as_deref()
+        .map(|p| format!(" (file: {p})"))
+        .unwrap_or_default();
+    writeln!(
+        f,
+        "{indent}{} [{}] {what}: {}{file}",
+        q.at, q.source, q.reason
+    )
+}
+
 impl fmt::Display for StatusReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.site {
@@ -784,19 +742,12 @@ impl fmt::Display for StatusReport {
             self.rejected, self.quarantined
         )?;
         for q in &self.quarantine {
-            writeln!(
-                f,
-                "  {} [{}] SOP {} from {}: {}{}",
-                q.at,
-                q.source,
+            let what = format!(
+                "SOP {} from {}",
                 q.sop_instance_uid.as_deref().unwrap_or("?"),
-                q.calling_ae.as_deref().unwrap_or("?"),
-                q.reason,
-                q.path
-                    .as_deref()
-                    .map(|p| format!(" (file: {p})"))
-                    .unwrap_or_default()
-            )?;
+                q.calling_ae.as_deref().unwrap_or("?")
+            );
+            write_quarantine_row(f, "  ", q, &what)?;
         }
         if let Some(r) = &self.reports {
             write!(f, "{r}")?;
@@ -851,18 +802,7 @@ impl fmt::Display for EcgStatus {
             self.refused, self.rejected_by_hub
         )?;
         for q in &self.quarantine {
-            writeln!(
-                f,
-                "    {} [{}] {}: {}{}",
-                q.at,
-                q.source,
-                q.file_name.as_deref().unwrap_or("?"),
-                q.reason,
-                q.path
-                    .as_deref()
-                    .map(|p| format!(" (file: {p})"))
-                    .unwrap_or_default()
-            )?;
+            write_quarantine_row(f, "    ", q, q.file_name.as_deref().unwrap_or("?"))?;
         }
         Ok(())
     }
@@ -904,19 +844,12 @@ impl fmt::Display for LabStatus {
             self.refused, self.rejected_by_hub
         )?;
         for q in &self.quarantine {
-            writeln!(
-                f,
-                "    {} [{}] MSH-10 {} from {}: {}{}",
-                q.at,
-                q.source,
+            let what = format!(
+                "MSH-10 {} from {}",
                 q.control_id.as_deref().unwrap_or("?"),
-                q.calling_ae.as_deref().unwrap_or("?"),
-                q.reason,
-                q.path
-                    .as_deref()
-                    .map(|p| format!(" (file: {p})"))
-                    .unwrap_or_default()
-            )?;
+                q.calling_ae.as_deref().unwrap_or("?")
+            );
+            write_quarantine_row(f, "    ", q, &what)?;
         }
         Ok(())
     }

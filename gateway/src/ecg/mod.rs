@@ -11,7 +11,9 @@
 //!
 //! The bytes are never changed: what reaches the hub is the file as the cart wrote it.
 //!
-//! - [`watch`]: the folder poller; [`db`]: the table; [`forward`]: the hub request.
+//! - [`watch`]: the folder poller; [`db`]: the table's own writes; [`forward`]: the hub
+//!   request's path and query (the request, its verdicts and the queue are
+//!   [`crate::filelane`]'s).
 
 pub mod db;
 pub mod forward;

@@ -25,6 +25,7 @@ use super::{
     STAT_SUBDIR, TEMP_PREFIX,
 };
 use crate::config::Config;
+use crate::filelane::FileLane;
 use crate::outbox::{Outbox, QuarantineEntry, QuarantineKind, QuarantineSource};
 use crate::spool::Spool;
 
@@ -431,7 +432,7 @@ async fn quarantine_refused(
     sha256: &str,
     reason: &str,
 ) -> Taken {
-    match super::db::already_quarantined(ctx.outbox.pool(), sha256).await {
+    match crate::filelane::db::already_quarantined(ctx.outbox.pool(), FileLane::Ecg, sha256).await {
         Ok(true) => {
             tracing::info!(file = %entry.name, "the same unreadable ECG file again; already in quarantine");
             remove_from_folder(entry).await;

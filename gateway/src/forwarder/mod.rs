@@ -2,9 +2,9 @@
 //! a bounded number of requests at once, STAT first, and records each instance's fate
 //! only from what the hub answered. Laboratory messages (HL7) go first, one at a time in
 //! the order received, on a request of their own (`POST /ingest/hl7`, see
-//! [`crate::lab::forward`]), with the same backoff and the same pause when the hub is
+//! [`crate::filelane`]), with the same backoff and the same pause when the hub is
 //! unavailable. ECG files have a lane of their own too (`POST /ingest/ecg`, see
-//! [`crate::ecg::forward`]): one at a time, STAT first, never behind STOW-RS uploads.
+//! [`crate::filelane`]): one at a time, STAT first, never behind STOW-RS uploads.
 //!
 //! While a modality is sending a burst of instances, routine instances are held back
 //! (at most [`MAX_HOLD`]) and sent once it pauses: see [`crate::activity`] for why.
@@ -27,11 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::ecg::db::{DueEcg, EcgWrite};
-use crate::ecg::forward::Verdict as EcgVerdict;
+use crate::filelane::db::{Delivery, DueFile};
+use crate::filelane::forward::Verdict as FileVerdict;
+use crate::filelane::FileLane;
 use crate::hub::{HubClient, ProblemLog};
-use crate::lab::db::{DueLab, LabWrite};
-use crate::lab::forward::Verdict as LabVerdict;
 use crate::outbox::{now_ms, DueItem, ItemUpdate, Outbox, Priority};
 use crate::spool::Spool;
 use batch::{form_batches, BatchLimits};
@@ -59,10 +58,9 @@ pub struct Forwarder {
     backoff: Backoff,
     /// Shared by all batches, so a failure common to them is logged once.
     problems: Arc<ProblemLog>,
-    /// The same for laboratory messages.
-    lab_problems: Arc<ProblemLog>,
-    /// The same for ECG files.
-    ecg_problems: Arc<ProblemLog>,
+    /// The same for each file lane (laboratory messages, ECG files), in the order of
+    /// [`FileLane::ALL`].
+    lane_problems: Arc<[ProblemLog; 2]>,
 }
 
 impl Forwarder {
@@ -76,8 +74,7 @@ impl Forwarder {
             config,
             backoff,
             problems: Arc::new(ProblemLog::new("STOW-RS")),
-            lab_problems: Arc::new(ProblemLog::new("HL7 ingest")),
-            ecg_problems: Arc::new(ProblemLog::new("ECG ingest")),
+            lane_problems: Arc::new(FileLane::ALL.map(|l| ProblemLog::new(l.request_name()))),
         }
     }
 
@@ -94,10 +91,9 @@ impl Forwarder {
         // Laboratory messages travel on a request of their own, outside
         // `forward_concurrency`: they are small and may be critical, so they never wait
         // behind large STOW-RS uploads. One at a time, strictly in the order received.
-        let mut lab_task: Option<tokio::task::Id> = None;
         // ECG files likewise (a cardiologist waits for a STAT one; a 64 MiB file must not
         // hold up the lab messages either, so it is a lane of its own).
-        let mut ecg_task: Option<tokio::task::Id> = None;
+        let mut lane_tasks: HashMap<FileLane, tokio::task::Id> = HashMap::new();
         let mut busy_ids: HashSet<i64> = HashSet::new();
         let mut busy_uids: HashSet<String> = HashSet::new();
         // Besides each item's own backoff, an unreachable hub pauses all sending: with
@@ -109,30 +105,23 @@ impl Forwarder {
         let mut burst_since: Option<Instant> = None;
         loop {
             let paused = paused_until.is_some_and(|t| Instant::now() < t);
-            if !paused && lab_task.is_none() {
-                match crate::lab::db::due(self.outbox.pool(), now_ms()).await {
-                    Ok(Some(message)) => {
+            for lane in FileLane::ALL {
+                if paused || lane_tasks.contains_key(&lane) {
+                    continue;
+                }
+                match crate::filelane::db::due(self.outbox.pool(), lane, now_ms()).await {
+                    Ok(Some(item)) => {
                         let me = self.clone();
-                        let handle = tasks.spawn(async move { me.send_lab(message).await });
-                        lab_task = Some(handle.id());
+                        let handle = tasks.spawn(async move { me.send_file(lane, item).await });
+                        lane_tasks.insert(lane, handle.id());
                     }
                     Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "could not read the lab queue"),
-                }
-            }
-            if !paused && ecg_task.is_none() {
-                match crate::ecg::db::due(self.outbox.pool(), now_ms()).await {
-                    Ok(Some(file)) => {
-                        let me = self.clone();
-                        let handle = tasks.spawn(async move { me.send_ecg(file).await });
-                        ecg_task = Some(handle.id());
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read the {} queue", lane.queue())
                     }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "could not read the ECG queue"),
                 }
             }
-            let lanes = usize::from(lab_task.is_some()) + usize::from(ecg_task.is_some());
-            let dicom_tasks = tasks.len() - lanes;
+            let dicom_tasks = tasks.len() - lane_tasks.len();
             if !paused && dicom_tasks < concurrency {
                 let limit = (concurrency * limits.max_instances + busy_ids.len()) as i64;
                 match self.outbox.due_items(now_ms(), limit).await {
@@ -158,14 +147,13 @@ impl Forwarder {
                     Err(e) => tracing::warn!(error = %e, "could not read the outbox"),
                 }
             }
-            let lanes = usize::from(lab_task.is_some()) + usize::from(ecg_task.is_some());
-            let dicom_tasks = tasks.len() - lanes;
+            let dicom_tasks = tasks.len() - lane_tasks.len();
             let idle_wait = match paused_until {
                 Some(t) if paused => t.saturating_duration_since(Instant::now()),
                 _ => {
                     let wait = self
                         .idle_wait(
-                            dicom_tasks < concurrency || lab_task.is_none() || ecg_task.is_none(),
+                            dicom_tasks < concurrency || lane_tasks.len() < FileLane::ALL.len(),
                         )
                         .await;
                     // Held back: look again as soon as the modality may have paused.
@@ -199,12 +187,7 @@ impl Forwarder {
                             e.id()
                         }
                     };
-                    if lab_task == Some(id) {
-                        lab_task = None;
-                    }
-                    if ecg_task == Some(id) {
-                        ecg_task = None;
-                    }
+                    lane_tasks.retain(|_, task| *task != id);
                     for (item, uid) in in_flight.remove(&id).unwrap_or_default() {
                         busy_ids.remove(&item);
                         busy_uids.remove(&uid);
@@ -360,104 +343,41 @@ impl Forwarder {
         }
     }
 
-    /// Send one laboratory message and record what the hub said.
-    async fn send_lab(&self, message: DueLab) -> HubOutcome {
-        let verdict = crate::lab::forward::send(&self.hub, message.body.clone()).await;
-        let retry = |error: String| LabWrite::Retry {
-            id: message.id,
+    /// Send one item of a file lane and record what the hub said.
+    async fn send_file(&self, lane: FileLane, item: DueFile) -> HubOutcome {
+        let verdict = crate::filelane::forward::send(&self.hub, lane, &item).await;
+        let problems = &self.lane_problems[lane as usize];
+        let retry = |error: String| Delivery::Retry {
+            id: item.id,
             next_attempt_at: now_ms()
                 + self
                     .backoff
-                    .delay(message.attempts.saturating_add(1))
+                    .delay(item.attempts.saturating_add(1))
                     .as_millis() as i64,
             error,
         };
-        let (write, outcome) = match verdict {
-            LabVerdict::Delivered(hub_status) => {
-                self.lab_problems.succeeded();
-                tracing::info!(id = message.id, control_id = %message.control_id, hub_status = ?hub_status, "lab message delivered");
+        let what = lane.item();
+        let (delivery, outcome) = match verdict {
+            FileVerdict::Delivered { status, exam_id } => {
+                problems.succeeded();
+                tracing::info!(id = item.id, name = %item.name, urgent = item.urgent, hub_status = ?status, exam_id = ?exam_id, "{what} delivered");
                 (
-                    LabWrite::Delivered {
-                        id: message.id,
-                        hub_status,
-                    },
-                    HubOutcome::Answered,
-                )
-            }
-            LabVerdict::Rejected(reason) => {
-                self.lab_problems.succeeded();
-                tracing::warn!(id = message.id, control_id = %message.control_id, %reason, "hub rejected lab message; quarantined");
-                match self.spool.write_quarantine_file("hl7", message.body).await {
-                    Ok(path) => (
-                        LabWrite::Rejected {
-                            id: message.id,
-                            reason,
-                            quarantine_path: Some(path),
-                        },
-                        HubOutcome::Answered,
-                    ),
-                    // The bytes stay in the row; try again (the hub will say the same,
-                    // and by then the disk may take the file).
-                    Err(e) => (
-                        retry(format!(
-                            "{reason}; could not write the quarantine file: {e}"
-                        )),
-                        HubOutcome::Answered,
-                    ),
-                }
-            }
-            LabVerdict::Unavailable(why) => {
-                self.lab_problems.failed(&why);
-                (retry(why), HubOutcome::Unavailable)
-            }
-            LabVerdict::Retry(why) => {
-                self.lab_problems.failed(&why);
-                (retry(why), HubOutcome::Answered)
-            }
-        };
-        if let Err(e) = self.outbox.write_lab(write).await {
-            // Nothing recorded: sent again later; the hub answers an identical re-send
-            // as a duplicate.
-            tracing::error!(error = %e, "could not record a lab delivery result");
-        }
-        outcome
-    }
-
-    /// Send one ECG file and record what the hub said.
-    async fn send_ecg(&self, file: DueEcg) -> HubOutcome {
-        let verdict =
-            crate::ecg::forward::send(&self.hub, file.body.clone(), file.stat, &file.file_name)
-                .await;
-        let retry = |error: String| EcgWrite::Retry {
-            id: file.id,
-            next_attempt_at: now_ms()
-                + self
-                    .backoff
-                    .delay(file.attempts.saturating_add(1))
-                    .as_millis() as i64,
-            error,
-        };
-        let (write, outcome) = match verdict {
-            EcgVerdict::Delivered { status, exam_id } => {
-                self.ecg_problems.succeeded();
-                tracing::info!(id = file.id, file = %file.file_name, stat = file.stat, hub_status = ?status, exam_id = ?exam_id, "ECG file delivered");
-                (
-                    EcgWrite::Delivered {
-                        id: file.id,
+                    Delivery::Delivered {
+                        id: item.id,
                         hub_status: status,
                         exam_id,
                     },
                     HubOutcome::Answered,
                 )
             }
-            EcgVerdict::Rejected(reason) => {
-                self.ecg_problems.succeeded();
-                tracing::warn!(id = file.id, file = %file.file_name, %reason, "hub rejected ECG file; quarantined");
-                let ext = crate::ecg::quarantine_extension(Some(&file.format), &file.file_name);
-                match self.spool.write_quarantine_file(&ext, file.body).await {
+            FileVerdict::Rejected(reason) => {
+                problems.succeeded();
+                tracing::warn!(id = item.id, name = %item.name, %reason, "hub rejected {what}; quarantined");
+                let ext = lane.quarantine_extension(&item);
+                match self.spool.write_quarantine_file(&ext, item.body).await {
                     Ok(path) => (
-                        EcgWrite::Rejected {
-                            id: file.id,
+                        Delivery::Rejected {
+                            id: item.id,
                             reason,
                             quarantine_path: Some(path),
                         },
@@ -473,19 +393,19 @@ impl Forwarder {
                     ),
                 }
             }
-            EcgVerdict::Unavailable(why) => {
-                self.ecg_problems.failed(&why);
+            FileVerdict::Unavailable(why) => {
+                problems.failed(&why);
                 (retry(why), HubOutcome::Unavailable)
             }
-            EcgVerdict::Retry(why) => {
-                self.ecg_problems.failed(&why);
+            FileVerdict::Retry(why) => {
+                problems.failed(&why);
                 (retry(why), HubOutcome::Answered)
             }
         };
-        if let Err(e) = self.outbox.write_ecg(write).await {
+        if let Err(e) = self.outbox.record_delivery(lane, delivery).await {
             // Nothing recorded: sent again later; the hub answers an identical re-send
             // as a duplicate.
-            tracing::error!(error = %e, "could not record an ECG delivery result");
+            tracing::error!(error = %e, "could not record a delivery result of a {what}");
         }
         outcome
     }

@@ -5,13 +5,14 @@
 //! one is quarantined (file and row with the reason) and answered AE or AR with an ERR
 //! segment naming the problem; an accepted one is committed to the outbox (bytes in the
 //! row, `synchronous=FULL`) and only then answered AA. The forwarder sends it on to the
-//! hub (`POST /ingest/hl7`, see [`forward`]).
+//! hub (`POST /ingest/hl7`, see [`forward`] and [`crate::filelane`]).
 //!
 //! A message is identified by MSH-10 (the site is this gateway): identical bytes again
 //! are answered AA and stored once; other bytes under a known MSH-10 are refused AE
 //! ("control id reused with different content") and quarantined.
 //!
-//! - [`mllp`]: framing; [`db`]: the table; [`forward`]: the hub request and its verdicts.
+//! - [`mllp`]: framing; [`db`]: the table's own writes; [`forward`]: the hub request's
+//!   path and media type (the request, its verdicts and the queue are [`crate::filelane`]'s).
 
 pub mod db;
 pub mod forward;
@@ -31,6 +32,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::filelane::FileLane;
 use crate::outbox::{now_ms, Outbox, QuarantineEntry, QuarantineKind, QuarantineSource};
 use crate::spool::Spool;
 use db::{LabOutcome, LabWrite, NewLabMessage};
@@ -390,7 +392,7 @@ async fn quarantine(
     peer: &str,
     reason: &str,
 ) {
-    match db::already_quarantined(ctx.outbox.pool(), sha256).await {
+    match crate::filelane::db::already_quarantined(ctx.outbox.pool(), FileLane::Lab, sha256).await {
         Ok(true) => {
             tracing::info!(
                 peer,

@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::ecg::db::{EcgOutcome, EcgWrite, NewEcgFile};
+use crate::filelane::db::Delivery;
+use crate::filelane::FileLane;
 use crate::lab::db::{LabOutcome, LabWrite, NewLabMessage};
 use crate::outbox::{
     ItemUpdate, NewItem, Outbox, Priority, QuarantineEntry, QuarantineKind, QuarantineSource,
@@ -131,10 +133,14 @@ async fn lanes_show_waiting_sent_read_and_rejected_with_the_reason() {
         panic!("lab: {lab:?}")
     };
     outbox
-        .write_lab(LabWrite::Delivered {
-            id: lab_id,
-            hub_status: Some("stored".into()),
-        })
+        .record_delivery(
+            FileLane::Lab,
+            Delivery::Delivered {
+                id: lab_id,
+                hub_status: Some("stored".into()),
+                exam_id: None,
+            },
+        )
         .await
         .expect("lab delivered");
     outbox
@@ -167,11 +173,14 @@ async fn lanes_show_waiting_sent_read_and_rejected_with_the_reason() {
         panic!("ecg: {ecg:?}")
     };
     outbox
-        .write_ecg(EcgWrite::Delivered {
-            id: ecg_id,
-            hub_status: Some("stored".into()),
-            exam_id: Some(77),
-        })
+        .record_delivery(
+            FileLane::Ecg,
+            Delivery::Delivered {
+                id: ecg_id,
+                hub_status: Some("stored".into()),
+                exam_id: Some(77),
+            },
+        )
         .await
         .expect("ecg delivered");
 

@@ -27,6 +27,8 @@ use super::{
     StoreOutcome,
 };
 use crate::ecg::db::{EcgOutcome, EcgWrite};
+use crate::filelane::db::Delivery;
+use crate::filelane::FileLane;
 use crate::lab::db::{LabOutcome, LabWrite};
 use crate::reports::db::{ReportOutcome, ReportWrite};
 
@@ -76,6 +78,12 @@ pub(crate) enum Request {
     Ecg {
         write: EcgWrite,
         reply: oneshot::Sender<Result<EcgOutcome, OutboxError>>,
+    },
+    /// What the hub said about an item of a file lane (laboratory message, ECG file).
+    Delivery {
+        lane: FileLane,
+        delivery: Delivery,
+        reply: oneshot::Sender<Result<(), OutboxError>>,
     },
 }
 
@@ -295,7 +303,8 @@ fn answer(req: Request, outcome: Outcome) {
         Request::Abandon { reply, .. }
         | Request::Quarantine { reply, .. }
         | Request::Updates { reply, .. }
-        | Request::Notice { reply, .. } => {
+        | Request::Notice { reply, .. }
+        | Request::Delivery { reply, .. } => {
             let _ = reply.send(Ok(()));
         }
         Request::FileSynced { .. } | Request::AssociationClosed { .. } => {}
@@ -321,7 +330,8 @@ fn fail(req: Request, e: sqlx::Error) {
         Request::Abandon { reply, .. }
         | Request::Quarantine { reply, .. }
         | Request::Updates { reply, .. }
-        | Request::Notice { reply, .. } => {
+        | Request::Notice { reply, .. }
+        | Request::Delivery { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
         Request::FileSynced { .. } | Request::AssociationClosed { .. } => {}
@@ -383,6 +393,9 @@ async fn apply(
                 wakes.forwarder = true;
             }
             return Ok(Outcome::Ecg(outcome));
+        }
+        Request::Delivery { lane, delivery, .. } => {
+            crate::filelane::db::apply(conn, *lane, delivery, now).await?
         }
         Request::FileSynced { id } => mark_synced(conn, &[*id]).await?,
         Request::Abandon { id, .. } => {

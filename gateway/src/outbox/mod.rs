@@ -190,7 +190,8 @@ pub enum QuarantineKind {
 }
 
 impl QuarantineKind {
-    fn as_str(self) -> &'static str {
+    /// The `kind` column's value.
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             QuarantineKind::Dicom => "dicom",
             QuarantineKind::Hl7 => "hl7",
@@ -586,6 +587,21 @@ impl Outbox {
     ) -> Result<crate::ecg::db::EcgOutcome, OutboxError> {
         self.call(|reply| committer::Request::Ecg { write, reply })
             .await
+    }
+
+    /// Durably record what the hub said about an item of a file lane (committed before
+    /// this returns).
+    pub async fn record_delivery(
+        &self,
+        lane: crate::filelane::FileLane,
+        delivery: crate::filelane::db::Delivery,
+    ) -> Result<(), OutboxError> {
+        self.call(|reply| committer::Request::Delivery {
+            lane,
+            delivery,
+            reply,
+        })
+        .await
     }
 
     /// Close the read pool (the committer closes its own connection when it stops).

@@ -437,7 +437,9 @@ fn ecg_file(sha: &str, stat: bool) -> crate::ecg::db::NewEcgFile {
 
 #[tokio::test]
 async fn ecg_files_are_stored_once_sent_stat_first_and_requeued_after_a_rejection() {
-    use crate::ecg::db::{self, EcgOutcome, EcgWrite};
+    use crate::ecg::db::{EcgOutcome, EcgWrite};
+    use crate::filelane::db::{self, Delivery};
+    use crate::filelane::FileLane;
     let dir = tempfile::tempdir().expect("tempdir");
     let o = open(dir.path()).await;
     let write = |w| o.outbox.write_ecg(w);
@@ -457,7 +459,7 @@ async fn ecg_files_are_stored_once_sent_stat_first_and_requeued_after_a_rejectio
         }
     );
     let now = now_ms() + 1;
-    let due = db::due(o.outbox.pool(), now)
+    let due = db::due(o.outbox.pool(), FileLane::Ecg, now)
         .await
         .expect("due")
         .expect("some");
@@ -465,28 +467,29 @@ async fn ecg_files_are_stored_once_sent_stat_first_and_requeued_after_a_rejectio
     // The second imported again as STAT: it is STAT now and goes first.
     let again = write(receive("bb", true)).await.expect("stat again");
     assert!(again.gives_work());
-    let due = db::due(o.outbox.pool(), now)
+    let due = db::due(o.outbox.pool(), FileLane::Ecg, now)
         .await
         .expect("due")
         .expect("some");
-    assert_eq!((due.id, due.stat), (b, true));
+    assert_eq!((due.id, due.urgent), (b, true));
     assert_eq!(due.body, b"bytes of bb");
     // A retry waits its turn without holding the other back.
-    write(EcgWrite::Retry {
+    let record = |d| o.outbox.record_delivery(FileLane::Ecg, d);
+    record(Delivery::Retry {
         id: b,
         next_attempt_at: now + 60_000,
         error: "HTTP 503".into(),
     })
     .await
     .expect("retry");
-    let due = db::due(o.outbox.pool(), now)
+    let due = db::due(o.outbox.pool(), FileLane::Ecg, now)
         .await
         .expect("due")
         .expect("some");
     assert_eq!(due.id, a);
     assert!(o.outbox.next_due_at().await.expect("next").is_some());
 
-    write(EcgWrite::Delivered {
+    record(Delivery::Delivered {
         id: a,
         hub_status: Some("stored".into()),
         exam_id: Some(7),
@@ -510,7 +513,7 @@ async fn ecg_files_are_stored_once_sent_stat_first_and_requeued_after_a_rejectio
         }
     ));
 
-    write(EcgWrite::Rejected {
+    record(Delivery::Rejected {
         id: b,
         reason: "hub refused the file (HTTP 400): no leads".into(),
         quarantine_path: Some("quarantine/x.scp".into()),
@@ -531,11 +534,11 @@ async fn ecg_files_are_stored_once_sent_stat_first_and_requeued_after_a_rejectio
         write(receive("bb", false)).await.expect("requeue"),
         EcgOutcome::Requeued(b)
     );
-    let due = db::due(o.outbox.pool(), now_ms() + 1)
+    let due = db::due(o.outbox.pool(), FileLane::Ecg, now_ms() + 1)
         .await
         .expect("due")
         .expect("some");
-    assert_eq!((due.id, due.stat, due.attempts), (b, true, 0));
+    assert_eq!((due.id, due.urgent, due.attempts), (b, true, 0));
     assert_eq!(due.body, b"bytes of bb");
     o.close().await;
 }

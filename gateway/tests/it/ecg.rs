@@ -4,20 +4,18 @@
 //! `tests` crate) that records what arrives.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use sqlx::Row;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::file_lanes::*;
 use crate::helpers::*;
 
 /// The gateway key the stand-in expects.
@@ -81,10 +79,8 @@ struct PeerState {
     /// Requests answered only after this long (then set back to 0).
     first_delay_ms: AtomicU64,
     next_exam: AtomicI64,
-    /// STOW-RS requests: started, finished (each answered 503 after `stow_delay_ms`).
-    stow_started: AtomicUsize,
-    stow_finished: AtomicUsize,
-    stow_delay_ms: AtomicU64,
+    /// The DICOM lane's STOW-RS, always busy.
+    stow: Arc<BusyStow>,
 }
 
 impl PeerState {
@@ -148,19 +144,10 @@ async fn ingest(
     HttpResponse::Ok().json(json!({"status": "stored", "exam_id": exam_id}))
 }
 
-async fn stow(state: State) -> HttpResponse {
-    state.stow_started.fetch_add(1, Ordering::SeqCst);
-    let delay = state.stow_delay_ms.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(delay)).await;
-    state.stow_finished.fetch_add(1, Ordering::SeqCst);
-    HttpResponse::ServiceUnavailable().body("busy")
-}
-
-/// The hub stand-in (plain HTTP on 127.0.0.1).
+/// The hub stand-in: `POST /ingest/ecg` and a busy STOW-RS.
 struct EcgHub {
     state: Arc<PeerState>,
-    port: u16,
-    handle: Option<ServerHandle>,
+    server: StandIn,
 }
 
 impl EcgHub {
@@ -173,50 +160,22 @@ impl EcgHub {
     }
 
     async fn start_with(state: Arc<PeerState>, port: u16) -> EcgHub {
-        let listener =
-            std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let data = web::Data::new(Arc::clone(&state));
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
-                .route("/ingest/ecg", web::post().to(ingest))
-                .route("/dicomweb/studies", web::post().to(stow))
-        })
-        .workers(2)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .listen(listener)
-        .expect("listen")
-        .run();
-        let handle = server.handle();
-        tokio::spawn(server);
-        EcgHub {
-            state,
-            port,
-            handle: Some(handle),
-        }
+        let shared = Arc::clone(&state);
+        let server = StandIn::start(port, move |cfg| {
+            cfg.app_data(web::Data::new(Arc::clone(&shared)))
+                .route("/ingest/ecg", web::post().to(ingest));
+            BusyStow::route(&shared.stow, cfg);
+        });
+        EcgHub { state, server }
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn stop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            handle.stop(false).await;
-        }
+        self.server.url()
     }
 }
 
 async fn start_gateway(hub_url: String, adjust: impl FnOnce(&mut gateway::Config)) -> TestApp {
-    TestApp::start(move |c| {
-        c.hub_url = hub_url;
-        c.hub_key = ECG_HUB_KEY.into();
-        adjust(c);
-    })
-    .await
+    start_gateway_for(hub_url, ECG_HUB_KEY, adjust).await
 }
 
 fn import_dir(data_dir: &Path) -> PathBuf {
@@ -284,22 +243,13 @@ async fn ecg_rows(app: &TestApp) -> Vec<EcgRow> {
 
 /// ECG quarantine rows: (source, file_name, reason, path).
 async fn ecg_quarantine(app: &TestApp) -> Vec<(String, Option<String>, String, Option<String>)> {
-    sqlx::query(
-        "SELECT source, file_name, reason, path FROM quarantine WHERE kind = 'ecg' ORDER BY id",
-    )
-    .fetch_all(app.gateway().outbox().pool())
-    .await
-    .expect("quarantine rows")
-    .iter()
-    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-    .collect()
+    quarantine_of(app, "ecg", "file_name").await
 }
 
 async fn stored_count(state: &Arc<PeerState>, n: usize, what: &str) {
     let state = Arc::clone(state);
-    eventually(Duration::from_secs(30), what, move || {
-        let state = Arc::clone(&state);
-        async move { state.stored().len() >= n }
+    count_reaches(Duration::from_secs(30), what, n, move || {
+        state.stored().len()
     })
     .await;
 }
@@ -635,7 +585,7 @@ async fn hub_verdicts_retry_quarantine_and_stat_goes_first() {
         ]
     );
     app.stop().await;
-    hub.stop().await;
+    hub.server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -679,7 +629,7 @@ async fn a_file_still_being_written_is_not_taken_early() {
 async fn ecg_files_do_not_wait_behind_dicom_uploads() {
     let hub = EcgHub::start().await;
     // Every STOW-RS request hangs for a while (then fails): the DICOM lane is busy.
-    hub.state.stow_delay_ms.store(8_000, Ordering::SeqCst);
+    hub.state.stow.delay_ms.store(8_000, Ordering::SeqCst);
     let app = start_gateway(hub.url(), |c| c.forward_concurrency = 1).await;
     let run = app.storescu(&[], &[testdata("single/CT_small.dcm")]).await;
     assert_eq!(run.stored(), 1, "{}", run.output);
@@ -689,7 +639,7 @@ async fn ecg_files_do_not_wait_behind_dicom_uploads() {
         "a STOW-RS request in flight",
         move || {
             let state = Arc::clone(&state);
-            async move { state.stow_started.load(Ordering::SeqCst) >= 1 }
+            async move { state.stow.started.load(Ordering::SeqCst) >= 1 }
         },
     )
     .await;
@@ -697,7 +647,7 @@ async fn ecg_files_do_not_wait_behind_dicom_uploads() {
     assert_eq!(code, 0);
     stored_count(&hub.state, 1, "the ECG file at the hub").await;
     assert_eq!(
-        hub.state.stow_finished.load(Ordering::SeqCst),
+        hub.state.stow.finished.load(Ordering::SeqCst),
         0,
         "delivered while the DICOM upload was still under way"
     );
@@ -706,31 +656,9 @@ async fn ecg_files_do_not_wait_behind_dicom_uploads() {
 
 /// `gateway run` as a process (no report page, no HL7 listener).
 async fn spawn_gateway(data_dir: &Path, hub_url: &str) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .arg("run")
-        .env("GATEWAY_LISTEN", "127.0.0.1:0")
-        .env("GATEWAY_DATA_DIR", data_dir)
-        .env("GATEWAY_HUB_URL", hub_url)
-        .env("GATEWAY_HUB_KEY", ECG_HUB_KEY)
-        .env("GATEWAY_REPORT_LISTEN", "")
-        .env("GATEWAY_HL7_LISTEN", "")
-        .env("GATEWAY_BACKOFF_BASE_MS", "50")
-        .env("GATEWAY_BACKOFF_MAX_MS", "500")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("gateway binary starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+    spawn_gateway_run(data_dir, hub_url, ECG_HUB_KEY, "")
         .await
-        .expect("ready line in time")
-        .expect("read stdout")
-        .expect("a line");
-    assert!(line.starts_with("gateway ready: dicom="), "{line}");
-    child
+        .0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -747,13 +675,7 @@ async fn sigkill_after_import_then_restart_still_delivers() {
         waiting_in_folder(&data_dir).is_empty()
     })
     .await;
-    let killed = Command::new("kill")
-        .args(["-KILL", &child.id().expect("running").to_string()])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(killed.success());
-    let _ = child.wait().await;
+    kill_hard(&mut child).await;
 
     // While the gateway is down, the command still works: the file waits in the folder.
     let (code, lines) = import_cmd(&data_dir, false, &[ecg_testdata(AECG)]).await;
@@ -767,10 +689,6 @@ async fn sigkill_after_import_then_restart_still_delivers() {
     assert_eq!(got.priority, "stat");
     assert!(got.body == read(&ecg_testdata(SCP)));
     assert!(hub.state.stored_named(AECG).body == read(&ecg_testdata(AECG)));
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().expect("running").to_string()])
-        .status()
-        .await;
-    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
-    hub.stop().await;
+    terminate(&mut child).await;
+    hub.server.stop().await;
 }

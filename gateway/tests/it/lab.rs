@@ -7,17 +7,17 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use sqlx::Row;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
+use crate::file_lanes::*;
 use crate::helpers::*;
 
 /// The gateway key the stand-in expects.
@@ -74,10 +74,8 @@ struct PeerState {
     headers: Mutex<Vec<(String, String)>>,
     /// Answers to give before behaving normally: (status, body).
     script: Mutex<VecDeque<(u16, String)>>,
-    /// STOW-RS requests: started, finished (each answered 503 after `stow_delay_ms`).
-    stow_started: AtomicUsize,
-    stow_finished: AtomicUsize,
-    stow_delay_ms: AtomicU64,
+    /// The DICOM lane's STOW-RS, always busy.
+    stow: Arc<BusyStow>,
 }
 
 impl PeerState {
@@ -123,19 +121,10 @@ async fn ingest(state: State, req: HttpRequest, body: web::Bytes) -> HttpRespons
     HttpResponse::Ok().json(json!({"status": "stored", "orders": []}))
 }
 
-async fn stow(state: State) -> HttpResponse {
-    state.stow_started.fetch_add(1, Ordering::SeqCst);
-    let delay = state.stow_delay_ms.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(delay)).await;
-    state.stow_finished.fetch_add(1, Ordering::SeqCst);
-    HttpResponse::ServiceUnavailable().body("busy")
-}
-
-/// The hub stand-in (plain HTTP on 127.0.0.1).
+/// The hub stand-in: `POST /ingest/hl7` and a busy STOW-RS.
 struct LabHub {
     state: Arc<PeerState>,
-    port: u16,
-    handle: Option<ServerHandle>,
+    server: StandIn,
 }
 
 impl LabHub {
@@ -144,51 +133,18 @@ impl LabHub {
     }
 
     async fn start_with(state: Arc<PeerState>, port: u16) -> LabHub {
-        let listener =
-            std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let data = web::Data::new(Arc::clone(&state));
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
-                .route("/ingest/hl7", web::post().to(ingest))
-                .route("/dicomweb/studies", web::post().to(stow))
-        })
-        .workers(2)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .listen(listener)
-        .expect("listen")
-        .run();
-        let handle = server.handle();
-        tokio::spawn(server);
-        LabHub {
-            state,
-            port,
-            handle: Some(handle),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn stop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            handle.stop(false).await;
-        }
+        let shared = Arc::clone(&state);
+        let server = StandIn::start(port, move |cfg| {
+            cfg.app_data(web::Data::new(Arc::clone(&shared)))
+                .route("/ingest/hl7", web::post().to(ingest));
+            BusyStow::route(&shared.stow, cfg);
+        });
+        LabHub { state, server }
     }
 }
 
 async fn start_gateway(hub: &LabHub, adjust: impl FnOnce(&mut gateway::Config)) -> TestApp {
-    let url = hub.url();
-    TestApp::start(move |c| {
-        c.hub_url = url;
-        c.hub_key = LAB_HUB_KEY.into();
-        adjust(c);
-    })
-    .await
+    start_gateway_for(hub.server.url(), LAB_HUB_KEY, adjust).await
 }
 
 fn hl7_port(app: &TestApp) -> u16 {
@@ -261,22 +217,13 @@ async fn lab_rows(app: &TestApp) -> Vec<(String, String, i64)> {
 
 /// HL7 quarantine rows: (source, control id, reason, path).
 async fn lab_quarantine(app: &TestApp) -> Vec<(String, Option<String>, String, Option<String>)> {
-    sqlx::query(
-        "SELECT source, control_id, reason, path FROM quarantine WHERE kind = 'hl7' ORDER BY id",
-    )
-    .fetch_all(app.gateway().outbox().pool())
-    .await
-    .expect("quarantine rows")
-    .iter()
-    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-    .collect()
+    quarantine_of(app, "hl7", "control_id").await
 }
 
 async fn stored_count(state: &Arc<PeerState>, n: usize, what: &str) {
     let state = Arc::clone(state);
-    eventually(Duration::from_secs(20), what, move || {
-        let state = Arc::clone(&state);
-        async move { state.stored().len() >= n }
+    count_reaches(Duration::from_secs(20), what, n, move || {
+        state.stored().len()
     })
     .await;
 }
@@ -666,7 +613,7 @@ async fn several_connections_at_once_each_with_several_messages() {
 async fn lab_messages_do_not_wait_behind_dicom_uploads() {
     let hub = LabHub::start().await;
     // Every STOW-RS request hangs for a while (then fails): the DICOM lane is busy.
-    hub.state.stow_delay_ms.store(8_000, Ordering::SeqCst);
+    hub.state.stow.delay_ms.store(8_000, Ordering::SeqCst);
     let app = start_gateway(&hub, |c| c.forward_concurrency = 1).await;
     let run = app.storescu(&[], &[testdata("single/CT_small.dcm")]).await;
     assert_eq!(run.stored(), 1, "{}", run.output);
@@ -676,7 +623,7 @@ async fn lab_messages_do_not_wait_behind_dicom_uploads() {
         "a STOW-RS request in flight",
         move || {
             let state = Arc::clone(&state);
-            async move { state.stow_started.load(Ordering::SeqCst) >= 1 }
+            async move { state.stow.started.load(Ordering::SeqCst) >= 1 }
         },
     )
     .await;
@@ -684,7 +631,7 @@ async fn lab_messages_do_not_wait_behind_dicom_uploads() {
     assert_eq!(acks[0].code, "AA");
     stored_count(&hub.state, 1, "the lab message at the hub").await;
     assert_eq!(
-        hub.state.stow_finished.load(Ordering::SeqCst),
+        hub.state.stow.finished.load(Ordering::SeqCst),
         0,
         "delivered while the DICOM upload was still under way"
     );
@@ -693,30 +640,7 @@ async fn lab_messages_do_not_wait_behind_dicom_uploads() {
 
 /// `gateway run` with the HL7 listener on a free port; the child and the HL7 port.
 async fn spawn_gateway(data_dir: &Path, hub_url: &str) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .arg("run")
-        .env("GATEWAY_LISTEN", "127.0.0.1:0")
-        .env("GATEWAY_DATA_DIR", data_dir)
-        .env("GATEWAY_HUB_URL", hub_url)
-        .env("GATEWAY_HUB_KEY", LAB_HUB_KEY)
-        .env("GATEWAY_REPORT_LISTEN", "")
-        .env("GATEWAY_HL7_LISTEN", "127.0.0.1:0")
-        .env("GATEWAY_BACKOFF_BASE_MS", "50")
-        .env("GATEWAY_BACKOFF_MAX_MS", "500")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("gateway binary starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("ready line in time")
-        .expect("read stdout")
-        .expect("a line");
-    assert!(line.starts_with("gateway ready: dicom="), "{line}");
+    let (child, line) = spawn_gateway_run(data_dir, hub_url, LAB_HUB_KEY, "127.0.0.1:0").await;
     let hl7: SocketAddr = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("hl7="))
@@ -736,25 +660,14 @@ async fn sigkill_right_after_aa_then_restart_still_delivers() {
     let (mut child, port) = spawn_gateway(dir.path(), &hub_url).await;
     let acks = mllp_send(port, &hl7_testdata(LAB), true).await;
     assert_eq!(acks[0].code, "AA");
-    let pid = child.id().expect("running").to_string();
-    let killed = Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(killed.success());
-    let _ = child.wait().await;
+    kill_hard(&mut child).await;
 
     let mut hub = LabHub::start_with(Arc::new(PeerState::default()), hub_port).await;
     let (mut child, _) = spawn_gateway(dir.path(), &hub_url).await;
     stored_count(&hub.state, 1, "delivered after the restart").await;
     assert_eq!(hub.state.stored(), vec![loose(&read(&hl7_testdata(LAB)))]);
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().expect("running").to_string()])
-        .status()
-        .await;
-    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
-    hub.stop().await;
+    terminate(&mut child).await;
+    hub.server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 
 mod binary;
 mod ecg;
+mod file_lanes;
 mod forward;
 mod helpers;
 mod lab;
