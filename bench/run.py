@@ -4,7 +4,7 @@ with Orthanc (when the Debian packages `orthanc` and `orthanc-dicomweb` are inst
 
     python3 bench/run.py [--workdir DIR] [--ct-slices 300] [--skip-orthanc]
                          [--only cstore,stow,qido,metadata,memory,rendered] [--no-build]
-                         [--rounds 3] [--memory-mb 1000] [--keep]
+                         [--rounds 3] [--memory-mb 1000] [--keep] [--python-client]
 
 See docs/benchmark.md for the method and the latest figures.
 
@@ -27,9 +27,12 @@ Loads (each reported as ours, Orthanc's, the ratio and the target):
             is shown for information.
   rendered  WADO-RS `.../instances/{sop}/rendered` as image/jpeg of the 512x512 16-bit CT
             slices: every slice once, sequentially, with the header's window (ours: server
-            time from the hub's access log %D, plus client time on loopback), then every
-            slice again with each of 3 explicit windows from 4 client threads (images/s).
-            Every request renders (ours: no cache hit; never rendered with that window).
+            time from the hub's access log %D, plus client time on loopback), then the
+            rate pass: wrk (a C load generator; Debian: `apt-get install wrk`), one thread,
+            4 connections, 15 s per server, over the same list of 30000 distinct
+            (slice, window) URLs for both servers (images/s, CPU ms per image). Without wrk
+            (or with --python-client) the rate pass is 4 Python threads over every slice
+            x 3 windows, as before. Every request renders (ours: no render-cache hit).
             Targets: our median server time < 10 ms; our rate >= 2x Orthanc's.
 
 Every server runs on 127.0.0.1 with a fresh data directory under the work directory.
@@ -93,6 +96,14 @@ RENDER_CLIENTS = 4  # rate pass of the rendered load: 2 per core
 # function (Orthanc refuses center,width alone).
 RENDER_RATE_WINDOWS = ["40,400,linear", "-600,1500,linear", "50,350,linear"]
 RENDER_SERVER_MS = 10  # target: median server time of one 512x512 CT slice to JPEG
+# With wrk: a fixed time per server over (slice, window) pairs never asked for before,
+# windows 40+2k,400 for k < RENDER_RATE_WINDOW_COUNT (300 slices x 100 = 30000 distinct
+# URLs, more than either server answers in RENDER_WRK_SECONDS: no render-cache hit).
+RENDER_WRK_SECONDS = 15
+RENDER_RATE_WINDOW_COUNT = 100
+# wrk (Debian: apt-get install wrk), a C load generator using ~0.05 ms CPU per request;
+# without it the rate pass falls back to Python threads.
+WRK = shutil.which("wrk")
 
 # Accounts the script creates in every hub it starts (the hub authenticates every request).
 BENCH_SITE = "bench"
@@ -1036,32 +1047,17 @@ class Bench:
                 + (f", handler median {seq['handler_median_ms']:.2f} ms (Server-Timing)" if app_ms else "")
                 + f", {seq['mean_jpeg_bytes'] / 1e3:.0f} kB/image; {cpu.summary()}")
 
-            # Rate: every slice again per window not asked for before, several clients.
-            parts = [sops[i::RENDER_CLIENTS] for i in range(RENDER_CLIENTS)]
-            total = n * len(RENDER_RATE_WINDOWS)
-            barrier = threading.Barrier(RENDER_CLIENTS + 1)
-
-            def client(mine):
-                with requests.Session() as s:
-                    get(s, sops[0], "?quality=89")  # connection up before the clock starts
-                    barrier.wait(timeout=60)
-                    for window in RENDER_RATE_WINDOWS:
-                        for sop in mine:
-                            check_stop()
-                            get(s, sop, f"?window={window}")
-
-            with ThreadPoolExecutor(RENDER_CLIENTS) as ex:
-                futs = [ex.submit(client, p) for p in parts]
-                barrier.wait(timeout=120)
-                with CpuMeter(t.pids()) as rcpu:
-                    t0 = time.perf_counter()
-                    for f in futs:
-                        f.result()
-                    wall = time.perf_counter() - t0
-            rate = {"clients": RENDER_CLIENTS, "requests": total, "wall_s": wall,
-                    "images_per_s": total / wall, "cpu_s": rcpu.cpu_s}
-            log(f"rendered: {t.name}: {RENDER_CLIENTS} clients, {n} slices x {len(RENDER_RATE_WINDOWS)} windows: "
-                f"{total / wall:.1f} images/s; {rcpu.summary()}")
+            # Rate: every request a (slice, window) pair never asked for before, from
+            # RENDER_CLIENTS concurrent connections: wrk (C, one thread) when installed,
+            # else Python threads (which take 1-2 ms of CPU per request on the same cores).
+            if WRK and not self.args.python_client:
+                rate = self.rendered_rate_wrk(t, base, sops, headers)
+            else:
+                rate = self.rendered_rate_python(t, sops, get)
+            check_rendered_sample(t, base, headers, rate.pop("check_paths"))
+            log(f"rendered: {t.name}: {rate['client']}, {rate['requests']} requests: "
+                f"{rate['images_per_s']:.1f} images/s, CPU per image: "
+                + ", ".join(f"{k} {v:.2f} ms" for k, v in rate["cpu_ms_per_image"].items()))
             res[t.name] = {"sequential": seq, "rate": rate}
         self.report.details["rendered"] = res
         ours, orth = res["ours"], res.get("orthanc")
@@ -1073,9 +1069,76 @@ class Bench:
                             ours["sequential"]["client_median_ms"],
                             orth["sequential"]["client_median_ms"] if orth else None, "lower", 0, "info")
         self.report.rows[-1].passed = None
-        self.report.compare("rendered", f"rendered JPEG rate, {RENDER_CLIENTS} clients", "img/s",
+        self.report.compare("rendered", f"rendered JPEG rate, {ours['rate']['client']}", "img/s",
                             ours["rate"]["images_per_s"], orth["rate"]["images_per_s"] if orth else None,
                             "higher", 2, "ours >= 2x")
+        self.report.compare("rendered", "  (info) server CPU per image, rate pass", "ms",
+                            ours["rate"]["cpu_ms_per_image"].get("hub"),
+                            orth["rate"]["cpu_ms_per_image"].get("orthanc") if orth else None,
+                            "lower", 0, "info")
+        self.report.rows[-1].passed = None
+
+    def rendered_rate_wrk(self, t: Target, base: str, sops: list[str], headers: dict) -> dict:
+        """wrk, one thread, RENDER_CLIENTS connections, for RENDER_WRK_SECONDS over a list of
+        distinct (slice, window) URLs in the same order for every server."""
+        paths = rate_paths(base, sops)
+        run_dir = Path(self.procs.run_dir)
+        script = run_dir / f"rendered-{t.name}.lua"
+        script.write_text(wrk_script(paths, headers))
+        url = urllib.parse.urlsplit(base)
+        argv = [WRK, "-t1", f"-c{RENDER_CLIENTS}", f"-d{RENDER_WRK_SECONDS}s", "--timeout", "30s",
+                "-s", str(script), f"{url.scheme}://{url.netloc}"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with CpuMeter(t.pids()) as cpu:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=RENDER_WRK_SECONDS + 120)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        line = next((x for x in p.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
+        if p.returncode != 0 or line is None:
+            raise ProductError(f"rendered: wrk against {t.name} failed (exit {p.returncode}):\n"
+                               + (p.stdout + p.stderr)[-1500:])
+        w = json.loads(line[len("WRK_JSON "):])
+        n, wall = w["requests"], w["duration_us"] / 1e6
+        if w["status_errors"] or w["socket_errors"]:
+            raise ProductError(f"rendered: {t.name}: {w['status_errors']} non-2xx answers, "
+                               f"{w['socket_errors']} socket errors under wrk:\n{p.stdout[-1500:]}")
+        if n > len(paths):
+            raise ProductError(f"rendered: {t.name}: {n} requests > {len(paths)} distinct URLs: "
+                               "raise RENDER_RATE_WINDOW_COUNT (repeats would hit our render cache)")
+        cpu_ms = {k: v * 1e3 / n for k, v in cpu.cpu_s.items() if k not in ("client", "storescu")}
+        cpu_ms["wrk"] = ((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)) * 1e3 / n
+        return {"client": f"wrk, {RENDER_CLIENTS} connections", "requests": n, "wall_s": wall,
+                "images_per_s": n / wall, "latency_p50_ms": w["p50_us"] / 1e3,
+                "latency_p99_ms": w["p99_us"] / 1e3, "distinct_urls": len(paths),
+                "cpu_s": cpu.cpu_s, "cpu_ms_per_image": cpu_ms, "check_paths": paths[:3]}
+
+    def rendered_rate_python(self, t: Target, sops: list[str], get) -> dict:
+        """The fallback client: RENDER_CLIENTS Python threads, one requests.Session each,
+        every slice once per window of RENDER_RATE_WINDOWS."""
+        parts = [sops[i::RENDER_CLIENTS] for i in range(RENDER_CLIENTS)]
+        total = len(sops) * len(RENDER_RATE_WINDOWS)
+        barrier = threading.Barrier(RENDER_CLIENTS + 1)
+
+        def client(mine):
+            with requests.Session() as s:
+                get(s, sops[0], "?quality=89")  # connection up before the clock starts
+                barrier.wait(timeout=60)
+                for window in RENDER_RATE_WINDOWS:
+                    for sop in mine:
+                        check_stop()
+                        get(s, sop, f"?window={window}")
+
+        with ThreadPoolExecutor(RENDER_CLIENTS) as ex:
+            futs = [ex.submit(client, p) for p in parts]
+            barrier.wait(timeout=120)
+            with CpuMeter(t.pids()) as rcpu:
+                t0 = time.perf_counter()
+                for f in futs:
+                    f.result()
+                wall = time.perf_counter() - t0
+        cpu_ms = {k: v * 1e3 / total for k, v in rcpu.cpu_s.items() if k != "storescu"}
+        return {"client": f"{RENDER_CLIENTS} Python clients", "requests": total, "wall_s": wall,
+                "images_per_s": total / wall, "cpu_s": rcpu.cpu_s, "cpu_ms_per_image": cpu_ms,
+                "check_paths": [f"{sops[0]}/rendered?window={RENDER_RATE_WINDOWS[0]}"]}
 
     # e. Memory ------------------------------------------------------------------------
     def memory(self):
@@ -1148,6 +1211,54 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
             return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
         i += 2 + length
     return None
+
+
+def rate_paths(base: str, sops: list[str]) -> list[str]:
+    """Request paths of the wrk rate pass: every slice with window k, then k+1...; every
+    (slice, window) pair distinct, so neither server can answer from a rendered cache."""
+    path = urllib.parse.urlsplit(base).path
+    return [f"{path}{sop}/rendered?window={40 + 2 * k},400,linear"
+            for k in range(RENDER_RATE_WINDOW_COUNT) for sop in sops]
+
+
+def wrk_script(paths: list[str], headers: dict) -> str:
+    """A wrk Lua script walking `paths` in order (one wrk thread, so one walk shared by
+    all connections) and printing a WRK_JSON summary line."""
+    hdrs = ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items())
+    lines = ",\n".join(json.dumps(p) for p in paths)
+    return f"""-- generated by bench/run.py (rendered load)
+local paths = {{
+{lines}
+}}
+local headers = {{ {hdrs} }}
+local i = 0
+request = function()
+  i = i + 1
+  if i > #paths then i = 1 end
+  return wrk.format("GET", paths[i], headers)
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {{"requests": %d, "duration_us": %d, "status_errors": %d, "socket_errors": %d, "p50_us": %d, "p99_us": %d}}\\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def check_rendered_sample(t: Target, base: str, headers: dict, paths: list[str]) -> None:
+    """After a rate pass: a few of its URLs answer a 512x512 JPEG (wrk only counts
+    statuses)."""
+    root = urllib.parse.urlsplit(base)
+    with requests.Session() as s:
+        for p in paths:
+            # wrk's paths are absolute; the Python client's are relative to `base`.
+            url = f"{root.scheme}://{root.netloc}{p}" if p.startswith("/") else base + p
+            r = s.get(url, headers=headers, timeout=HTTP_TIMEOUT)
+            if r.status_code != 200 or jpeg_size(r.content) != (512, 512):
+                raise ProductError(f"rendered: {t.name}: {p}: HTTP {r.status_code}, "
+                                   f"JPEG size {jpeg_size(r.content)}")
 
 
 def access_log_ms(log_path: Path, offset: int, needle: str) -> list[float]:
@@ -1358,6 +1469,8 @@ def parse_args(argv=None):
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds of the cstore and stow loads, each on a new CT copy; median reported")
     ap.add_argument("--keep", action="store_true", help="keep the run's data directories and logs")
+    ap.add_argument("--python-client", action="store_true",
+                    help="rendered rate pass with Python threads even when wrk is installed")
     args = ap.parse_args(argv)
     args.loads = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = set(args.loads) - set(LOADS)

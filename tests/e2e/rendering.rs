@@ -120,11 +120,15 @@ pub async fn rendered_thumbnail_and_frames(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-/// JPEG-LS: not decodable by this build (CharLS is C++; see docs/dicomweb.md).
+/// JPEG-LS lossless: decoded in pure Rust for one component; colour answers 406.
 const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
 
-/// Transfer syntaxes of the shared sample data, every one of which the comparison covers.
-const SAMPLE_SYNTAXES: [&str; 7] = [
+/// The generated colour JPEG-LS file (`render_check.py prepare`), which the hub refuses.
+const JPEG_LS_COLOUR: &str = "jpegls_rgb";
+
+/// Transfer syntaxes of the shared sample data and the generated files, every one of
+/// which the comparison covers.
+const SAMPLE_SYNTAXES: [&str; 8] = [
     "1.2.840.10008.1.2",      // implicit VR little endian
     "1.2.840.10008.1.2.1",    // explicit VR little endian
     "1.2.840.10008.1.2.1.99", // deflated
@@ -132,6 +136,7 @@ const SAMPLE_SYNTAXES: [&str; 7] = [
     "1.2.840.10008.1.2.4.50", // JPEG baseline
     "1.2.840.10008.1.2.4.91", // JPEG 2000
     JPEG_LS_LOSSLESS,
+    "1.2.840.10008.1.2.4.81", // JPEG-LS near-lossless (generated)
 ];
 
 /// One rendered request of the comparison: (path and query after the instance URL,
@@ -246,8 +251,9 @@ async fn frame_part(url: &str, token: &str) -> Result<Vec<u8>> {
 
 /// Every transfer syntax of the sample data, rendered by the hub (PNG and JPEG, header
 /// window, explicit windows of every VOI LUT function, viewport, frames of a multi-frame
-/// image, MONOCHROME1, RGB, YBR, palette), agrees with pydicom + numpy; the raw frames
-/// agree with pydicom's pixel arrays; JPEG-LS answers 406 naming the syntax.
+/// image, MONOCHROME1, RGB, YBR, palette, JPEG-LS lossless and near-lossless), agrees
+/// with pydicom + numpy; the raw frames agree with pydicom's pixel arrays (CharLS for
+/// JPEG-LS); colour JPEG-LS answers 406 naming the syntax.
 pub async fn rendered_matches_pydicom(backend: Backend) -> Result<()> {
     let env = Env::new(backend).await?;
     let hub = Hub::start(&env, "hub", 0)?;
@@ -272,13 +278,16 @@ pub async fn rendered_matches_pydicom(backend: Backend) -> Result<()> {
     let mut n = 0;
     for f in &files {
         let base = f.url(&root);
-        if f.ts == JPEG_LS_LOSSLESS {
+        if f.name() == JPEG_LS_COLOUR {
             for url in [format!("{base}/rendered"), format!("{base}/frames/1")] {
                 let (status, _, body) = get(&url, &reader, None).await?;
                 let text = String::from_utf8_lossy(&body);
                 ensure!(
-                    status == 406 && text.contains(JPEG_LS_LOSSLESS) && text.contains("JPEG-LS"),
-                    "{url}: expected 406 naming JPEG-LS, got {status} {text}"
+                    status == 406
+                        && text.contains(JPEG_LS_LOSSLESS)
+                        && text.contains("JPEG-LS")
+                        && text.contains("colour"),
+                    "{url}: expected 406 naming colour JPEG-LS, got {status} {text}"
                 );
             }
             continue;

@@ -7,7 +7,10 @@ compared pixel by pixel within a tolerance.
         Copy the sample files into OUT_DIR with fresh UIDs (some samples share a SOP
         Instance UID on purpose; the hub would refuse the second), keeping their transfer
         syntax, and add generated cases the sample data lacks: a 3-frame signed image
-        with rescale and a header window, PALETTE COLOR, native YBR_FULL. Prints one
+        with rescale and a header window, PALETTE COLOR, native YBR_FULL, and JPEG-LS
+        made with pyjpegls (CharLS): a 2-frame 12-bit near-lossless (NEAR=2, .81) image
+        with rescale and window, an 8-bit lossless MONOCHROME1 one, and an RGB one (the
+        hub answers 406 for colour JPEG-LS). Prints one
         line per file: path, transfer syntax UID, study, series, SOP instance UIDs,
         number of frames, photometric interpretation (tab separated).
 
@@ -35,7 +38,7 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_windowing
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, JPEGLSNearLossless
 
 ROOT = "1.2.826.0.1.3680043.8.498."
 JPEG_LOSSY_SYNTAXES = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"}
@@ -129,6 +132,32 @@ def generated(out_dir, salt):
     ds = new_image(p, salt, 64, 64, "YBR_FULL", 3, 8)
     ybr = np.stack([(xx * 3 + 40) % 256, (yy * 4) % 256, 255 - yy * 2], axis=-1).astype(np.uint8)
     ds.PixelData = ybr.tobytes()
+    ds.save_as(p, enforce_file_format=True)
+    paths.append(p)
+    # JPEG-LS the sample data lacks (pydicom encodes with pyjpegls, i.e. CharLS): near-
+    # lossless 12-bit, 2 frames (one fragment each), rescale and a header window.
+    p = os.path.join(out_dir, "jpegls_near.dcm")
+    ds = new_image(p, salt, 64, 64, "MONOCHROME2", 1, 16, frames=2)
+    ds.BitsStored, ds.HighBit = 12, 11
+    stack = np.stack([((xx * 40 + yy * 7 + f * 300 + (xx * yy) % 17) % 4096).astype(np.uint16) for f in range(2)])
+    ds.RescaleSlope, ds.RescaleIntercept = "1", "-1024"
+    ds.WindowCenter, ds.WindowWidth = "40", "400"
+    ds.PixelData = stack.tobytes()
+    ds.compress(JPEGLSNearLossless, jls_error=2, generate_instance_uid=False)
+    ds.save_as(p, enforce_file_format=True)
+    paths.append(p)
+    # Lossless 8-bit MONOCHROME1, no window (the frame's own range).
+    p = os.path.join(out_dir, "jpegls_8bit.dcm")
+    ds = new_image(p, salt, 48, 64, "MONOCHROME1", 1, 8)
+    ds.PixelData = ((xx[:48] * 3 + yy[:48] * 2) % 200 + 20).astype(np.uint8).tobytes()
+    ds.compress(JPEGLSLossless, generate_instance_uid=False)
+    ds.save_as(p, enforce_file_format=True)
+    paths.append(p)
+    # Colour: three components, which the hub's decoder does not do (406 naming it).
+    p = os.path.join(out_dir, "jpegls_rgb.dcm")
+    ds = new_image(p, salt, 64, 64, "RGB", 3, 8)
+    ds.PixelData = np.stack([xx * 3, yy * 4, 255 - yy * 2], axis=-1).astype(np.uint8).tobytes()
+    ds.compress(JPEGLSLossless, generate_instance_uid=False)
     ds.save_as(p, enforce_file_format=True)
     paths.append(p)
     return paths

@@ -95,12 +95,7 @@ pub async fn frames(
     let list = wanted.clone();
     let decode = with_instance(&state, &inst, move |obj| {
         list.iter()
-            .map(|&n| {
-                let px = pipeline::decode_frame(obj, n)?;
-                px.frame_data(0)
-                    .map(<[u8]>::to_vec)
-                    .map_err(|e| pipeline::RenderError::Corrupt(e.to_string()))
-            })
+            .map(|&n| pipeline::decode_frame(obj, n).map(|px| px.data))
             .collect::<Result<Vec<Vec<u8>>, _>>()
     });
     let ((), data) = tokio::try_join!(audit, decode)?;

@@ -1,5 +1,6 @@
-//! JPEG and PNG encoding of rendered pixels. jpeg-encoder (already built for the transfer
-//! syntax registry) and png replace the `image` crate: we only need two encoders.
+//! JPEG and PNG encoding of rendered pixels: grey JPEG by our own baseline encoder
+//! (`super::jpeg_grey`, about 3x faster than jpeg-encoder on windowed CT), colour JPEG by
+//! jpeg-encoder (already built for the transfer syntax registry), PNG by png.
 
 use super::params::Format;
 use super::pipeline::{Image, RenderError};
@@ -23,52 +24,15 @@ fn jpeg(img: &Image, quality: u8) -> Result<Vec<u8>, RenderError> {
             )))
         }
     };
+    let quality = quality.clamp(1, 100);
+    if img.channels == 1 {
+        return super::jpeg_grey::encode_grey(&img.pixels, w, h, quality);
+    }
     let mut out = Vec::with_capacity(img.pixels.len() / 4);
-    let encoder = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
-    let done = if img.channels == 3 {
-        encoder.encode(&img.pixels, w, h, jpeg_encoder::ColorType::Rgb)
-    } else {
-        encoder.encode_image(GreyRows {
-            pixels: &img.pixels,
-            width: w,
-            height: h,
-        })
-    };
-    done.map_err(|e| RenderError::Corrupt(format!("JPEG encoding: {e}")))?;
+    jpeg_encoder::Encoder::new(&mut out, quality)
+        .encode(&img.pixels, w, h, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| RenderError::Corrupt(format!("JPEG encoding: {e}")))?;
     Ok(out)
-}
-
-/// Grey pixels handed to the JPEG encoder a row at a time by slice copy: the encoder's
-/// own grey image type pushes them byte by byte, a tenth of the encoding time of a CT
-/// slice.
-struct GreyRows<'a> {
-    pixels: &'a [u8],
-    width: u16,
-    height: u16,
-}
-
-impl jpeg_encoder::ImageBuffer for GreyRows<'_> {
-    fn get_jpeg_color_type(&self) -> jpeg_encoder::JpegColorType {
-        jpeg_encoder::JpegColorType::Luma
-    }
-
-    fn width(&self) -> u16 {
-        self.width
-    }
-
-    fn height(&self) -> u16 {
-        self.height
-    }
-
-    fn fill_buffers(&self, y: u16, buffers: &mut [Vec<u8>; 4]) {
-        let w = usize::from(self.width);
-        let start = usize::from(y) * w;
-        // `Image` holds width x height bytes; `get` keeps a broken invariant from
-        // panicking here.
-        if let Some(row) = self.pixels.get(start..start + w) {
-            buffers[0].extend_from_slice(row);
-        }
-    }
 }
 
 fn png(img: &Image) -> Result<Vec<u8>, RenderError> {

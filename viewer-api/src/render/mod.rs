@@ -3,18 +3,22 @@
 //! bounded cache of results. The WADO-RS `frames` route (raw pixels) is in `crate::frames`
 //! and shares the decoding here.
 //!
-//! Decoding is pure Rust (dicom-pixeldata `native` + `openjp2`): JPEG baseline and
-//! lossless, RLE, deflate, JPEG 2000. JPEG-LS (needs CharLS, C++) and 12-bit JPEG extended
-//! are answered 406 naming the transfer syntax.
+//! Decoding is pure Rust: dicom-pixeldata (`native` + `openjp2`) for JPEG baseline and
+//! lossless, RLE, deflate and JPEG 2000, and `jpegls` (pure_jpegls) for single-component
+//! JPEG-LS. Colour JPEG-LS and 12-bit JPEG extended are answered 406 naming the transfer
+//! syntax.
 
 pub mod cache;
 pub mod encode;
+mod jpeg_grey;
+pub mod jpegls;
 pub mod params;
 pub mod pipeline;
 pub(crate) mod routes;
 pub mod thumbnails;
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use actix_web::http::StatusCode;
 use dicom_object::DefaultDicomObject;
@@ -33,7 +37,8 @@ pub const MAX_DECODE_BYTES: i64 = 512 * 1024 * 1024;
 impl From<RenderError> for ApiError {
     fn from(e: RenderError) -> Self {
         let (status, code) = match &e {
-            RenderError::UnsupportedTransferSyntax { .. } => {
+            RenderError::UnsupportedTransferSyntax { .. }
+            | RenderError::UnsupportedVariant { .. } => {
                 (StatusCode::NOT_ACCEPTABLE, "unsupported_transfer_syntax")
             }
             RenderError::NoPixelData => (StatusCode::NOT_ACCEPTABLE, "no_pixel_data"),
@@ -85,6 +90,20 @@ where
     T: Send + 'static,
     F: FnOnce(&DefaultDicomObject) -> Result<T, RenderError> + Send + 'static,
 {
+    with_bytes(blobs, inst, move |bytes| f(&pipeline::open(bytes)?)).await
+}
+
+/// Load the original of `inst` from `blobs` and run `f` on its bytes on the blocking
+/// pool, within the size and concurrency bounds above.
+async fn with_bytes<T, F>(
+    blobs: &storage::BlobStore,
+    inst: &StoredInstance,
+    f: F,
+) -> Result<T, BlobRenderError>
+where
+    T: Send + 'static,
+    F: FnOnce(&[u8]) -> Result<T, RenderError> + Send + 'static,
+{
     if inst.size_bytes > MAX_DECODE_BYTES {
         return Err(BlobRenderError::TooLarge);
     }
@@ -93,16 +112,65 @@ where
         .await
         .map_err(|_| BlobRenderError::Unavailable)?;
     let bytes = blobs.get_bytes(&inst.blob_key).await?;
-    let out = tokio::task::spawn_blocking(move || {
-        let obj = pipeline::open(&bytes)?;
-        f(&obj)
+    let out = tokio::task::spawn_blocking(move || f(&bytes))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "render worker failed");
+            BlobRenderError::Unavailable
+        })??;
+    Ok(out)
+}
+
+/// Plans learnt so far, by blob key (content-addressed, so a plan never goes stale);
+/// `None` for originals the fast path does not apply to, so they are not re-examined.
+type Plans = HashMap<String, Option<Arc<pipeline::NativePlan>>>;
+
+/// Plans kept at most (about 200 bytes each); the map is emptied when full, which only
+/// costs one parse per original afterwards.
+const MAX_PLANS: usize = 20_000;
+
+fn plans() -> &'static Mutex<Plans> {
+    static PLANS: OnceLock<Mutex<Plans>> = OnceLock::new();
+    PLANS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Frame `frame` of `inst` rendered with `params` and encoded. An uncompressed
+/// monochrome original is parsed once: its plan (where its samples lie, its header
+/// values) is kept, and later requests render from the file bytes directly.
+pub async fn render_encoded(
+    blobs: &storage::BlobStore,
+    inst: &StoredInstance,
+    frame: u32,
+    params: params::RenderParams,
+) -> Result<Vec<u8>, BlobRenderError> {
+    let key = inst.blob_key.clone();
+    // A poisoned lock only means a panic elsewhere mid-insert: the map is still usable.
+    let known = plans()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+        .cloned();
+    with_bytes(blobs, inst, move |bytes| {
+        let image = match known {
+            Some(Some(plan)) => pipeline::render_planned(&plan, bytes, frame, &params)?,
+            Some(None) => pipeline::render(&pipeline::open(bytes)?, frame, &params)?,
+            None => {
+                let (obj, scan) = pipeline::open_scanned(bytes)?;
+                let plan = pipeline::native_plan(&obj, bytes, &scan).map(Arc::new);
+                let image = pipeline::render(&obj, frame, &params)?;
+                let mut map = plans()
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if map.len() >= MAX_PLANS {
+                    map.clear();
+                }
+                map.insert(key, plan);
+                image
+            }
+        };
+        encode::encode(&image, params.format, params.quality)
     })
     .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "render worker failed");
-        BlobRenderError::Unavailable
-    })??;
-    Ok(out)
 }
 
 /// [`with_blob`] for request handlers: failures as API errors.
@@ -117,23 +185,28 @@ where
 {
     with_blob(&state.storage.blobs, inst, f)
         .await
-        .map_err(|e| match e {
-            BlobRenderError::TooLarge => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large_to_render",
-                format!(
-                    "instance {} is {} bytes; decoding is limited to {MAX_DECODE_BYTES}",
-                    inst.sop_instance_uid, inst.size_bytes
-                ),
+        .map_err(|e| blob_error(inst, e))
+}
+
+/// A [`BlobRenderError`] as the API answers it.
+pub(crate) fn blob_error(inst: &StoredInstance, e: BlobRenderError) -> ApiError {
+    match e {
+        BlobRenderError::TooLarge => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large_to_render",
+            format!(
+                "instance {} is {} bytes; decoding is limited to {MAX_DECODE_BYTES}",
+                inst.sop_instance_uid, inst.size_bytes
             ),
-            BlobRenderError::Storage(e) => ApiError::from(e),
-            BlobRenderError::Render(e) => ApiError::from(e),
-            BlobRenderError::Unavailable => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "render_unavailable",
-                "rendering is unavailable, retry later",
-            ),
-        })
+        ),
+        BlobRenderError::Storage(e) => ApiError::from(e),
+        BlobRenderError::Render(e) => ApiError::from(e),
+        BlobRenderError::Unavailable => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "render_unavailable",
+            "rendering is unavailable, retry later",
+        ),
+    }
 }
 
 /// Parse a 1-based frame list from the path (`1` or `1,3,5`), naming the parameter.

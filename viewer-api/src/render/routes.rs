@@ -415,11 +415,9 @@ async fn render_cached(
         Some(b) => (b, Source::Cache),
         None => {
             let t = Instant::now();
-            let encoded = with_instance(state, inst, move |obj| {
-                let img = pipeline::render(obj, frame, &params)?;
-                encode::encode(&img, params.format, params.quality)
-            })
-            .await?;
+            let encoded = super::render_encoded(&state.storage.blobs, inst, frame, params)
+                .await
+                .map_err(|e| super::blob_error(inst, e))?;
             let b = Bytes::from(encoded);
             cache::global()
                 .lock()

@@ -8,7 +8,7 @@ use dicom_dictionary_std::tags;
 
 use super::encode::encode;
 use super::params::{Format, RenderParams, Window, WindowFunction};
-use super::pipeline::{open, render, Image, RenderError};
+use super::pipeline::{decode_frame, open, render, Image, RenderError};
 
 fn sample(rel: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -132,6 +132,7 @@ fn render_compressed_syntaxes() {
         "compressed/JPEG2000.dcm",
         "compressed/SC_rgb_jpeg_dcmtk.dcm",
         "compressed/image_dfl.dcm",
+        "compressed/MR_small_jpeg_ls_lossless.dcm",
     ] {
         let obj = open(&sample(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         let img: Image = render(&obj, 1, &plain()).unwrap_or_else(|e| panic!("{f}: {e}"));
@@ -147,13 +148,49 @@ fn render_compressed_syntaxes() {
         );
         encode(&img, Format::Jpeg, 80).unwrap();
     }
-    // JPEG-LS is not built in: a clear error naming the transfer syntax.
-    let obj = open(&sample("compressed/MR_small_jpeg_ls_lossless.dcm")).unwrap();
+}
+
+#[test]
+fn render_jpegls_lossless_equals_the_uncompressed_original() {
+    // pydicom's MR_small_jpeg_ls_lossless.dcm is MR_small.dcm (signed 16-bit) in JPEG-LS.
+    let jls = open(&sample("compressed/MR_small_jpeg_ls_lossless.dcm")).unwrap();
+    let raw = open(&sample("single/MR_small.dcm")).unwrap();
+    let a = decode_frame(&jls, 1).unwrap();
+    let b = decode_frame(&raw, 1).unwrap();
+    assert_eq!(
+        (a.columns, a.rows, a.bits_allocated, a.signed),
+        (64, 64, 16, true)
+    );
+    assert_eq!(a.data, b.data, "lossless: identical samples");
+    let (ra, rb) = (
+        render(&jls, 1, &plain()).unwrap(),
+        render(&raw, 1, &plain()).unwrap(),
+    );
+    assert_eq!(ra, rb);
+    assert!(matches!(
+        decode_frame(&jls, 2),
+        Err(RenderError::NoSuchFrame { .. })
+    ));
+}
+
+/// Colour JPEG-LS is not decoded: a 406-class error naming the syntax and why.
+#[test]
+fn render_jpegls_colour_is_refused_by_name() {
+    let mut obj = open(&sample("compressed/MR_small_jpeg_ls_lossless.dcm")).unwrap();
+    obj.put(DataElement::new(
+        tags::SAMPLES_PER_PIXEL,
+        VR::US,
+        dicom_core::PrimitiveValue::from(3u16),
+    ));
     match render(&obj, 1, &plain()) {
-        Err(e @ RenderError::UnsupportedTransferSyntax { .. }) => {
-            assert!(e.to_string().contains("1.2.840.10008.1.2.4.80"), "{e}");
+        Err(e @ RenderError::UnsupportedVariant { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("1.2.840.10008.1.2.4.80") && text.contains("colour"),
+                "{text}"
+            );
         }
-        other => panic!("expected unsupported transfer syntax, got {other:?}"),
+        other => panic!("expected an unsupported JPEG-LS variant, got {other:?}"),
     }
 }
 
@@ -213,10 +250,85 @@ fn render_profile() {
         size = encode(&img, Format::Jpeg, 90).unwrap().len();
         t_encode += t.elapsed();
     }
+    let img = render(&open(&bytes).unwrap(), 1, &plain()).unwrap();
+    let t = Instant::now();
+    let mut size_ref = 0;
+    for _ in 0..n {
+        let mut out = Vec::new();
+        jpeg_encoder::Encoder::new(&mut out, 90)
+            .encode(
+                &img.pixels,
+                img.width as u16,
+                img.height as u16,
+                jpeg_encoder::ColorType::Luma,
+            )
+            .unwrap();
+        size_ref = out.len();
+    }
+    let t_ref = t.elapsed();
     eprintln!(
-        "open {:?} render {:?} encode {:?} ({size} bytes)",
+        "open {:?} render {:?} encode {:?} ({size} bytes); jpeg-encoder {:?} ({size_ref} bytes)",
         t_open / n,
         t_render / n,
-        t_encode / n
+        t_encode / n,
+        t_ref / n
     );
+}
+
+/// The plan of an uncompressed monochrome original renders exactly what the parse does,
+/// straight from the file's bytes; other originals get no plan.
+#[test]
+fn render_planned_equals_parsed_render() {
+    use super::pipeline::{native_plan, open_scanned, render_planned};
+    for f in [
+        "single/CT_small.dcm",
+        "single/MR_small.dcm",
+        "single/MR_small_implicit.dcm",
+        "tree/77654033/CR1/6154",
+        "tree/77654033/CT2/17106",
+    ] {
+        let bytes = sample(f);
+        let (obj, scan) = open_scanned(&bytes).unwrap();
+        let plan = native_plan(&obj, &bytes, &scan).unwrap_or_else(|| panic!("{f}: no plan"));
+        let mut p = plain();
+        for window in [
+            None,
+            Some(Window {
+                center: 40.0,
+                width: 400.0,
+                function: WindowFunction::Linear,
+            }),
+            Some(Window {
+                center: 10.0,
+                width: 90.0,
+                function: WindowFunction::Sigmoid,
+            }),
+        ] {
+            for viewport in [None, Some((64, 40))] {
+                p.window = window;
+                p.viewport = viewport;
+                assert_eq!(
+                    render_planned(&plan, &bytes, 1, &p).unwrap(),
+                    render(&obj, 1, &p).unwrap(),
+                    "{f} {window:?} {viewport:?}"
+                );
+            }
+        }
+        assert!(matches!(
+            render_planned(&plan, &bytes, 2, &p),
+            Err(RenderError::NoSuchFrame { .. })
+        ));
+        // A truncated file cannot make the plan read beyond it.
+        assert!(render_planned(&plan, &bytes[..bytes.len() / 2], 1, &p).is_err());
+    }
+    for f in [
+        "compressed/MR_small_RLE.dcm",
+        "compressed/JPEG2000.dcm",
+        "single/SC_rgb_small_odd.dcm",
+        "compressed/image_dfl.dcm",
+    ] {
+        let bytes = sample(f);
+        let (obj, scan) = open_scanned(&bytes).unwrap();
+        assert!(native_plan(&obj, &bytes, &scan).is_none(), "{f}");
+    }
 }
