@@ -62,6 +62,16 @@ fn decode_permits() -> &'static Semaphore {
     })
 }
 
+/// Originals held in memory at once for rendering, MiB. An original takes its size in
+/// MiB of it, at most the whole budget, so one as large as [`MAX_DECODE_BYTES`] still
+/// gets through, alone.
+const READ_BUDGET_MIB: u32 = 512;
+
+fn read_budget() -> &'static Semaphore {
+    static BUDGET: OnceLock<Semaphore> = OnceLock::new();
+    BUDGET.get_or_init(|| Semaphore::new(READ_BUDGET_MIB as usize))
+}
+
 /// Why [`with_blob`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobRenderError {
@@ -107,11 +117,20 @@ where
     if inst.size_bytes > MAX_DECODE_BYTES {
         return Err(BlobRenderError::TooLarge);
     }
-    let _permit = decode_permits()
-        .acquire()
+    // Reading overlaps decoding: a read holds only its share of the memory budget, and
+    // the CPU permit is taken once the bytes are here, so no core idles on I/O.
+    let mib = u32::try_from((inst.size_bytes >> 20) + 1)
+        .unwrap_or(READ_BUDGET_MIB)
+        .min(READ_BUDGET_MIB);
+    let _memory = read_budget()
+        .acquire_many(mib)
         .await
         .map_err(|_| BlobRenderError::Unavailable)?;
     let bytes = blobs.get_bytes(&inst.blob_key).await?;
+    let _cpu = decode_permits()
+        .acquire()
+        .await
+        .map_err(|_| BlobRenderError::Unavailable)?;
     let out = tokio::task::spawn_blocking(move || f(&bytes))
         .await
         .map_err(|e| {
