@@ -17,7 +17,12 @@ on_both_backends!(
     cors_for_other_origin_viewers
 );
 
-async fn get(url: &str, token: &str, accept: Option<&str>) -> Result<(u16, String, Vec<u8>)> {
+/// GET as `token`: (status, Content-Type, the response to read).
+async fn request(
+    url: &str,
+    token: &str,
+    accept: Option<&str>,
+) -> Result<(u16, String, reqwest::Response)> {
     let mut req = reqwest::Client::new().get(url).bearer_auth(token);
     if let Some(a) = accept {
         req = req.header("Accept", a);
@@ -30,6 +35,11 @@ async fn get(url: &str, token: &str, accept: Option<&str>) -> Result<(u16, Strin
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    Ok((status, ct, resp))
+}
+
+async fn get(url: &str, token: &str, accept: Option<&str>) -> Result<(u16, String, Vec<u8>)> {
+    let (status, ct, resp) = request(url, token, accept).await?;
     Ok((status, ct, resp.bytes().await?.to_vec()))
 }
 
@@ -226,27 +236,12 @@ fn prepare_samples(env: &Env) -> Result<Vec<Prepared>> {
 
 /// The single part of a `multipart/related` answer of WADO-RS frames.
 async fn frame_part(url: &str, token: &str) -> Result<Vec<u8>> {
-    let resp = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await?;
-    ensure!(resp.status() == 200, "{url}: HTTP {}", resp.status());
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let boundary = ct
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("boundary="))
-        .context("boundary")?
-        .trim_matches('"')
-        .to_string();
-    let mut mp = multer::Multipart::new(resp.bytes_stream(), boundary);
-    let field = mp.next_field().await?.context("no part")?;
-    Ok(field.bytes().await?.to_vec())
+    let (status, _, got) = parts(url, token, None).await?;
+    ensure!(status == 200, "{url}: HTTP {status}");
+    got.into_iter()
+        .next()
+        .map(|(_, _, body)| body)
+        .context("no part")
 }
 
 /// Every transfer syntax of the sample data, rendered by the hub (PNG and JPEG, header
@@ -364,27 +359,11 @@ async fn parts(
     token: &str,
     accept: Option<&str>,
 ) -> Result<(u16, String, Vec<(String, String, Vec<u8>)>)> {
-    let mut req = reqwest::Client::new().get(url).bearer_auth(token);
-    if let Some(a) = accept {
-        req = req.header("Accept", a);
-    }
-    let resp = req.send().await?;
-    let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let (status, ct, resp) = request(url, token, accept).await?;
     if status != 200 {
         return Ok((status, ct, Vec::new()));
     }
-    let boundary = ct
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("boundary="))
-        .context("boundary")?
-        .trim_matches('"')
-        .to_string();
+    let boundary = tests::boundary_of(&ct)?;
     let mut mp = multer::Multipart::new(resp.bytes_stream(), boundary);
     let mut out = Vec::new();
     while let Some(field) = mp.next_field().await? {

@@ -660,6 +660,16 @@ pub async fn get_json_as(url: &str, token: Option<&str>) -> Result<(u16, Value)>
     ))
 }
 
+/// The boundary of a `multipart/...` Content-Type.
+pub fn boundary_of(content_type: &str) -> Result<String> {
+    Ok(content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+        .context("no boundary in the Content-Type")?
+        .trim_matches('"')
+        .to_string())
+}
+
 /// Split a `multipart/related` response into its parts' bodies (as the county reader).
 pub async fn retrieve_parts(url: &str) -> Result<Vec<Vec<u8>>> {
     let mut req = reqwest::Client::new().get(url);
@@ -682,12 +692,7 @@ pub async fn retrieve_parts(url: &str) -> Result<Vec<Vec<u8>>> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let boundary = ct
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("boundary="))
-        .context("boundary")?
-        .trim_matches('"')
-        .to_string();
+    let boundary = boundary_of(&ct)?;
     let mut mp = multer::Multipart::new(resp.bytes_stream(), boundary);
     let mut parts = Vec::new();
     while let Some(field) = mp.next_field().await? {
