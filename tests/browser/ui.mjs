@@ -216,12 +216,34 @@ try {
   await shot(admin, "15-admin-deadlines");
   await adminContext.close();
 
+  step = "a township clinician follows the exam and its signed report";
+  const clinContext = await browser.newContext({ viewport: { width: 1366, height: 768 } });
+  const clin = await clinContext.newPage();
+  clin.on("pageerror", (e) => problems.push(`clinician page error: ${e.message}`));
+  await clin.goto(`${HUB}/`);
+  await clin.waitForSelector("#login-form");
+  await clin.fill("#username", env("CLINICIAN"));
+  await clin.fill("#password", env("PASSWORD"));
+  await clin.click("#login-form button[type=submit]");
+  await clin.waitForSelector("#filter-status");
+  await clin.selectOption("#filter-status", "all");
+  await clin.waitForSelector(`#worklist-rows tr[data-exam-id="${EXAM}"]`);
+  expect((await clin.locator("#worklist-rows button.claim").count()) === 0, "a clinician is offered a claim");
+  expect(!(await clin.textContent("#worklist-rows")).includes("township-a"), "another site's exam is shown to the clinician");
+  await clin.click(`#worklist-rows tr[data-exam-id="${EXAM}"] a.button`);
+  await clin.waitForSelector("#viewport[data-shown]");
+  await clin.waitForSelector('#report details[data-version="2"][open] a[href$="/pdf"]');
+  const shown = await clin.textContent('#report details[data-version="2"]');
+  expect(shown.includes("钙化灶") && shown.includes("签名有效"), `the clinician's report view: ${shown}`);
+  await shot(clin, "16-clinician");
+  await clinContext.close();
+
   step = "the township page shows the report arriving";
   const township = await context.newPage();
   await township.goto(TOWNSHIP);
   await township.waitForSelector("#reports [data-report-id]", { timeout: 60000 });
   expect((await township.textContent("#reports")).length > 0, "empty report list");
-  await shot(township, "16-township");
+  await shot(township, "17-township");
 
   step = "no errors in the pages";
   expect(problems.length === 0, problems.join("\n"));

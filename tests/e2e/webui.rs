@@ -61,6 +61,13 @@ async fn reader_reads_a_ct_in_the_browser(backend: Backend) -> Result<()> {
     let gateway = Gateway::start(&env, "gateway", &hub.url, "local")?;
     let township = gateway.reports.clone().context("gateway report page")?;
     let reader = env.accounts()?.reader.clone();
+    // A township clinician of the sending site, who follows the exam but does not read.
+    let storage = env.storage().await?;
+    tests::accounts::create_user(
+        &storage.db,
+        &tests::accounts::person("clin", storage::accounts::Role::Clinician, &["local"]),
+    )
+    .await?;
 
     let files = make_ct(&env)?;
     let study = tests::study_uid_of(&files[0])?;
@@ -133,6 +140,7 @@ async fn reader_reads_a_ct_in_the_browser(backend: Backend) -> Result<()> {
         .env("ECG_EXAM_ID", ecg_exam.to_string())
         .env("LAB_EXAM_ID", lab_exam.to_string())
         .env("ADMIN", "admin")
+        .env("CLINICIAN", "clin")
         .env("ARTIFACTS", &artifacts)
         .env("LIVE_MARKER", &marker)
         .stdout(Stdio::piped())

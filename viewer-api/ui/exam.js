@@ -4,7 +4,7 @@ import { api } from "./api.js";
 import { t } from "./i18n.js";
 import { h, fill, fmtTime, personName, toast } from "./dom.js";
 import { imageViewer } from "./viewer.js";
-import { reportPanel } from "./report.js";
+import { reportPanel, contentView } from "./report.js";
 
 /** Render the exam page; returns the function that leaves it. */
 export async function examPage(main, user, id) {
@@ -168,14 +168,39 @@ async function labView(left, exam) {
   );
 }
 
-/** For township staff and clinicians: the signed reports of this exam. */
+/** For township staff and clinicians: the signed reports of this exam, latest version first,
+ * with its text, whether its signature verifies, and every version's PDF. */
 async function signedReports(right, exam) {
   const list = await api(`/api/reports?exam=${exam.id}`);
+  if (!list.length) {
+    fill(right, h("h2", {}, t("reports")), h("p", { class: "muted" }, t("no_report_yet")));
+    return;
+  }
+  const reports = await Promise.all(list.map((r) => api(`/api/reports/${encodeURIComponent(r.report_id)}`)));
+  // Field labels come from the templates; without them the field keys are shown.
+  const templates = await api(`/api/templates?kind=${exam.kind}`).catch(() => []);
   fill(
     right,
     h("h2", {}, t("reports")),
-    list.length
-      ? h("ul", { class: "versions" }, list.map((r) => h("li", {}, `${t("status_" + r.status)} · ${r.signer || ""} · ${fmtTime(r.signed_at)} `, h("a", { href: `/api/reports/${r.report_id}/versions/${r.version}/pdf`, target: "_blank" }, "PDF"))))
-      : h("p", { class: "muted" }, t("no_report_yet")),
+    reports.map((r) => {
+      const versions = [...r.versions].sort((a, b) => b.version - a.version);
+      return versions.map((v, i) => {
+        const valid = v.verification && v.verification.state === "valid";
+        const p = v.payload || { content: {}, signer: {} };
+        return h(
+          "details",
+          { class: `version status-${v.status}`, open: i === 0, dataset: { version: v.version, status: v.status } },
+          h(
+            "summary",
+            {},
+            `v${v.version} · ${t("status_" + v.status)} · ${(p.signer && p.signer.display_name) || v.signer} · ${fmtTime(v.signed_at)} `,
+            h("span", { class: valid ? "sig ok" : "sig bad" }, valid ? t("signature_valid") : t("signature_invalid")),
+          ),
+          p.reason ? h("p", { class: "reason" }, t("amend_reason"), ": ", p.reason) : null,
+          contentView(templates.find((x) => x.id === p.template), p.content || {}, v.critical),
+          h("p", {}, h("a", { href: `/api/reports/${encodeURIComponent(r.report.report_id)}/versions/${v.version}/pdf`, target: "_blank" }, "PDF")),
+        );
+      });
+    }),
   );
 }

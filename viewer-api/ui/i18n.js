@@ -113,6 +113,8 @@ const STRINGS = {
   no_report_yet: { zh: "尚无签发的报告", en: "No signed report yet" },
   template: { zh: "模板", en: "Template" },
   history: { zh: "签署记录", en: "Signed versions" },
+  signature_valid: { zh: "签名有效", en: "Signature valid" },
+  signature_invalid: { zh: "签名无效", en: "Signature NOT valid" },
   no_versions: { zh: "尚未签署", en: "Not signed yet" },
   saving: { zh: "正在保存…", en: "Saving…" },
   saved_at: { zh: "已自动保存 {0}", en: "Saved {0}" },

@@ -10,7 +10,7 @@ const AUTOSAVE_MS = 1500;
 const label = (field) => (lang() === "zh" ? field.label_zh : field.label_en) || field.key;
 
 /** What a confirmation or a signed version shows: every field as it will be signed. */
-function contentView(template, content, critical) {
+export function contentView(template, content, critical) {
   const fields = template ? template.fields : Object.keys(content).map((key) => ({ key, label_zh: key, label_en: key }));
   const keys = new Set(fields.map((f) => f.key));
   const extra = Object.keys(content).filter((k) => !keys.has(k)).map((key) => ({ key, label_zh: key, label_en: key }));
