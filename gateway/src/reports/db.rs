@@ -969,13 +969,27 @@ fn version_row(r: &SqliteRow, with_payload: bool) -> Result<VersionRow, sqlx::Er
     })
 }
 
-/// Every stored version (without payload texts), for the list.
-pub async fn all_versions(pool: &SqlitePool) -> Result<Vec<VersionRow>, OutboxError> {
+/// Reports the township page and `/api/reports` list: the most recent ones.
+pub const LISTED_REPORTS: i64 = 500;
+
+/// The versions (without payload texts) of the `reports` most recently received reports,
+/// and of every report with a critical finding still awaiting acknowledgement however old:
+/// the page refreshes every few seconds and must not read a year of reports each time,
+/// nor ever drop an alert.
+pub async fn recent_versions(
+    pool: &SqlitePool,
+    reports: i64,
+) -> Result<Vec<VersionRow>, OutboxError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         version_columns!(),
-        " FROM report_versions ORDER BY id"
+        " FROM report_versions WHERE report_id IN (\
+           SELECT report_id FROM report_versions GROUP BY report_id ORDER BY MAX(id) DESC LIMIT $1) \
+         OR report_id IN (SELECT report_id FROM report_versions \
+           WHERE verified = 1 AND critical = 1 AND acknowledged_at IS NULL) \
+         ORDER BY id"
     ))
+    .bind(reports)
     .fetch_all(pool)
     .await?;
     Ok(rows

@@ -7,6 +7,7 @@ use formats::report::{
 
 use super::db::{
     self, AckStatus, AcknowledgeOutcome, DeliveryOutcome, NewDelivery, ReportOutcome, ReportWrite,
+    VersionRow,
 };
 use super::html::{self, esc, path_segment};
 use super::judge::{self, Rejection};
@@ -314,7 +315,11 @@ async fn versions_are_kept_once_conflicts_and_forgeries_aside() {
         .expect("rows");
     assert_eq!(rows.len(), 3);
     assert_eq!(rows.iter().filter(|r| r.verified).count(), 1);
-    let summaries = html::summarize(db::all_versions(db.outbox.pool()).await.expect("all"));
+    let summaries = html::summarize(
+        db::recent_versions(db.outbox.pool(), db::LISTED_REPORTS)
+            .await
+            .expect("all"),
+    );
     assert_eq!(summaries.len(), 1);
     assert_eq!(summaries[0].current.as_ref().map(|c| c.version), Some(1));
     assert_eq!(summaries[0].rejected, 2);
@@ -325,6 +330,38 @@ async fn versions_are_kept_once_conflicts_and_forgeries_aside() {
         .execute(db.outbox.pool())
         .await;
     assert!(tamper.is_err(), "trigger refuses");
+    db.close().await;
+}
+
+#[tokio::test]
+async fn the_list_is_bounded_but_never_drops_a_waiting_alert() {
+    let db = open_db().await;
+    let k = key();
+    let trusted = [k.verifying_key()];
+    let mut alert = payload(&k, "old-critical", 1, "a");
+    alert.critical = true;
+    db.deliver(1, &signed(&alert, &k), &trusted).await;
+    for (n, id) in ["old", "new-1", "new-2"].iter().enumerate() {
+        db.deliver(
+            2 + n as i64,
+            &signed(&payload(&k, id, 1, "a"), &k),
+            &trusted,
+        )
+        .await;
+    }
+    let listed = |rows: Vec<VersionRow>| {
+        let mut ids: Vec<String> = rows.into_iter().map(|r| r.report_id).collect();
+        ids.sort();
+        ids
+    };
+    let rows = db::recent_versions(db.outbox.pool(), 2)
+        .await
+        .expect("rows");
+    assert_eq!(listed(rows), ["new-1", "new-2", "old-critical"]);
+    let rows = db::recent_versions(db.outbox.pool(), 10)
+        .await
+        .expect("rows");
+    assert_eq!(listed(rows).len(), 4);
     db.close().await;
 }
 

@@ -184,7 +184,7 @@ fn db_error_json(e: impl std::fmt::Display) -> HttpResponse {
 async fn list_html(ctx: Shared, req: HttpRequest) -> HttpResponse {
     let (lang, chosen) = language(&req);
     let pool = ctx.outbox.pool();
-    let rows = match db::all_versions(pool).await {
+    let rows = match db::recent_versions(pool, db::LISTED_REPORTS).await {
         Ok(rows) => rows,
         Err(e) => return db_error_html(lang, e),
     };
@@ -411,7 +411,7 @@ fn summary_json(s: &Summary) -> Value {
 }
 
 async fn list_json(ctx: Shared) -> HttpResponse {
-    match db::all_versions(ctx.outbox.pool()).await {
+    match db::recent_versions(ctx.outbox.pool(), db::LISTED_REPORTS).await {
         Ok(rows) => {
             let reports: Vec<Value> = html::summarize(rows).iter().map(summary_json).collect();
             HttpResponse::Ok().json(json!({ "reports": reports }))
