@@ -5,5 +5,7 @@ COPY . .
 RUN cargo build --release -p hub -p viewer-api -p gateway
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/*
+# fonts-wqy-microhei: the Chinese font the printed reports (PDF) are set in.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl fonts-wqy-microhei \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/hub /src/target/release/viewer-api /src/target/release/gateway /usr/local/bin/
