@@ -137,6 +137,19 @@ try {
   await shot(page, "07b-measure");
   await page.click('button[data-tool="window"]');
 
+  step = "cine plays through the stack and stops";
+  const startIndex = Number(await page.getAttribute("#viewport", "data-index"));
+  await page.click("#cine");
+  await page.waitForFunction((from) => {
+    const i = Number(document.querySelector("#viewport").dataset.index);
+    return i !== from && i !== from + 1;
+  }, startIndex);
+  await page.click("#cine");
+  expect((await page.textContent("#cine")).includes("播放"), "cine did not stop");
+  const stoppedAt = await page.getAttribute("#viewport", "data-index");
+  await page.waitForTimeout(400);
+  expect((await page.getAttribute("#viewport", "data-index")) === stoppedAt, "cine goes on after stop");
+
   step = "write the report (autosave)";
   const fields = page.locator("#fields textarea");
   expect((await fields.count()) > 0, "the template has no fields");

@@ -84,6 +84,8 @@ const STRINGS = {
   tool_zoom: { zh: "缩放", en: "Zoom" },
   tool_reset: { zh: "复位", en: "Reset" },
   tool_measure: { zh: "测量", en: "Measure" },
+  cine_play: { zh: "▶ 播放", en: "▶ Play" },
+  cine_stop: { zh: "■ 停止", en: "■ Stop" },
   preset_lung: { zh: "肺窗", en: "Lung" },
   preset_mediastinum: { zh: "纵隔窗", en: "Mediastinum" },
   preset_bone: { zh: "骨窗", en: "Bone" },

@@ -91,6 +91,8 @@ function framesOf(metadata) {
     width: num(attr(m, "00281051")),
     photometric: attr(m, "00280004") || "",
     // Row spacing, column spacing (mm); Imager Pixel Spacing for projection images.
+    // Cine speed: Frame Time (ms) or Cine Rate (frames/s) of the instance.
+    frameMs: num(attr(m, "00181063")) || (num(attr(m, "00180040")) ? 1000 / num(attr(m, "00180040")) : undefined),
     spacing: (attrs(m, "00280030").length ? attrs(m, "00280030") : attrs(m, "00181164")).map(Number),
   }));
   instances.sort((a, b) => (a.number ?? 0) - (b.number ?? 0) || (b.z ?? 0) - (a.z ?? 0));
@@ -135,6 +137,7 @@ export async function imageViewer(root, exam) {
     toolButton("zoom", "tool_zoom"),
     toolButton("measure", "tool_measure"),
     h("button", { id: "reset-view", onclick: () => resetView(true) }, t("tool_reset")),
+    h("button", { id: "cine", onclick: () => toggleCine() }, t("cine_play")),
     h("span", { class: "sep" }),
     presetButtons,
     h("button", { class: "preset", dataset: { preset: "default" }, onclick: () => setWindow(null, null) }, t("preset_default")),
@@ -251,6 +254,30 @@ export async function imageViewer(root, exam) {
     show();
   }
 
+  // Cine: steps through the stack (an ultrasound loop at its own frame rate, a CT at 10
+  // images/s), waiting for each image so a slow link shows every frame rather than skipping.
+  let cine = null;
+  function toggleCine() {
+    const button = document.getElementById("cine");
+    if (cine) {
+      clearTimeout(cine);
+      cine = null;
+      button.textContent = t("cine_play");
+      button.classList.remove("active");
+      return;
+    }
+    button.textContent = t("cine_stop");
+    button.classList.add("active");
+    const step = async () => {
+      if (!state.frames.length) return;
+      state.index = (state.index + 1) % state.frames.length;
+      await show();
+      const f = current();
+      if (cine) cine = setTimeout(step, Math.max(20, Math.min(1000, (f && f.frameMs) || 100)));
+    };
+    cine = setTimeout(step, 0);
+  }
+
   function setTool(tool) {
     state.tool = tool;
     for (const b of toolbar.querySelectorAll(".tool")) b.classList.toggle("active", b.dataset.tool === tool);
@@ -355,6 +382,8 @@ export async function imageViewer(root, exam) {
       const [, c, w] = PRESETS[Number(e.key) - 1];
       setWindow(c, w);
     } else if (e.key === "0") setWindow(null, null);
+    // Space on a focused button presses that button; elsewhere it plays or stops cine.
+    else if (e.key === " " && !(e.target instanceof HTMLButtonElement)) toggleCine();
     else if (e.key === "Escape" && (measurements.get(state.index) || []).length) {
       measurements.get(state.index).pop();
       measureLabel.textContent = "";
@@ -432,6 +461,8 @@ export async function imageViewer(root, exam) {
   loadPriors().catch((e) => fill(priors, h("p", { class: "error" }, e.message)));
   return () => {
     document.removeEventListener("keydown", onKey);
+    if (cine) clearTimeout(cine);
+    cine = null;
     resize.disconnect();
     cache.prefetch([]);
   };
