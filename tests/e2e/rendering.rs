@@ -43,6 +43,13 @@ async fn get(url: &str, token: &str, accept: Option<&str>) -> Result<(u16, Strin
     Ok((status, ct, resp.bytes().await?.to_vec()))
 }
 
+/// The value of `tag` in the first answer of a QIDO query, as `token`.
+async fn first_of(url: &str, token: &str, tag: &str) -> Result<String> {
+    let (status, found) = call(Method::GET, url, Some(token), None).await?;
+    ensure!(status == 200, "{url}: {status} {found}");
+    tests::attr(&found[0], tag).with_context(|| format!("{tag} in the answer of {url}"))
+}
+
 pub async fn rendered_thumbnail_and_frames(backend: Backend) -> Result<()> {
     let env = Env::new(backend).await?;
     let hub = Hub::start(&env, "hub", 0)?;
@@ -50,30 +57,20 @@ pub async fn rendered_thumbnail_and_frames(backend: Backend) -> Result<()> {
     let (status, body) = stow(&hub.url, Some("township-a"), &[ct]).await?;
     ensure!(status == 200, "{status} {body}");
     let reader = env.accounts()?.reader.clone();
-    let (_, found) = call(
-        Method::GET,
-        &format!("{}/studies?includefield=0020000E", hub.dicomweb()),
-        Some(&reader),
-        None,
+    let root = hub.dicomweb();
+    let study = first_of(&format!("{root}/studies"), &reader, "0020000D").await?;
+    let se = first_of(
+        &format!("{root}/studies/{study}/series"),
+        &reader,
+        "0020000E",
     )
     .await?;
-    let study = tests::attr(&found[0], "0020000D").context("study")?;
-    let (_, series) = call(
-        Method::GET,
-        &format!("{}/studies/{study}/series", hub.dicomweb()),
-        Some(&reader),
-        None,
+    let sop = first_of(
+        &format!("{root}/studies/{study}/series/{se}/instances"),
+        &reader,
+        "00080018",
     )
     .await?;
-    let se = tests::attr(&series[0], "0020000E").context("series")?;
-    let (_, inst) = call(
-        Method::GET,
-        &format!("{}/studies/{study}/series/{se}/instances", hub.dicomweb()),
-        Some(&reader),
-        None,
-    )
-    .await?;
-    let sop = tests::attr(&inst[0], "00080018").context("sop")?;
     let base = format!(
         "{}/studies/{study}/series/{se}/instances/{sop}",
         hub.dicomweb()
@@ -394,14 +391,12 @@ pub async fn series_study_rendered_and_ingest_thumbnails(backend: Backend) -> Re
     let study = tests::study_uid_of(&files[0])?;
     let reader = env.accounts()?.reader.clone();
     let root = hub.dicomweb();
-    let (_, series) = call(
-        Method::GET,
+    let se = first_of(
         &format!("{root}/studies/{study}/series"),
-        Some(&reader),
-        None,
+        &reader,
+        "0020000E",
     )
     .await?;
-    let se = tests::attr(&series[0], "0020000E").context("series")?;
 
     let (status, ct, got) = parts(
         &format!("{root}/studies/{study}/series/{se}/rendered"),
