@@ -191,3 +191,10 @@ pub async fn count_reaches(
     })
     .await;
 }
+
+/// `gateway status` shows each of these texts (the whole output is printed when not).
+pub fn assert_status_shows(status: &str, texts: &[&str]) {
+    for text in texts {
+        assert!(status.contains(text), "{text:?} not in:\n{status}");
+    }
+}

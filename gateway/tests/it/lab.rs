@@ -307,17 +307,13 @@ async fn oru_samples_are_acknowledged_stored_and_delivered_exactly_once() {
     );
 
     let status = app.status_cli(false).await;
-    assert!(
-        status.contains("lab results (HL7): listener 127.0.0.1:"),
-        "{status}"
-    );
-    assert!(
-        status.contains("received: 3; waiting: 0 (of which 0 urgent); delivered: 3"),
-        "{status}"
-    );
-    assert!(
-        status.contains("quarantined: 0 refused on receipt, 0 rejected by hub"),
-        "{status}"
+    assert_status_shows(
+        &status,
+        &[
+            "lab results (HL7): listener 127.0.0.1:",
+            "received: 3; waiting: 0 (of which 0 urgent); delivered: 3",
+            "quarantined: 0 refused on receipt, 0 rejected by hub",
+        ],
     );
     let json: serde_json::Value = serde_json::from_str(&app.status_cli(true).await).expect("json");
     assert_eq!(json["lab"]["delivered"], 3);
