@@ -63,7 +63,20 @@ pub async fn guard(
         return Ok(req.into_response(e.error_response()));
     }
     req.extensions_mut().insert(caller);
-    Ok(next.call(req).await?.map_into_boxed_body())
+    let changes_accounts = changes_accounts(req.method(), req.path());
+    let response = next.call(req).await?.map_into_boxed_body();
+    if changes_accounts {
+        // After the handler committed: no later request of this process sees the old
+        // state of a session or user.
+        access.recent.clear();
+    }
+    Ok(response)
+}
+
+/// Requests after which remembered sessions may be stale: every state-changing request
+/// on sessions or accounts (logout, password, disabling, sessions, roles and sites).
+fn changes_accounts(method: &actix_web::http::Method, path: &str) -> bool {
+    !method.is_safe() && (path.starts_with("/api/auth/") || path.starts_with("/api/admin/"))
 }
 
 async fn authenticate(access: &Access, req: &ServiceRequest) -> Result<Caller, AccessError> {
@@ -120,14 +133,42 @@ async fn authenticate(access: &Access, req: &ServiceRequest) -> Result<Caller, A
         return Err(AccessError::Unauthenticated("malformed token"));
     }
     let token_hash = digest(&token);
-    let (user, _expires) = storage::sessions::session_user(&access.db, &token_hash)
-        .await?
-        .ok_or(AccessError::Unauthenticated(
-            "session expired or revoked: log in again",
-        ))?;
+    let user = match access.recent.get(&token_hash, storage::now_ms()) {
+        Some(user) => user,
+        None => {
+            let (user, expires_at) = storage::sessions::session_user(&access.db, &token_hash)
+                .await?
+                .ok_or(AccessError::Unauthenticated(
+                    "session expired or revoked: log in again",
+                ))?;
+            access.recent.put(&token_hash, user.clone(), expires_at);
+            user
+        }
+    };
     Ok(Caller {
         principal: Principal::User(user),
         client_addr,
         session: Some(token_hash),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changes_accounts;
+    use actix_web::http::Method;
+
+    #[test]
+    fn account_changes_are_recognised() {
+        assert!(changes_accounts(&Method::POST, "/api/auth/logout"));
+        assert!(changes_accounts(
+            &Method::POST,
+            "/api/admin/users/wang/disable"
+        ));
+        assert!(changes_accounts(
+            &Method::DELETE,
+            "/api/admin/users/wang/sessions"
+        ));
+        assert!(!changes_accounts(&Method::GET, "/api/admin/users"));
+        assert!(!changes_accounts(&Method::PUT, "/api/reports/1/draft"));
+    }
 }

@@ -10,6 +10,7 @@ mod error;
 mod guard;
 pub mod policy;
 pub mod proxy;
+mod recent;
 pub mod session;
 
 use std::collections::HashMap;
@@ -74,6 +75,8 @@ pub struct Access {
     /// When each gateway key was last marked used by this process, so that marking
     /// costs one write a minute and not one per request.
     key_touched: Mutex<HashMap<String, Instant>>,
+    /// Sessions found live in the last moments (see [`recent`]).
+    recent: recent::RecentSessions,
 }
 
 impl Access {
@@ -83,6 +86,7 @@ impl Access {
             db,
             config,
             key_touched: Mutex::new(HashMap::new()),
+            recent: recent::RecentSessions::default(),
         }
     }
 

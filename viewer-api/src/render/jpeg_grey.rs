@@ -80,87 +80,79 @@ fn quant_table(quality: u8) -> [u16; 64] {
     LUMA_QUANT.map(|v| ((u32::from(v) * scale + 50) / 100).clamp(1, 255) as u16)
 }
 
-/// The bit buffer of the entropy-coded segment. The output vector is passed to each
-/// call rather than held here, so that the buffer and its count stay in registers through
-/// the coding loop.
+/// The bit writer of the entropy-coded segment. Bits gather at the top of `acc`; after
+/// every code the whole eight bytes of `acc` are stored at `pos` and `pos` moves on by the
+/// complete bytes among them, so the coding loop has no data-dependent branch but the
+/// rare 0xFF byte (which T.81 B.1.1.5 wants followed by a stuffed 0x00).
+///
+/// The output slice must have [`MAX_BLOCK_BYTES`] free bytes past `pos` before a block.
 struct BitWriter {
     acc: u64,
-    /// Valid bits at the bottom of `acc` not yet written (< 32 between calls).
+    /// Bits at the top of `acc` not yet complete bytes (< 8 between calls).
     n: u32,
+    /// Next byte of the output to write.
+    pos: usize,
 }
 
 /// Largest entropy-coded size of one block: DC (9 + 11 bits) and 63 AC symbols of at most
-/// 16 + 10 bits, every byte possibly stuffed.
-const MAX_BLOCK_BYTES: usize = 2 * (20 + 63 * 26usize).div_ceil(8) + 8;
+/// 16 + 10 bits, every byte possibly stuffed, plus the eight-byte store of the last code.
+const MAX_BLOCK_BYTES: usize = 2 * (20 + 63 * 26usize).div_ceil(8) + 16;
 
 impl BitWriter {
+    /// Append the `len` low bits of `code` (len <= 27).
     #[inline(always)]
-    fn put(&mut self, out: &mut Vec<u8>, code: u32, len: u32) {
-        // len <= 27 (16-bit code + 11 value bits) and n < 32: fits in 64 bits.
-        self.acc = (self.acc << len) | u64::from(code);
+    fn put(&mut self, out: &mut [u8], code: u32, len: u32) {
+        // n < 8 and len <= 27: the code fits below the pending bits.
+        self.acc |= u64::from(code) << (64 - self.n - len);
         self.n += len;
-        if self.n >= 32 {
-            self.n -= 32;
-            let word = (self.acc >> self.n) as u32;
-            // Any 0xFF byte? (No false negatives; carries only cause false positives.)
-            if word & 0x8080_8080 & !word.wrapping_add(0x0101_0101) == 0 {
-                out.extend_from_slice(&word.to_be_bytes());
-            } else {
-                write_stuffed(out, word);
-            }
+        let word = self.acc;
+        out[self.pos..self.pos + 8].copy_from_slice(&word.to_be_bytes());
+        let complete = self.n / 8; // <= 4
+                                   // A 0xFF among the complete bytes? (Borrows give only false positives, which the
+                                   // slow path sorts out.)
+        let inv = !word;
+        let ff = inv.wrapping_sub(0x0101_0101_0101_0101) & !inv & 0x8080_8080_8080_8080;
+        if ff & !(u64::MAX >> (8 * complete)) == 0 {
+            self.pos += complete as usize;
+        } else {
+            self.pos = write_stuffed(out, self.pos, word, complete);
         }
+        self.acc = word << (8 * complete);
+        self.n -= 8 * complete;
     }
 
-    /// Pad the last byte with 1 bits (T.81 F.1.2.3) and write what is left.
-    fn finish(mut self, out: &mut Vec<u8>) {
+    /// Pad the last byte with 1 bits (T.81 F.1.2.3); returns the end of the data.
+    fn finish(mut self, out: &mut [u8]) -> usize {
         let pad = (8 - self.n % 8) % 8;
         if pad > 0 {
             self.put(out, (1 << pad) - 1, pad);
         }
-        while self.n >= 8 {
-            self.n -= 8;
-            write_stuffed_byte(out, (self.acc >> self.n) as u8);
-        }
+        self.pos
     }
 }
 
+/// The top `count` bytes of `word` written at `pos` with a 0x00 after each 0xFF; returns
+/// the position after them.
 #[cold]
 #[inline(never)]
-fn write_stuffed(out: &mut Vec<u8>, word: u32) {
-    for b in word.to_be_bytes() {
-        write_stuffed_byte(out, b);
+fn write_stuffed(out: &mut [u8], mut pos: usize, word: u64, count: u32) -> usize {
+    for b in word.to_be_bytes().into_iter().take(count as usize) {
+        out[pos] = b;
+        pos += 1;
+        if b == 0xFF {
+            out[pos] = 0;
+            pos += 1;
+        }
     }
+    pos
 }
-
-#[inline(always)]
-fn write_stuffed_byte(out: &mut Vec<u8>, b: u8) {
-    out.push(b);
-    if b == 0xFF {
-        out.push(0);
-    }
-}
-
-/// Magnitude category (bit length) of every value an 8-bit baseline coefficient can have.
-static CATEGORY: [u8; 2048] = {
-    let mut t = [0u8; 2048];
-    let mut i = 1;
-    while i < 2048 {
-        t[i] = (32 - (i as u32).leading_zeros()) as u8;
-        i += 1;
-    }
-    t
-};
 
 /// Bits of the magnitude category of `v` and the value bits (T.81 F.1.2.1).
 #[inline(always)]
 fn category(v: i32) -> (u32, u32) {
-    let abs = v.unsigned_abs();
-    // Coefficients of 8-bit samples stay below 2048; the fallback is never taken.
-    let size = match CATEGORY.get(abs as usize) {
-        Some(c) => u32::from(*c),
-        None => 32 - abs.leading_zeros(),
-    };
-    let bits = if v < 0 { v - 1 } else { v } as u32 & ((1u32 << size) - 1);
+    let size = 32 - v.unsigned_abs().leading_zeros();
+    // Negative values are coded as v - 1 in `size` bits (the one's complement of |v|).
+    let bits = (v + (v >> 31)) as u32 & ((1u32 << size) - 1);
     (size, bits)
 }
 
@@ -257,6 +249,35 @@ pub fn encode_grey(
     height: u16,
     quality: u8,
 ) -> Result<Vec<u8>, RenderError> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { encode_grey_avx2(pixels, width, height, quality) };
+    }
+    encode_grey_portable(pixels, width, height, quality)
+}
+
+/// [`encode_grey_portable`] compiled for AVX2: the DCT's eight i32 lanes fit one register
+/// and their multiplications are one instruction (baseline x86-64 has no 32-bit lane
+/// multiply and needs two registers per row).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn encode_grey_avx2(
+    pixels: &[u8],
+    width: u16,
+    height: u16,
+    quality: u8,
+) -> Result<Vec<u8>, RenderError> {
+    encode_grey_portable(pixels, width, height, quality)
+}
+
+#[inline(always)]
+fn encode_grey_portable(
+    pixels: &[u8],
+    width: u16,
+    height: u16,
+    quality: u8,
+) -> Result<Vec<u8>, RenderError> {
     let (w, h) = (usize::from(width), usize::from(height));
     if w == 0 || h == 0 || pixels.len() != w * h {
         return Err(RenderError::Unsupported(format!(
@@ -280,15 +301,23 @@ pub fn encode_grey(
 
     let mut out = Vec::with_capacity(w * h / 4 + 1024);
     write_headers(&mut out, width, height, &quant);
-    let mut bits = BitWriter { acc: 0, n: 0 };
+    let mut bits = BitWriter {
+        acc: 0,
+        n: 0,
+        pos: out.len(),
+    };
+    // The writer stores into initialised bytes; `out` is cut to the data at the end.
+    out.resize(out.capacity(), 0);
     let mut prev_dc = 0i32;
     let mut block = [[0i32; 8]; 8];
     let mut coef = [0i32; 64];
     let (eob, zrl) = (ac_codes[0x00], ac_codes[0xF0]);
     for by in (0..h).step_by(8) {
         for bx in (0..w).step_by(8) {
-            // Room for the block's bits: the pushes below never reallocate.
-            out.reserve(MAX_BLOCK_BYTES);
+            // Room for the block's bits.
+            if out.len() - bits.pos < MAX_BLOCK_BYTES {
+                out.resize(2 * out.len() + MAX_BLOCK_BYTES, 0);
+            }
             // Rows of the block; at the right and bottom edges the last column and row
             // are repeated (what libjpeg and jpeg-encoder do).
             let mut rows = [[0u8; 8]; 8];
@@ -337,7 +366,7 @@ pub fn encode_grey(
             let diff = coef[0] - prev_dc;
             prev_dc = coef[0];
             let (size, value) = category(diff);
-            let (code, len) = dc_codes[size as usize];
+            let (code, len) = dc_codes[(size & 0xFF) as usize];
             bits.put(
                 &mut out,
                 (u32::from(code) << size) | value,
@@ -353,8 +382,9 @@ pub fn encode_grey(
                     bits.put(&mut out, u32::from(zrl.0), u32::from(zrl.1));
                     run -= 16;
                 }
-                let (size, value) = category(coef[k as usize]);
-                let (code, len) = ac_codes[((run << 4) | size) as usize];
+                // k < 64 and (run, size) < 256 always; the masks only spare bounds checks.
+                let (size, value) = category(coef[(k & 63) as usize]);
+                let (code, len) = ac_codes[(((run << 4) | size) & 0xFF) as usize];
                 bits.put(
                     &mut out,
                     (u32::from(code) << size) | value,
@@ -367,7 +397,8 @@ pub fn encode_grey(
             }
         }
     }
-    bits.finish(&mut out);
+    let end = bits.finish(&mut out);
+    out.truncate(end);
     out.extend_from_slice(&[0xFF, 0xD9]);
     Ok(out)
 }
@@ -522,5 +553,21 @@ mod tests {
             .zip(&px)
             .all(|(a, b)| (i32::from(*a) - i32::from(*b)).abs() <= 8));
         assert!(encode_grey(&px, 64, 63, 90).is_err(), "size mismatch");
+    }
+
+    #[test]
+    fn jpeg_grey_same_bytes_on_every_cpu() {
+        // The dispatching entry (AVX2 where the CPU has it) and the portable build of the
+        // same code write identical files.
+        for (w, h) in [(512usize, 512usize), (61, 37), (8, 8)] {
+            let px = phantom(w, h);
+            for q in [10, 90, 100] {
+                assert_eq!(
+                    encode_grey(&px, w as u16, h as u16, q).unwrap(),
+                    encode_grey_portable(&px, w as u16, h as u16, q).unwrap(),
+                    "{w}x{h} q{q}"
+                );
+            }
+        }
     }
 }

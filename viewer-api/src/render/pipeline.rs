@@ -484,21 +484,22 @@ fn grey_samples(layout: &GreyLayout, data: Samples<'_>, params: &RenderParams) -
             }
         })
         .collect();
+    // Indexed by the raw sample masked to the stored bits (higher bits repeat the table),
+    // so the table stays as small as the stored range (4 KiB for 12 bits: in L1 cache).
+    let index_mask = stored_span - 1;
     let pixels = match data {
-        Samples::Bytes(b) => {
-            let lut: Vec<u8> = (0..256usize).map(|r| small[r % stored_span]).collect();
-            b.iter().map(|&r| lut[usize::from(r)]).collect()
-        }
-        Samples::Words(w) => {
-            let lut = full_lut16(&small);
-            w.iter().map(|&r| lut[usize::from(r)]).collect()
-        }
-        Samples::BytePairs(b) => {
-            let lut = full_lut16(&small);
-            b.chunks_exact(2)
-                .map(|c| lut[usize::from(u16::from_le_bytes([c[0], c[1]]))])
-                .collect()
-        }
+        Samples::Bytes(b) => b
+            .iter()
+            .map(|&r| small[usize::from(r) & index_mask])
+            .collect(),
+        Samples::Words(w) => w
+            .iter()
+            .map(|&r| small[usize::from(r) & index_mask])
+            .collect(),
+        Samples::BytePairs(b) => b
+            .chunks_exact(2)
+            .map(|c| small[usize::from(u16::from_le_bytes([c[0], c[1]])) & index_mask])
+            .collect(),
     };
     Image {
         width: layout.cols,
@@ -601,16 +602,6 @@ pub fn render_planned(
         Some((vw, vh)) => fit(&image, vw, vh),
         None => image,
     })
-}
-
-/// A 65536-entry table from a table over the stored bits (raw values repeat it above).
-fn full_lut16(small: &[u8]) -> Box<[u8; 65536]> {
-    let mut lut = Box::new([0u8; 65536]);
-    // `small` has a power-of-two length up to 65536, so the chunks are exact.
-    for chunk in lut.chunks_mut(small.len()) {
-        chunk.copy_from_slice(&small[..chunk.len()]);
-    }
-    lut
 }
 
 fn min_max(values: impl Iterator<Item = i32>) -> (i32, i32) {
