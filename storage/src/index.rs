@@ -23,6 +23,42 @@ macro_rules! instance_columns {
     };
 }
 
+/// The query texts selecting the instances of a study ($1), of one series of it ($2) or
+/// one instance ($3), in series and instance order, indexed by [`selection_case`]: one
+/// text per case, so that each uses its own index (with `($3 IS NULL OR
+/// sop_instance_uid = $3)` SQLite stayed on the study index and read every instance row
+/// of the study, stored header included, to answer for one). Each text binds all three.
+macro_rules! instance_selection {
+    ($select:expr) => {
+        [
+            concat!(
+                $select,
+                " WHERE study_uid = $1 AND $2 IS NULL AND $3 IS NULL \
+                 ORDER BY series_uid, instance_number, sop_instance_uid"
+            ),
+            concat!(
+                $select,
+                " WHERE series_uid = $2 AND study_uid = $1 AND $3 IS NULL \
+                 ORDER BY instance_number, sop_instance_uid"
+            ),
+            concat!(
+                $select,
+                " WHERE sop_instance_uid = $3 AND study_uid = $1 \
+                 AND ($2 IS NULL OR series_uid = $2)"
+            ),
+        ]
+    };
+}
+
+/// Which text of [`instance_selection`] answers a selection.
+fn selection_case(series_uid: Option<&str>, sop_instance_uid: Option<&str>) -> usize {
+    match (series_uid, sop_instance_uid) {
+        (_, Some(_)) => 2,
+        (Some(_), None) => 1,
+        (None, None) => 0,
+    }
+}
+
 /// An instance whose original is already in the blob store, ready to be indexed.
 #[derive(Debug, Clone)]
 pub struct NewInstance {
@@ -436,13 +472,8 @@ pub async fn instances(
     series_uid: Option<&str>,
     sop_instance_uid: Option<&str>,
 ) -> Result<Vec<StoredInstance>> {
-    let sql = concat!(
-        "SELECT ",
-        instance_columns!(),
-        " FROM instances WHERE study_uid = $1 \
-         AND ($2 IS NULL OR series_uid = $2) AND ($3 IS NULL OR sop_instance_uid = $3) \
-         ORDER BY series_uid, instance_number, sop_instance_uid"
-    );
+    let sql = instance_selection!(concat!("SELECT ", instance_columns!(), " FROM instances"))
+        [selection_case(series_uid, sop_instance_uid)];
     on_db!(db, |pool| {
         let rows = sqlx::query(sql)
             .bind(study_uid)
@@ -462,9 +493,8 @@ pub async fn metadata(
     series_uid: Option<&str>,
     sop_instance_uid: Option<&str>,
 ) -> Result<Vec<String>> {
-    let sql = "SELECT metadata FROM instances WHERE study_uid = $1 \
-         AND ($2 IS NULL OR series_uid = $2) AND ($3 IS NULL OR sop_instance_uid = $3) \
-         ORDER BY series_uid, instance_number, sop_instance_uid";
+    let sql = instance_selection!("SELECT metadata FROM instances")
+        [selection_case(series_uid, sop_instance_uid)];
     on_db!(db, |pool| {
         let rows: Vec<String> = sqlx::query_scalar(sql)
             .bind(study_uid)
