@@ -11,7 +11,9 @@
 //! - otherwise runs libjpeg's accurate integer DCT (`jfdctint`, the "islow" method) with
 //!   the passes written over eight lanes so the compiler vectorises them;
 //! - Huffman-codes only the non-zero coefficients, found through a 64-bit mask, with a
-//!   64-bit bit buffer that stuffs 0xFF bytes only when a word contains one.
+//!   64-bit bit buffer stored whole after every code (no data-dependent branch but the
+//!   rare 0xFF byte to stuff);
+//! - is compiled a second time for AVX2, chosen at run time when the CPU has it.
 //!
 //! Output: baseline JFIF, the ITU-T T.81 Annex K luminance quantisation table scaled by
 //! quality as libjpeg does (what jpeg-encoder and Orthanc's libjpeg use too) and the
@@ -37,6 +39,18 @@ const ZIGZAG: [usize; 64] = [
     13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
     52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
 ];
+
+/// Zig-zag position k -> index in the transposed layout the DCT leaves coefficients in
+/// ((u, v) at v * 8 + u); a constant, so the gather needs no bounds checks.
+const ZIGZAG_TRANSPOSED: [usize; 64] = {
+    let mut t = [0usize; 64];
+    let mut k = 0;
+    while k < 64 {
+        t[k] = (ZIGZAG[k] % 8) * 8 + ZIGZAG[k] / 8;
+        k += 1;
+    }
+    t
+};
 
 /// T.81 Annex K.3 luminance DC table: code counts per length 1..16, then symbols.
 const DC_BITS: [u8; 16] = [0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0];
@@ -286,10 +300,6 @@ fn encode_grey_portable(
         )));
     }
     let quant = quant_table(quality);
-    // Divisors of the DCT output (scaled by 8), in the transposed layout the two passes
-    // below leave the coefficients in: position (u, v) lives at index v * 8 + u.
-    // Zig-zag position k -> index in the transposed layout of the DCT output.
-    let zz: [usize; 64] = ZIGZAG.map(|n| (n % 8) * 8 + n / 8);
     // Reciprocals of the divisors of the DCT output (scaled by 8), in the transposed
     // layout the two passes leave the coefficients in: (u, v) lives at v * 8 + u.
     let mut recip = [0f32; 64];
@@ -356,7 +366,7 @@ fn encode_grey_portable(
                     *q = quantize(*c, *r);
                 }
                 for k in 0..64 {
-                    let c = q[zz[k]];
+                    let c = q[ZIGZAG_TRANSPOSED[k]];
                     coef[k] = c;
                     mask |= u64::from(c != 0) << k;
                 }
