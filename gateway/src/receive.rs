@@ -465,7 +465,8 @@ impl Session {
                 match synced {
                     Ok(()) => {
                         self.ctx.outbox.file_synced(id);
-                        Status::success()
+                        // The row was committed without a sync: now, after the file's.
+                        self.durable_answer().await
                     }
                     Err(e) => {
                         tracing::error!(error = %e, path = %written.rel_path, "spool fsync failed");
@@ -485,10 +486,26 @@ impl Session {
                 self.open.studies.insert(study_uid);
                 tracing::debug!(existing, sop_instance_uid = %rx.sop_instance_uid, "identical re-send; not queued again");
                 self.ctx.spool.remove(&written.rel_path).await;
-                Status::success()
+                // The first copy's row may be a moment old and not yet synced.
+                self.durable_answer().await
             }
             Err(e) => {
                 self.ctx.spool.remove(&written.rel_path).await;
+                Status::failure(
+                    Status::OUT_OF_RESOURCES,
+                    format!("outbox write failed: {e}"),
+                )
+            }
+        }
+    }
+
+    /// Success once the outbox's commits are on disk; if they cannot be made so, a
+    /// failure (the sender keeps the instance and retries).
+    async fn durable_answer(&self) -> Status {
+        match self.ctx.outbox.sync().await {
+            Ok(()) => Status::success(),
+            Err(e) => {
+                tracing::error!(error = %e, "outbox sync failed");
                 Status::failure(
                     Status::OUT_OF_RESOURCES,
                     format!("outbox write failed: {e}"),

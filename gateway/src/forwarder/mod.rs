@@ -255,6 +255,8 @@ impl Forwarder {
     async fn send_batch(&self, batch: Vec<DueItem>) -> HubOutcome {
         let mut updates = Vec::with_capacity(batch.len());
         let mut delete_after = Vec::new();
+        // Files of delivered instances, given back to the spool's pool for reuse.
+        let mut recycle_after = Vec::new();
         let mut parts = Vec::with_capacity(batch.len());
         let mut sent = Vec::with_capacity(batch.len());
         for item in batch {
@@ -297,7 +299,7 @@ impl Forwarder {
                 match verdict.outcome_for(&item.sop_instance_uid) {
                     InstanceOutcome::Stored => {
                         updates.push(ItemUpdate::Delivered { id: item.id });
-                        delete_after.push(item.path.clone());
+                        recycle_after.push(item.path.clone());
                     }
                     InstanceOutcome::Retry(why) => updates.push(self.retry(item, why)),
                     InstanceOutcome::SendAlone(why) => updates.push(ItemUpdate::SendAlone {
@@ -330,6 +332,9 @@ impl Forwarder {
             Ok(()) => {
                 for path in delete_after {
                     self.spool.remove(&path).await;
+                }
+                for path in recycle_after {
+                    self.spool.recycle(&path).await;
                 }
             }
             // Nothing recorded: the items stay pending and are sent again; the hub

@@ -2,7 +2,8 @@
 //!
 //! Every association waiting for its C-STORE to become durable sends a request here;
 //! the committer takes everything queued at that moment, writes it in one transaction
-//! (one WAL fsync for the whole group) and then answers every waiter. With many
+//! (one WAL sync for the whole group, see [`super::WalSync`]) and then answers every
+//! waiter. With many
 //! associations the cost of durability is shared; with one, nothing is lost either.
 //!
 //! Having one writer also means no SQLITE_BUSY between receiver, forwarder and
@@ -116,6 +117,7 @@ pub struct Committer {
     forwarder_wake: Arc<Notify>,
     completion_wake: Arc<Notify>,
     synced: Vec<i64>,
+    wal: super::WalSync,
 }
 
 /// What a group's commit should wake.
@@ -131,6 +133,7 @@ impl Committer {
         rx: mpsc::UnboundedReceiver<Request>,
         forwarder_wake: Arc<Notify>,
         completion_wake: Arc<Notify>,
+        wal: super::WalSync,
     ) -> Self {
         Committer {
             conn,
@@ -138,6 +141,7 @@ impl Committer {
             forwarder_wake,
             completion_wake,
             synced: Vec::new(),
+            wal,
         }
     }
 
@@ -213,7 +217,8 @@ impl Committer {
             for req in &group {
                 outcomes.push(apply(&mut tx, req, &mut wakes, &self.synced).await?);
             }
-            tx.commit().await
+            tx.commit().await?;
+            self.make_durable(&group).await
         }
         .await;
         match attempt {
@@ -242,6 +247,7 @@ impl Committer {
             mark_synced(&mut tx, &synced).await?;
             let outcome = apply(&mut tx, &req, &mut wakes, &self.synced).await?;
             tx.commit().await?;
+            self.make_durable(std::slice::from_ref(&req)).await?;
             Ok(outcome)
         }
         .await;
@@ -256,6 +262,18 @@ impl Committer {
                 fail(req, e);
             }
         }
+    }
+
+    /// Sync the WAL after a commit, unless every request in it is a C-STORE row (whose
+    /// receiver syncs after its spool file's fsync) or needs no durability.
+    async fn make_durable(&self, group: &[Request]) -> Result<(), sqlx::Error> {
+        let needed = group
+            .iter()
+            .any(|r| !matches!(r, Request::Store { .. } | Request::AssociationClosed { .. }));
+        if needed {
+            self.wal.sync().await?;
+        }
+        Ok(())
     }
 
     fn wake(&self, wakes: Wakes) {

@@ -282,6 +282,20 @@ impl TestApp {
             .collect()
     }
 
+    /// Whether every non-empty spool file belongs to a delivered item: nothing waiting
+    /// or abandoned is left, and delivered files stay only to be reused by the next
+    /// instances (see the gateway's `spool` module).
+    pub async fn spool_holds_only_delivered(&self) -> bool {
+        let delivered: std::collections::HashSet<PathBuf> = self
+            .items()
+            .await
+            .iter()
+            .filter(|i| i.state == "delivered")
+            .map(|i| self.file(&i.path))
+            .collect();
+        self.spool_files().iter().all(|f| delivered.contains(f))
+    }
+
     /// The `gateway status` binary, as a user runs it.
     pub async fn status_cli(&self, json: bool) -> String {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
