@@ -121,6 +121,8 @@ enum Prepared {
     Ready {
         instance: Box<NewInstance>,
         uploaded: bool,
+        /// Made durable for the whole request at once, before indexing.
+        entry: Option<storage::EntrySync>,
     },
     /// Identical instance already stored: nothing to write.
     AlreadyStored { header: Box<InstanceHeader> },
@@ -240,6 +242,27 @@ async fn handle(
         ));
     }
 
+    // Every new blob durable before any row names it.
+    let entries: Vec<storage::EntrySync> = prepared
+        .iter_mut()
+        .filter_map(|p| match p {
+            Prepared::Ready { entry, .. } => entry.take(),
+            _ => None,
+        })
+        .collect();
+    state
+        .storage
+        .blobs
+        .sync_entries(entries)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "STOW-RS: blob store sync failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the blob store could not make the files durable; nothing was stored, retry later",
+            )
+        })?;
     let to_index: Vec<NewInstance> = prepared
         .iter()
         .filter_map(|p| match p {
@@ -277,7 +300,9 @@ async fn handle(
         match p {
             Prepared::AlreadyStored { header } => stored.push(referenced(&base, &header)),
             Prepared::Failed(f) => failed.push(f),
-            Prepared::Ready { instance, uploaded } => {
+            Prepared::Ready {
+                instance, uploaded, ..
+            } => {
                 let h = &instance.header;
                 let failure = match outcomes.next() {
                     Some(IndexOutcome::Stored | IndexOutcome::AlreadyStored) => {
@@ -537,14 +562,22 @@ async fn prepare(state: &HubState, study: Option<&str>, received: Received) -> P
         }
     }
     let key = blob_key(&digests.file);
-    if let Err(e) = state.storage.blobs.put_file(&key, tmp.path(), size).await {
-        tracing::error!(error = %e, key = %key, "STOW-RS: blob store write failed");
-        return Prepared::Failed(Failure::of(
-            &header,
-            reason::OUT_OF_RESOURCES,
-            "blob store unavailable, retry later".into(),
-        ));
-    }
+    let entry = match state
+        .storage
+        .blobs
+        .put_file_deferred(&key, tmp.path(), size)
+        .await
+    {
+        Ok(entry) => entry,
+        Err(e) => {
+            tracing::error!(error = %e, key = %key, "STOW-RS: blob store write failed");
+            return Prepared::Failed(Failure::of(
+                &header,
+                reason::OUT_OF_RESOURCES,
+                "blob store unavailable, retry later".into(),
+            ));
+        }
+    };
     drop(tmp);
     Prepared::Ready {
         instance: Box::new(NewInstance {
@@ -554,6 +587,7 @@ async fn prepare(state: &HubState, study: Option<&str>, received: Received) -> P
             blob_key: key,
         }),
         uploaded: true,
+        entry: Some(entry),
     }
 }
 

@@ -49,7 +49,7 @@ pub mod scope;
 pub mod sessions;
 pub mod worklist;
 
-pub use blobs::{BlobConfig, BlobStore};
+pub use blobs::{BlobConfig, BlobStore, EntrySync};
 pub use db::{now_ms, Backend, Db};
 
 /// Errors from the storage layer, classified so callers can tell a retryable outage from
