@@ -263,10 +263,10 @@ async fn handle(
                 "the blob store could not make the files durable; nothing was stored, retry later",
             )
         })?;
-    let to_index: Vec<NewInstance> = prepared
+    let to_index: Vec<&NewInstance> = prepared
         .iter()
         .filter_map(|p| match p {
-            Prepared::Ready { instance, .. } => Some(NewInstance::clone(instance)),
+            Prepared::Ready { instance, .. } => Some(&**instance),
             _ => None,
         })
         .collect();
@@ -422,11 +422,15 @@ async fn receive_part(
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
     let tmp = NamedTempFile::new_in(&state.tmp_dir).map_err(io_failure)?;
-    // Chunks arrive tens of kilobytes at a time: written as they come, no second copy.
-    let mut file = tmp.reopen().map_err(io_failure)?;
-    let mut digest = Part10Digest::new();
+    // Written and hashed on a thread of their own, fed chunk by chunk (bounded): the
+    // HTTP worker only parses the multipart body, so the next chunk (or another
+    // request) is read while this one is hashed and written.
+    let file = tmp.reopen().map_err(io_failure)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(WRITER_QUEUE);
+    let writer = tokio::task::spawn_blocking(move || write_part(file, rx));
     let mut size = 0u64;
     let mut too_big = false;
+    let mut broken = None;
     loop {
         match field.chunk().await {
             Ok(Some(chunk)) => {
@@ -435,17 +439,26 @@ async fn receive_part(
                     too_big = true;
                     continue;
                 }
-                digest.update(&chunk);
-                file.write_all(&chunk).map_err(io_failure)?;
+                if tx.send(chunk).await.is_err() {
+                    break; // the writer failed: its error is reported below
+                }
             }
             Ok(None) => break,
             Err(e) => {
-                return Err(Failure::anonymous(
-                    reason::CANNOT_UNDERSTAND,
-                    format!("part {part_no}: body ended or broke while reading: {e}"),
-                ))
+                broken = Some(e);
+                break;
             }
         }
+    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| io_failure(std::io::Error::other(format!("writer thread failed: {e}"))))?;
+    if let Some(e) = broken {
+        return Err(Failure::anonymous(
+            reason::CANNOT_UNDERSTAND,
+            format!("part {part_no}: body ended or broke while reading: {e}"),
+        ));
     }
     if too_big {
         return Err(Failure::anonymous(
@@ -456,9 +469,7 @@ async fn receive_part(
             ),
         ));
     }
-    file.flush().map_err(io_failure)?;
-    start_writeback(&file);
-    drop(file);
+    let digest = written.map_err(io_failure)?;
     let digests = digest.finish();
     let damaged = claimed_digest.filter(|claimed| *claimed != digests.data_set).map(|claimed| {
         format!(
@@ -473,6 +484,25 @@ async fn receive_part(
         digests,
         damaged,
     })
+}
+
+/// Chunks of a part queued for its writer thread (bounds the memory of a part in flight).
+const WRITER_QUEUE: usize = 8;
+
+/// The writer thread of one part: every chunk written and hashed as it comes; then the
+/// kernel is asked to start writing the file out.
+fn write_part(
+    mut file: std::fs::File,
+    mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+) -> std::io::Result<Part10Digest> {
+    let mut digest = Part10Digest::new();
+    while let Some(chunk) = rx.blocking_recv() {
+        digest.update(&chunk);
+        file.write_all(&chunk)?;
+    }
+    file.flush()?;
+    start_writeback(&file);
+    Ok(digest)
 }
 
 /// Ask the kernel to start writing the file to disk now, without waiting: by the time

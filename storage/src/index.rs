@@ -199,10 +199,10 @@ where
 ///
 /// `audit` describes who stores (actor, role, site, client); one event per study that
 /// received new instances is appended from it in the same transaction.
-pub async fn index_batch(
+pub async fn index_batch<I: std::borrow::Borrow<NewInstance> + Sync>(
     db: &Db,
     site: &str,
-    items: &[NewInstance],
+    items: &[I],
     audit: &NewEvent,
 ) -> Result<Vec<IndexOutcome>> {
     let _turn = db.write_turn().await;
@@ -219,6 +219,7 @@ pub async fn index_batch(
         // Ordered, so concurrent transactions (PostgreSQL) lock series rows in one order.
         let mut series_seen: BTreeMap<&str, SeriesInTx> = BTreeMap::new();
         for item in items {
+            let item: &NewInstance = item.borrow();
             let h = &item.header;
             let metadata = serde_json::to_string(&h.metadata)
                 .map_err(|e| StorageError::Corrupt(e.to_string()))?;
@@ -442,7 +443,8 @@ pub async fn index_batch(
                 .iter()
                 .zip(&outcomes)
                 .filter(|(i, o)| {
-                    **o == IndexOutcome::Stored && i.header.study_instance_uid == *study_uid
+                    **o == IndexOutcome::Stored
+                        && (*i).borrow().header.study_instance_uid == *study_uid
                 })
                 .count();
             let (exam_id, patient_id): (i64, Option<String>) =
