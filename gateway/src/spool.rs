@@ -627,18 +627,27 @@ mod tests {
         assert_eq!(pos, bytes.len());
     }
 
-    #[tokio::test]
-    async fn delivered_files_are_reused_and_cut_to_length() {
+    /// A spool with a full pool (no refill runs in the background to change its order).
+    fn prefilled_spool() -> (tempfile::TempDir, Arc<Spool>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = Spool::open(dir.path()).expect("open");
-        // A full pool: no refill runs in the background to change its order.
         spool.prefill().expect("prefill");
-        let meta = FileMeta {
+        (dir, spool)
+    }
+
+    fn test_meta() -> FileMeta<'static> {
+        FileMeta {
             sop_class_uid: "1.2.840.10008.5.1.4.1.1.7",
             sop_instance_uid: "1.2.3.4.5",
             transfer_syntax_uid: "1.2.840.10008.1.2",
             source_ae_title: "",
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn delivered_files_are_reused_and_cut_to_length() {
+        let (_dir, spool) = prefilled_spool();
+        let meta = test_meta();
         let mut w = spool.create(&meta).await.expect("create");
         w.write(vec![7u8; 5000]).await;
         let first = w.finish().await.expect("finish");
@@ -665,15 +674,8 @@ mod tests {
 
     #[tokio::test]
     async fn writer_streams_hashes_and_verifies() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let spool = Spool::open(dir.path()).expect("open");
-        spool.prefill().expect("prefill");
-        let meta = FileMeta {
-            sop_class_uid: "1.2.840.10008.5.1.4.1.1.7",
-            sop_instance_uid: "1.2.3.4.5",
-            transfer_syntax_uid: "1.2.840.10008.1.2",
-            source_ae_title: "",
-        };
+        let (_dir, spool) = prefilled_spool();
+        let meta = test_meta();
         let mut w = spool.create(&meta).await.expect("create");
         w.write(b"\x08\x00\x16\x00").await;
         w.write(b"rest of data set").await;
