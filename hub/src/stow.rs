@@ -426,11 +426,15 @@ async fn receive_part(
     // HTTP worker only parses the multipart body, so the next chunk (or another
     // request) is read while this one is hashed and written.
     let file = tmp.reopen().map_err(io_failure)?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(WRITER_QUEUE);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<bytes::Bytes>>(WRITER_QUEUE);
     let writer = tokio::task::spawn_blocking(move || write_part(file, rx));
     let mut size = 0u64;
     let mut too_big = false;
     let mut broken = None;
+    // Chunks come a few kilobytes at a time; handed over in batches (no copy) so that
+    // the writer thread is woken once per batch, not once per chunk.
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0;
     loop {
         match field.chunk().await {
             Ok(Some(chunk)) => {
@@ -439,8 +443,13 @@ async fn receive_part(
                     too_big = true;
                     continue;
                 }
-                if tx.send(chunk).await.is_err() {
-                    break; // the writer failed: its error is reported below
+                batch_bytes += chunk.len();
+                batch.push(chunk);
+                if batch_bytes >= WRITER_BATCH_BYTES {
+                    batch_bytes = 0;
+                    if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                        break; // the writer failed: its error is reported below
+                    }
                 }
             }
             Ok(None) => break,
@@ -449,6 +458,10 @@ async fn receive_part(
                 break;
             }
         }
+    }
+    if !batch.is_empty() {
+        // An error here means the writer failed, which it reports below.
+        let _ = tx.send(batch).await;
     }
     drop(tx);
     let written = writer
@@ -486,19 +499,24 @@ async fn receive_part(
     })
 }
 
-/// Chunks of a part queued for its writer thread (bounds the memory of a part in flight).
-const WRITER_QUEUE: usize = 8;
+/// Batches of a part queued for its writer thread: with [`WRITER_BATCH_BYTES`], bounds
+/// the memory of a part in flight to about 1 MiB.
+const WRITER_QUEUE: usize = 4;
+/// Bytes of body chunks handed to the writer thread at once.
+const WRITER_BATCH_BYTES: usize = 256 * 1024;
 
 /// The writer thread of one part: every chunk written and hashed as it comes; then the
 /// kernel is asked to start writing the file out.
 fn write_part(
     mut file: std::fs::File,
-    mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<bytes::Bytes>>,
 ) -> std::io::Result<Part10Digest> {
     let mut digest = Part10Digest::new();
-    while let Some(chunk) = rx.blocking_recv() {
-        digest.update(&chunk);
-        file.write_all(&chunk)?;
+    while let Some(batch) = rx.blocking_recv() {
+        for chunk in batch {
+            digest.update(&chunk);
+            file.write_all(&chunk)?;
+        }
     }
     file.flush()?;
     start_writeback(&file);
