@@ -214,6 +214,21 @@ fn verification_cell(lang: Lang, row: &VersionRow) -> String {
     }
 }
 
+/// `<table>` (with an id), its header row of our own labels, and the opening `<tbody>`.
+fn table_head(body: &mut String, id: Option<&str>, headers: &[&str]) {
+    match id {
+        Some(id) => {
+            let _ = write!(body, "<table id=\"{id}\">");
+        }
+        None => body.push_str("<table>"),
+    }
+    body.push_str("\n<thead><tr>");
+    for h in headers {
+        let _ = write!(body, "<th>{h}</th>");
+    }
+    body.push_str("</tr></thead>\n<tbody>\n");
+}
+
 fn opt(text: &Option<String>) -> String {
     esc(text.as_deref().unwrap_or("—"))
 }
@@ -377,14 +392,11 @@ fn alerts_section(body: &mut String, lang: Lang, view: &TownshipView<'_>) {
         .collect();
     acknowledged.sort_by_key(|(_, c)| std::cmp::Reverse(c.acknowledged_at));
     if !acknowledged.is_empty() {
-        let _ = writeln!(
+        let _ = writeln!(body, "<h3>{}</h3>", t(lang, T::AlertsAcknowledged));
+        table_head(
             body,
-            "<h3>{}</h3>\n<table>\n<thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead>\n<tbody>",
-            t(lang, T::AlertsAcknowledged),
-            t(lang, T::Patient),
-            t(lang, T::Exam),
-            t(lang, T::AckBy),
-            t(lang, T::Report),
+            None,
+            &[T::Patient, T::Exam, T::AckBy, T::Report].map(|k| t(lang, k)),
         );
         for (s, c) in acknowledged.into_iter().take(ACKNOWLEDGED_LISTED) {
             let _ = writeln!(
@@ -448,16 +460,9 @@ fn outbox_section(body: &mut String, lang: Lang, outbox: &OutboxSummary) {
             .unwrap_or_default(),
     );
     // Recently sent, lane by lane.
-    let _ = writeln!(
-        body,
-        "<h3>{}</h3>\n<table id=\"sent\">\n<thead><tr><th></th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead>\n<tbody>",
-        t(lang, T::RecentSent),
-        t(lang, T::Patient),
-        t(lang, T::Exam),
-        t(lang, T::Sent),
-        t(lang, T::ReceivedAt),
-        t(lang, T::Read),
-    );
+    let _ = writeln!(body, "<h3>{}</h3>", t(lang, T::RecentSent));
+    let named = [T::Patient, T::Exam, T::Sent, T::ReceivedAt, T::Read].map(|k| t(lang, k));
+    table_head(body, Some("sent"), &[&[""][..], &named].concat());
     let mut any = false;
     for (name, lane, unit) in &lanes {
         for item in &lane.recent_sent {
@@ -517,15 +522,9 @@ fn outbox_section(body: &mut String, lang: Lang, outbox: &OutboxSummary) {
     }
     body.push_str("</tbody>\n</table>\n");
     // Rejected, lane by lane, with the reason.
-    let _ = writeln!(
-        body,
-        "<h3>{}</h3>\n<table id=\"rejected\">\n<thead><tr><th></th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead>\n<tbody>",
-        t(lang, T::RejectedItems),
-        t(lang, T::ReceivedAt),
-        t(lang, T::Source),
-        t(lang, T::Patient),
-        t(lang, T::Reason),
-    );
+    let _ = writeln!(body, "<h3>{}</h3>", t(lang, T::RejectedItems));
+    let named = [T::ReceivedAt, T::Source, T::Patient, T::Reason].map(|k| t(lang, k));
+    table_head(body, Some("rejected"), &[&[""][..], &named].concat());
     let mut any = false;
     for (name, lane, unit) in &lanes {
         for item in &lane.rejected_items {
@@ -658,17 +657,20 @@ fn reports_section(body: &mut String, lang: Lang, summaries: &[Summary]) {
         );
         rows.truncate(REPORTS_LISTED);
     }
-    let _ = writeln!(
+    table_head(
         body,
-        "<table>\n<thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead>\n<tbody>",
-        t(lang, T::Critical),
-        t(lang, T::Patient),
-        t(lang, T::Exam),
-        t(lang, T::ReportStatus),
-        t(lang, T::Signer),
-        t(lang, T::ReceivedAt),
-        t(lang, T::Verification),
-        t(lang, T::Actions),
+        None,
+        &[
+            T::Critical,
+            T::Patient,
+            T::Exam,
+            T::ReportStatus,
+            T::Signer,
+            T::ReceivedAt,
+            T::Verification,
+            T::Actions,
+        ]
+        .map(|k| t(lang, k)),
     );
     for s in rows {
         let row = s.shown();
@@ -763,19 +765,18 @@ pub fn report_page(lang: Lang, report_id: &str, versions: &[VersionRow]) -> Stri
         }
         Some(c) => current_section(&mut body, lang, &link, c),
     }
-    let _ = writeln!(
-        body,
-        "<h2>{}</h2>\n<table>\n<thead><tr><th>{}</th><th>{}</th><th>{}</th>\
-         <th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>PDF</th></tr></thead>\n<tbody>",
-        t(lang, T::AllVersions),
-        t(lang, T::Version),
-        t(lang, T::ReportStatus),
-        t(lang, T::ReceivedAt),
-        t(lang, T::Signer),
-        t(lang, T::Verification),
-        t(lang, T::AmendReason),
-        t(lang, T::CriticalAck),
-    );
+    let _ = writeln!(body, "<h2>{}</h2>", t(lang, T::AllVersions));
+    let named = [
+        T::Version,
+        T::ReportStatus,
+        T::ReceivedAt,
+        T::Signer,
+        T::Verification,
+        T::AmendReason,
+        T::CriticalAck,
+    ]
+    .map(|k| t(lang, k));
+    table_head(&mut body, None, &[&named[..], &["PDF"]].concat());
     for v in versions {
         let class = if v.verified {
             ""
