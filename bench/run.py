@@ -5,6 +5,7 @@ with Orthanc (when the Debian packages `orthanc` and `orthanc-dicomweb` are inst
     python3 bench/run.py [--workdir DIR] [--ct-slices 300] [--skip-orthanc]
                          [--only cstore,stow,qido,metadata,memory,rendered] [--no-build]
                          [--rounds 3] [--memory-mb 1000] [--keep] [--python-client]
+                         [--keep-caches]
 
 See docs/benchmark.md for the method and the latest figures.
 
@@ -1421,6 +1422,22 @@ def cpu_busy_fraction(seconds: float = 2.0) -> float:
     return 1 - (i1 - i0) / max(1, t1 - t0)
 
 
+def settle_page_cache(warm: list[Path]) -> bool:
+    """Start a load from the same memory state: write back and drop the page cache, then
+    read `warm` (the CT series the first rounds send) back in. On this VM a page cache
+    filled by earlier builds and runs made creating and writing files cost up to a third
+    more CPU, for both servers, and varied within a load. Needs root; returns whether it
+    was done."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+    except OSError:
+        return False
+    warm_page_cache(warm)
+    return True
+
+
 def fsync_probe(directory: Path, size: int = 512 * 1024, n: int = 20) -> float:
     """Median ms to write and fsync a CT-slice-sized file here: the disk's part in any
     durable-before-acknowledge figure (C-STORE especially), for comparing machines."""
@@ -1469,6 +1486,8 @@ def parse_args(argv=None):
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds of the cstore and stow loads, each on a new CT copy; median reported")
     ap.add_argument("--keep", action="store_true", help="keep the run's data directories and logs")
+    ap.add_argument("--keep-caches", action="store_true",
+                    help="do not drop the page cache before each load (done by default when root)")
     ap.add_argument("--python-client", action="store_true",
                     help="rendered rate pass with Python threads even when wrk is installed")
     args = ap.parse_args(argv)
@@ -1522,9 +1541,16 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     started = time.time()
+    cache_settled = False
     try:
         for load in [x for x in LOADS if x in args.loads]:
             log(f"=== {load} ===")
+            if not args.keep_caches:
+                if settle_page_cache(corpus.ct.files):
+                    log("page cache dropped; the CT series read back in (--keep-caches to skip)")
+                    cache_settled = True
+                else:
+                    log("page cache not dropped (needs root): figures depend on the memory state")
             try:
                 getattr(bench, load)()
             except ProductError as e:
@@ -1551,6 +1577,7 @@ def main(argv=None) -> int:
             "storescu": tool_version([STORESCU, "--version"]),
             "orthanc_version": tool_version([ORTHANC_BIN, "--version"]) if args.orthanc else None,
             "fsync_512k_median_ms": fsync_ms, "cpu_busy_before_loads": round(busy, 2),
+            "page_cache_dropped_before_loads": cache_settled,
         },
         "rows": [r.__dict__ for r in report.rows],
         "details": report.details,
