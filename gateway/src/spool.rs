@@ -2,13 +2,15 @@
 //! P-DATA arrives (an instance is never held in memory), plus the quarantine directory.
 //!
 //! Layout under the data directory:
-//! - `spool/<uuid>.dcm`: files waiting to be forwarded (and empty pre-created ones);
+//! - `spool/<uuid>.dcm`: files waiting to be forwarded (and the pool: empty pre-created
+//!   files and delivered ones kept for reuse);
 //! - `quarantine/<uuid>.dcm`: files refused on receipt or rejected by the hub.
 //!
 //! Durability: a new file's directory entry must reach the disk too, which costs a
 //! directory fsync. We keep a small pool of empty files whose entries are already
 //! durable (created and dir-fsynced in batches, off the C-STORE path), so receiving an
-//! instance costs one file fsync, overlapped with the outbox commit.
+//! instance costs one file fsync, overlapped with the outbox commit (the outbox's WAL
+//! is synced after it: see `outbox`).
 //!
 //! That fsync is cheapest when the file's blocks already exist: then it writes data and
 //! no allocation. So a delivered instance's file is not deleted but recycled into the
