@@ -94,3 +94,16 @@ pub fn parse_uid(what: &str, raw: &str) -> Result<String, ApiError> {
         .map(formats::dicom::Uid::into_string)
         .map_err(|e| ApiError::bad_request("invalid_uid", format!("{what}: {e}")))
 }
+
+/// Study, series and SOP Instance UIDs of an instance-level path, each validated.
+pub(crate) fn instance_uids(
+    study: &str,
+    series: &str,
+    sop: &str,
+) -> Result<(String, String, String), ApiError> {
+    Ok((
+        parse_uid("StudyInstanceUID in path", study)?,
+        parse_uid("SeriesInstanceUID in path", series)?,
+        parse_uid("SOPInstanceUID in path", sop)?,
+    ))
+}

@@ -9,7 +9,7 @@ use access::Caller;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::error::{parse_uid, ApiError};
+use crate::error::{instance_uids, ApiError};
 use crate::render::{parse_frames, pipeline, with_instance};
 use crate::ViewerState;
 
@@ -68,9 +68,7 @@ pub async fn frames(
     path: web::Path<(String, String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     check_accept(&req)?;
-    let study = parse_uid("StudyInstanceUID in path", &path.0)?;
-    let series = parse_uid("SeriesInstanceUID in path", &path.1)?;
-    let sop = parse_uid("SOPInstanceUID in path", &path.2)?;
+    let (study, series, sop) = instance_uids(&path.0, &path.1, &path.2)?;
     let wanted = parse_frames(&path.3, MAX_FRAMES)?;
     let (visible, instances) =
         tokio::try_join!(crate::wado::visible(&caller, &state, &study), async {

@@ -11,7 +11,7 @@ use storage::audit::EventType;
 use storage::index::StoredInstance;
 use storage::scope::VisibleStudy;
 
-use crate::error::{parse_uid, ApiError};
+use crate::error::{instance_uids, parse_uid, ApiError};
 use crate::ViewerState;
 
 /// `GET /studies/{study}`
@@ -44,9 +44,7 @@ pub async fn instance(
     state: web::Data<ViewerState>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let study = parse_uid("StudyInstanceUID in path", &path.0)?;
-    let series = parse_uid("SeriesInstanceUID in path", &path.1)?;
-    let sop = parse_uid("SOPInstanceUID in path", &path.2)?;
+    let (study, series, sop) = instance_uids(&path.0, &path.1, &path.2)?;
     retrieve(&req, &caller, &state, &study, Some(&series), Some(&sop)).await
 }
 
@@ -77,9 +75,7 @@ pub async fn instance_metadata(
     state: web::Data<ViewerState>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let study = parse_uid("StudyInstanceUID in path", &path.0)?;
-    let series = parse_uid("SeriesInstanceUID in path", &path.1)?;
-    let sop = parse_uid("SOPInstanceUID in path", &path.2)?;
+    let (study, series, sop) = instance_uids(&path.0, &path.1, &path.2)?;
     metadata(&caller, &state, &study, Some(&series), Some(&sop)).await
 }
 

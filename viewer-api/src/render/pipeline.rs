@@ -459,16 +459,7 @@ fn grey_samples(layout: &GreyLayout, data: Samples<'_>, params: &RenderParams) -
                         .map(|c| value(u32::from(u16::from_le_bytes([c[0], c[1]])))),
                 ),
             };
-            let (a, b) = (
-                f64::from(lo) * slope + intercept,
-                f64::from(hi) * slope + intercept,
-            );
-            let (a, b) = (a.min(b), a.max(b));
-            Window {
-                center: (a + b) / 2.0 + 0.5,
-                width: (b - a + 1.0).max(1.0),
-                function: WindowFunction::Linear,
-            }
+            range_window(lo, hi, slope, intercept)
         }
     };
     // One entry per stored value (at most 2^16 evaluations), indexed by the raw sample
@@ -605,6 +596,21 @@ pub fn render_planned(
     })
 }
 
+/// A linear window spanning stored values `lo..=hi` after the rescale (for frames whose
+/// header names no window).
+fn range_window(lo: i32, hi: i32, slope: f64, intercept: f64) -> Window {
+    let (a, b) = (
+        f64::from(lo) * slope + intercept,
+        f64::from(hi) * slope + intercept,
+    );
+    let (a, b) = (a.min(b), a.max(b));
+    Window {
+        center: (a + b) / 2.0 + 0.5,
+        width: (b - a + 1.0).max(1.0),
+        function: WindowFunction::Linear,
+    }
+}
+
 fn min_max(values: impl Iterator<Item = i32>) -> (i32, i32) {
     values.fold((i32::MAX, i32::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
 }
@@ -713,19 +719,10 @@ fn grey(
     } else {
         slope
     };
-    let window = window.or(px.window).unwrap_or_else(|| {
-        // No window anywhere: span the frame's own range so something is visible.
-        let (a, b) = (
-            f64::from(lo) * slope + intercept,
-            f64::from(hi) * slope + intercept,
-        );
-        let (a, b) = (a.min(b), a.max(b));
-        Window {
-            center: (a + b) / 2.0 + 0.5,
-            width: (b - a + 1.0).max(1.0),
-            function: WindowFunction::Linear,
-        }
-    });
+    // No window anywhere: span the frame's own range so something is visible.
+    let window = window
+        .or(px.window)
+        .unwrap_or_else(|| range_window(lo, hi, slope, intercept));
     let map = |v: i32| -> u8 {
         let y = voi(f64::from(v) * slope + intercept, &window);
         if invert {

@@ -11,7 +11,7 @@ use storage::index::StoredInstance;
 
 use super::params::{self, RenderParams};
 use super::{cache, encode, parse_frames, pipeline, with_instance};
-use crate::error::{parse_uid, ApiError};
+use crate::error::{instance_uids, parse_uid, ApiError};
 use crate::ViewerState;
 
 use super::thumbnails::{self, THUMBNAIL_SIDE};
@@ -23,7 +23,7 @@ pub async fn instance_rendered(
     state: web::Data<ViewerState>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (study, series, sop) = uids3(&path)?;
+    let (study, series, sop) = instance_uids(&path.0, &path.1, &path.2)?;
     let p = params::parse(&req, None)?;
     serve(
         &caller,
@@ -45,7 +45,7 @@ pub async fn frame_rendered(
     state: web::Data<ViewerState>,
     path: web::Path<(String, String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (study, series, sop) = uids3(&(path.0.clone(), path.1.clone(), path.2.clone()))?;
+    let (study, series, sop) = instance_uids(&path.0, &path.1, &path.2)?;
     let frame = parse_frames(&path.3, 1)?[0];
     let p = params::parse(&req, None)?;
     serve(
@@ -68,7 +68,7 @@ pub async fn instance_thumbnail(
     state: web::Data<ViewerState>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (study, series, sop) = uids3(&path)?;
+    let (study, series, sop) = instance_uids(&path.0, &path.1, &path.2)?;
     let p = params::parse(&req, Some((THUMBNAIL_SIDE, THUMBNAIL_SIDE)))?;
     serve(
         &caller,
@@ -277,14 +277,6 @@ async fn render_all_frames(
             .put(key, one.clone());
     }
     Ok(frames)
-}
-
-fn uids3(path: &(String, String, String)) -> Result<(String, String, String), ApiError> {
-    Ok((
-        parse_uid("StudyInstanceUID in path", &path.0)?,
-        parse_uid("SeriesInstanceUID in path", &path.1)?,
-        parse_uid("SOPInstanceUID in path", &path.2)?,
-    ))
 }
 
 /// SOP classes without pixel data, skipped when choosing a series or study thumbnail:
