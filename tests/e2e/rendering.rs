@@ -113,15 +113,7 @@ pub async fn rendered_thumbnail_and_frames(backend: Backend) -> Result<()> {
     );
     // Another site's technician: as if it did not exist.
     let storage = env.storage().await?;
-    let tech_b = tests::accounts::create_user(
-        &storage.db,
-        &tests::accounts::person(
-            "tech-b",
-            storage::accounts::Role::Technician,
-            &["township-b"],
-        ),
-    )
-    .await?;
+    let tech_b = tests::accounts::create_user(&storage.db, &other_site_technician()).await?;
     let (status, _, _) = get(&format!("{base}/rendered"), &tech_b, None).await?;
     ensure!(status == 404, "another site's rendered image: {status}");
     Ok(())
@@ -487,15 +479,7 @@ pub async fn series_study_rendered_and_ingest_thumbnails(backend: Backend) -> Re
     );
 
     // Another site's technician: as if the study did not exist.
-    let tech_b = tests::accounts::create_user(
-        &storage.db,
-        &tests::accounts::person(
-            "tech-b",
-            storage::accounts::Role::Technician,
-            &["township-b"],
-        ),
-    )
-    .await?;
+    let tech_b = tests::accounts::create_user(&storage.db, &other_site_technician()).await?;
     let (status, _, _) = parts(&format!("{root}/studies/{study}/rendered"), &tech_b, None).await?;
     ensure!(status == 404, "another site's rendered study: {status}");
     Ok(())
@@ -634,4 +618,14 @@ pub async fn cors_for_other_origin_viewers(backend: Backend) -> Result<()> {
         resp.status()
     );
     Ok(())
+}
+
+/// A technician of township-b: rendered images of township-a's studies must not exist
+/// for them.
+fn other_site_technician() -> storage::accounts::NewUser {
+    tests::accounts::person(
+        "tech-b",
+        storage::accounts::Role::Technician,
+        &["township-b"],
+    )
 }
