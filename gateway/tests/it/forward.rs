@@ -168,6 +168,14 @@ async fn refused_instances_are_quarantined_the_rest_delivered() {
         app.spool_holds_only_delivered().await
     })
     .await;
+    // The six delivered files stay, for the next instances to reuse; the refused one's
+    // spool name is gone (its bytes live on in quarantine).
+    eventually(
+        Duration::from_secs(5),
+        "delivered files kept for reuse",
+        || async { app.spool_files().len() == 6 },
+    )
+    .await;
 
     let status = app.status_cli(false).await;
     assert!(
