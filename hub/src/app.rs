@@ -166,7 +166,9 @@ pub fn build_server(
             .app_data(access.clone())
             // Bodies are streamed; the default 256 KiB payload limit applies only to
             // extractors that buffer (JSON), which stay small.
-            .app_data(web::JsonConfig::default().limit(64 * 1024))
+            .app_data(viewer_api::error::json_config(64 * 1024))
+            .app_data(viewer_api::error::query_config())
+            .app_data(viewer_api::error::path_config())
             .configure(configure)
             .configure(access::session::configure)
             .configure(crate::admin::http::configure)

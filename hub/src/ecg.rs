@@ -83,11 +83,11 @@ async fn ingest(
     if record.leads.is_empty() || record.sample_rate_hz <= 0.0 {
         return Ok(refused("the ECG file holds no samples".into()));
     }
-    // Automatic findings that suggest an emergency (rate < 40 or > 150) make it STAT.
+    // Findings that suggest an emergency (a rate shown below 40 or above 150, a long
+    // pause) make it STAT; they are decided on the values a reader will be shown.
     let automatic = ecg::measure::measure(&record).ok();
-    let emergency = automatic
-        .as_ref()
-        .is_some_and(|a| a.findings.iter().any(|f| f.emergency));
+    let reading = ecg::Reading::new(&record.device_measurements, automatic.as_ref());
+    let emergency = reading.emergency();
     let priority = if emergency { Priority::Stat } else { marked };
 
     let sha = hex::encode(Sha256::digest(&body));
@@ -147,16 +147,14 @@ async fn ingest(
     )
     .await?;
     state.changes.notify_waiters();
-    let findings: Vec<String> = automatic
-        .map(|a| a.findings.into_iter().map(|f| f.text_en).collect())
-        .unwrap_or_default();
+    let findings: Vec<String> = reading.findings.into_iter().map(|f| f.text_en).collect();
     let (status, exam_id) = match outcome {
         storage::ecg::Recorded::Stored { exam_id } => ("stored", exam_id),
         storage::ecg::Recorded::Duplicate { exam_id } => ("duplicate", exam_id),
     };
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "status": status, "exam_id": exam_id, "priority": priority, "format": format,
-        "automatic_findings": findings,
+        "findings": findings,
     })))
 }
 
@@ -171,26 +169,20 @@ pub async fn triage_dicom(state: &HubState, caller: &Caller, exam_id: i64) {
     let Ok(bytes) = state.storage.blobs.get_bytes(&key).await else {
         return;
     };
-    let Some(findings) = ecg::read_any(&bytes)
-        .ok()
-        .and_then(|r| ecg::measure::measure(&r).ok())
-        .map(|a| {
-            a.findings
-                .into_iter()
-                .filter(|f| f.emergency)
-                .map(|f| f.text_en)
-                .collect::<Vec<_>>()
-        })
-    else {
+    let Ok(record) = ecg::read_any(&bytes) else {
         return;
     };
+    let automatic = ecg::measure::measure(&record).ok();
+    let findings: Vec<String> = ecg::Reading::new(&record.device_measurements, automatic.as_ref())
+        .findings
+        .into_iter()
+        .filter(|f| f.emergency)
+        .map(|f| f.text_en)
+        .collect();
     if findings.is_empty() {
         return;
     }
-    let why = format!(
-        "automatic finding suggests an emergency: {}",
-        findings.join(", ")
-    );
+    let why = format!("a finding suggests an emergency: {}", findings.join(", "));
     let audit = caller.event(EventType::PATIENT_RECORD, Action::Update, Outcome::Success);
     let targets = match state.deadlines().await {
         Ok(t) => t,

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use storage::audit::{Action, EventType, NewEvent, Outcome};
 use storage::exams::{ExamKind, Priority};
-use storage::worklist::{self, Claim, DeadlineTargets, Filter};
+use storage::worklist::{self, Claim, DeadlineChange, Filter};
 use viewer_api::ApiError;
 
 use crate::HubState;
@@ -173,13 +173,14 @@ async fn deadlines(state: web::Data<HubState>) -> Result<HttpResponse, ApiError>
     Ok(HttpResponse::Ok().json(state.deadlines().await?))
 }
 
-/// `PUT /api/admin/deadlines`: set the targets for exams that become ready from now on.
+/// `PUT /api/admin/deadlines`: change the targets for exams that become ready from now on;
+/// targets the body does not name keep their value.
 async fn set_deadlines(
     caller: Caller,
     state: web::Data<HubState>,
-    body: web::Json<DeadlineTargets>,
+    body: web::Json<DeadlineChange>,
 ) -> Result<HttpResponse, ApiError> {
-    let targets = body.into_inner();
+    let targets = body.apply(&state.deadlines().await?);
     let audit = NewEvent {
         detail: Some(serde_json::json!({ "deadlines": &targets })),
         ..caller.event(

@@ -131,18 +131,24 @@ pub fn validate_site_id(id: &str) -> Result<()> {
     }
 }
 
-/// Check a login name: 1-64 visible characters without spaces, ':' or ','.
+/// Check a login name: like a site id (lower-case letters, digits, '-'), with '_' and '.'
+/// allowed inside, 1-32 characters starting with a letter or digit. Names reach audit
+/// records, logs and the UI's URLs: nothing that reads as a path or needs quoting.
 pub fn validate_username(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.chars().count() <= 64
+    let ok = name.len() <= 32
         && name
-            .chars()
-            .all(|c| !c.is_whitespace() && !c.is_control() && c != ':' && c != ',');
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        });
     if ok {
         Ok(())
     } else {
         Err(StorageError::Invalid(format!(
-            "username {name:?} must be 1-64 characters without spaces, ':' or ','"
+            "username {name:?} must be 1-32 characters of a-z, 0-9, '-', '_' and '.', \
+             starting with a letter or digit"
         )))
     }
 }

@@ -17,7 +17,7 @@ use crate::{now_ms, Result, StorageError};
 
 /// Minutes from ready to deadline, per priority, with optional overrides per kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DeadlineTargets {
     /// STAT target, minutes.
     pub stat_minutes: i64,
@@ -32,7 +32,7 @@ pub struct DeadlineTargets {
 
 /// Overrides for one exam kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct KindTargets {
     /// STAT target, minutes.
     pub stat_minutes: Option<i64>,
@@ -50,6 +50,45 @@ impl Default for DeadlineTargets {
             routine_minutes: 24 * 60,
             by_kind: BTreeMap::new(),
         }
+    }
+}
+
+/// A change an administrator asks for: only the targets it names change, the others keep
+/// the value in force (a misspelt name is refused, never taken as "use the default").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadlineChange {
+    /// New STAT target, minutes.
+    pub stat_minutes: Option<i64>,
+    /// New urgent target, minutes.
+    pub urgent_minutes: Option<i64>,
+    /// New routine target, minutes.
+    pub routine_minutes: Option<i64>,
+    /// Per kind: new overrides (replacing that kind's), or `null` to remove them.
+    #[serde(default)]
+    pub by_kind: BTreeMap<String, Option<KindTargets>>,
+}
+
+impl DeadlineChange {
+    /// The targets after this change is applied to `current`.
+    pub fn apply(&self, current: &DeadlineTargets) -> DeadlineTargets {
+        let mut next = current.clone();
+        if let Some(m) = self.stat_minutes {
+            next.stat_minutes = m;
+        }
+        if let Some(m) = self.urgent_minutes {
+            next.urgent_minutes = m;
+        }
+        if let Some(m) = self.routine_minutes {
+            next.routine_minutes = m;
+        }
+        for (kind, o) in &self.by_kind {
+            match o {
+                Some(o) => next.by_kind.insert(kind.clone(), o.clone()),
+                None => next.by_kind.remove(kind),
+            };
+        }
+        next
     }
 }
 
@@ -507,4 +546,57 @@ pub async fn release(db: &Db, exam_id: i64, user_id: i64, audit: &NewEvent) -> R
         tx.commit().await?;
         Ok(n == 1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_change_touches_only_what_it_names() {
+        let current = DeadlineTargets {
+            stat_minutes: 15,
+            by_kind: BTreeMap::from([(
+                "ecg".to_string(),
+                KindTargets {
+                    stat_minutes: Some(10),
+                    ..KindTargets::default()
+                },
+            )]),
+            ..DeadlineTargets::default()
+        };
+        let change: DeadlineChange = serde_json::from_str(
+            r#"{"urgent_minutes": 90, "by_kind": {"imaging": {"routine_minutes": 600}}}"#,
+        )
+        .unwrap();
+        let next = change.apply(&current);
+        assert_eq!(next.stat_minutes, 15);
+        assert_eq!(next.urgent_minutes, 90);
+        assert_eq!(
+            next.routine_minutes,
+            DeadlineTargets::default().routine_minutes
+        );
+        assert_eq!(next.by_kind["ecg"].stat_minutes, Some(10));
+        assert_eq!(next.by_kind["imaging"].routine_minutes, Some(600));
+        let removal: DeadlineChange =
+            serde_json::from_str(r#"{"by_kind": {"ecg": null}}"#).unwrap();
+        assert!(!removal.apply(&next).by_kind.contains_key("ecg"));
+    }
+
+    #[test]
+    fn misspelt_deadline_fields_are_refused() {
+        for body in [
+            r#"{"stat_minute": 5}"#,
+            r#"{"by_kind": {"ecg": {"stat": 5}}}"#,
+            r#"{"stat_minutes": "5"}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<DeadlineChange>(body).is_err(),
+                "{body}"
+            );
+        }
+        // The configuration file's `[deadlines]` uses the stored type: a typo there is an
+        // error at start-up too, not a silent default.
+        assert!(serde_json::from_str::<DeadlineTargets>(r#"{"stat_minute": 5}"#).is_err());
+    }
 }

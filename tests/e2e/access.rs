@@ -17,7 +17,8 @@ on_both_backends!(
     tokens_logins_and_secrets,
     audit_trail_records_reads_and_detects_tampering,
     audit_names_the_client_behind_a_trusted_proxy,
-    first_start_and_admin_commands
+    first_start_and_admin_commands,
+    admin_bodies_change_only_what_they_name
 );
 
 /// Study Instance UIDs in a QIDO answer.
@@ -855,5 +856,182 @@ pub async fn first_start_and_admin_commands(backend: Backend) -> Result<()> {
         "unclear error"
     );
     ensure!(run(&["audit", "verify"])?.contains("intact"));
+    Ok(())
+}
+
+/// A raw request with a body sent as given (not re-encoded), answering status and JSON.
+async fn send_raw(
+    method: Method,
+    url: &str,
+    token: &str,
+    body: &'static str,
+) -> Result<(StatusCode, Value)> {
+    let resp = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(token)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    let body = serde_json::from_str(&text)
+        .with_context(|| format!("{url}: {status} answered no JSON body: {text:?}"))?;
+    Ok((status, body))
+}
+
+/// The one error body: a machine-readable code and a message naming the problem.
+fn is_error_body(body: &Value, code: &str) -> bool {
+    body["error"] == code && body["message"].as_str().is_some_and(|m| !m.is_empty())
+}
+
+/// A malformed or misspelt admin body is refused with 400 and the one error body, and
+/// changes nothing: no generated password, no deadline reset to its default. Bad names
+/// (`../../etc`) are refused like bad site ids.
+pub async fn admin_bodies_change_only_what_they_name(backend: Backend) -> Result<()> {
+    let env = Env::new(backend).await?;
+    let hub = Hub::start(&env, "hub", 0)?;
+    let storage = env.storage().await?;
+    let admin = env.accounts()?.admin.clone();
+    create_user(
+        &storage.db,
+        &person("nurse", Role::Technician, &["township-a"]),
+    )
+    .await?;
+    let login = format!("{}/api/auth/login", hub.url);
+    let logs_in = |password: &'static str| {
+        let login = login.clone();
+        async move {
+            let (status, _) = call(
+                Method::POST,
+                &login,
+                None,
+                Some(json!({"username": "nurse", "password": password, "kind": "bearer"})),
+            )
+            .await?;
+            anyhow::Ok(status == 200)
+        }
+    };
+
+    let reset = format!("{}/api/admin/users/nurse/password", hub.url);
+    for bad in [
+        r#"{"pasword": "Another-long-passphrase-1"}"#,
+        r#"{"password": "Another-long-passphrase-1""#,
+        r#"{"password": 17}"#,
+        "password=x",
+    ] {
+        let (status, body) = send_raw(Method::POST, &reset, &admin, bad).await?;
+        ensure!(
+            status == 400 && is_error_body(&body, "invalid_json"),
+            "password body {bad:?}: {status} {body}"
+        );
+        ensure!(
+            body.get("password").is_none(),
+            "{bad:?} generated a password"
+        );
+    }
+    ensure!(
+        logs_in(PASSWORD).await?,
+        "a refused reset changed the password"
+    );
+    let (status, body) = send_raw(
+        Method::POST,
+        &reset,
+        &admin,
+        r#"{"password": "Another-long-passphrase-1"}"#,
+    )
+    .await?;
+    ensure!(
+        status == 200 && body["password"].is_null(),
+        "reset: {status} {body}"
+    );
+    ensure!(
+        logs_in("Another-long-passphrase-1").await?,
+        "the reset did not take"
+    );
+
+    let deadlines = format!("{}/api/admin/deadlines", hub.url);
+    let (status, body) = send_raw(
+        Method::PUT,
+        &deadlines,
+        &admin,
+        r#"{"stat_minutes": 12, "urgent_minutes": 50, "routine_minutes": 300}"#,
+    )
+    .await?;
+    ensure!(status == 200, "deadlines: {status} {body}");
+    for bad in [
+        r#"{"stat_minute": 5}"#,
+        r#"{"by_kind": {"ecg": {"stat": 5}}}"#,
+        r#"{"stat_minutes": 5"#,
+    ] {
+        let (status, body) = send_raw(Method::PUT, &deadlines, &admin, bad).await?;
+        ensure!(
+            status == 400 && is_error_body(&body, "invalid_json"),
+            "deadlines body {bad:?}: {status} {body}"
+        );
+    }
+    // Naming one target changes that one only.
+    let (status, body) =
+        send_raw(Method::PUT, &deadlines, &admin, r#"{"urgent_minutes": 45}"#).await?;
+    ensure!(status == 200, "one deadline: {status} {body}");
+    let (_, now) = call(Method::GET, &deadlines, Some(&admin), None).await?;
+    ensure!(
+        now["stat_minutes"] == 12 && now["urgent_minutes"] == 45 && now["routine_minutes"] == 300,
+        "deadlines after refused and partial changes: {now}"
+    );
+
+    // Malformed login JSON answers the same error body.
+    let resp = reqwest::Client::new()
+        .post(&login)
+        .header("Content-Type", "application/json")
+        .body(r#"{"username": "nurse""#)
+        .send()
+        .await?;
+    ensure!(resp.status() == 400, "malformed login: {}", resp.status());
+    let body: Value = resp.json().await.context("malformed login answers JSON")?;
+    ensure!(is_error_body(&body, "invalid_json"), "{body}");
+
+    let users = format!("{}/api/admin/users", hub.url);
+    for name in ["../../etc", "Wang Li", "a/b", ".hidden", ""] {
+        let (status, body) = call(
+            Method::POST,
+            &users,
+            Some(&admin),
+            Some(
+                json!({"username": name, "display_name": "X", "role": "technician",
+                        "sites": ["township-a"]}),
+            ),
+        )
+        .await?;
+        ensure!(
+            status == 400 && is_error_body(&body, "invalid"),
+            "username {name:?}: {status} {body}"
+        );
+    }
+    let (status, body) = call(
+        Method::POST,
+        &users,
+        Some(&admin),
+        Some(
+            json!({"username": "wang.li", "display_name": "王丽", "role": "technician",
+                    "sites": ["township-a"], "site": "typo"}),
+        ),
+    )
+    .await?;
+    ensure!(
+        status == 400 && is_error_body(&body, "invalid_json"),
+        "unknown user field: {status} {body}"
+    );
+    let (status, body) = call(
+        Method::POST,
+        &users,
+        Some(&admin),
+        Some(
+            json!({"username": "wang.li", "display_name": "王丽", "role": "technician",
+                    "sites": ["township-a"]}),
+        ),
+    )
+    .await?;
+    ensure!(status == 201, "a good username: {status} {body}");
     Ok(())
 }

@@ -15,7 +15,10 @@ use tests::{bin, call, testdata, wait_for, Backend, Env, Gateway, Hub};
 
 use crate::on_both_backends;
 
-on_both_backends!(ecg_from_cart_to_cardiologist_and_back);
+on_both_backends!(
+    ecg_from_cart_to_cardiologist_and_back,
+    a_device_zero_is_never_shown_as_a_measurement
+);
 
 pub fn import(gw: &Gateway, stat: bool, file: &PathBuf) -> Result<String> {
     let mut cmd = std::process::Command::new(bin("gateway"));
@@ -149,6 +152,29 @@ pub async fn ecg_from_cart_to_cardiologist_and_back(backend: Backend) -> Result<
     )
     .await?;
     ensure!(status == 400, "a non-standard speed: {status}");
+    // A rhythm lead the recording lacks is refused, naming the leads there are (an
+    // empty strip would read as asystole); another spelling of a real lead is fine.
+    let (status, body) = call(
+        Method::GET,
+        &format!("{}/api/exams/{exam}/ecg.svg?rhythm=XYZ", hub.url),
+        Some(&card),
+        None,
+    )
+    .await?;
+    ensure!(
+        status == 400
+            && body["error"] == "invalid_layout"
+            && body["message"].as_str().is_some_and(|m| m.contains("aVR")),
+        "an unknown rhythm lead: {status} {body}"
+    );
+    let (status, _) = call(
+        Method::GET,
+        &format!("{}/api/exams/{exam}/ecg.svg?rhythm=avr", hub.url),
+        Some(&card),
+        None,
+    )
+    .await?;
+    ensure!(status == 200, "rhythm lead aVR spelled avr: {status}");
 
     // The report, prefilled from the measurements, confirmed and signed.
     let (status, held) = call(
@@ -282,5 +308,134 @@ pub async fn ecg_from_cart_to_cardiologist_and_back(backend: Backend) -> Result<
         },
     )
     .await?;
+    Ok(())
+}
+
+/// A cart that did not compute the rate writes 0 (aECG, SCP-ECG section 7): the
+/// printout, the JSON and the report draft show our rate instead, say it is ours, and
+/// list the device's 0 as not computed; the samples are a resource of their own.
+pub async fn a_device_zero_is_never_shown_as_a_measurement(backend: Backend) -> Result<()> {
+    let env = Env::new(backend).await?;
+    let hub = Hub::start(&env, "hub", 0)?;
+    let gw = Gateway::start(&env, "gw", &hub.url, "township-a")?;
+    let storage = env.storage().await?;
+    let card = create_user(
+        &storage.db,
+        &reader("card", &[Specialty::Cardiology], Grade::Senior),
+    )
+    .await?;
+    let original = std::fs::read_to_string(testdata("ecg/cvrg_hl7aecg-Example2.xml"))?;
+    // The sample states its rate (52) twice, the only values with that unit.
+    let rate = r#"value="52" unit="bmp""#;
+    ensure!(
+        original.matches(rate).count() == 2,
+        "the sample states its rate"
+    );
+    let zero = env.path("zero-rate.xml");
+    std::fs::write(&zero, original.replace(rate, r#"value="0" unit="bmp""#))?;
+    ensure!(import(&gw, false, &zero)?.contains("imported"));
+    let list = wait_for(
+        Duration::from_secs(30),
+        "the ECG on the worklist",
+        || async {
+            let list = cardiology_list(&hub, &card).await?;
+            Ok((!list.is_empty()).then_some(list))
+        },
+    )
+    .await?;
+    let exam = list[0]["id"].to_string();
+
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/exams/{exam}/ecg", hub.url))
+        .bearer_auth(&card)
+        .send()
+        .await?;
+    ensure!(response.status() == 200, "ecg: {}", response.status());
+    let text = response.text().await?;
+    ensure!(
+        text.len() < 64 * 1024,
+        "the measurements carry no samples: {} bytes",
+        text.len()
+    );
+    let wave: Value = serde_json::from_str(&text)?;
+    let shown = &wave["measurements"]["shown"];
+    let hr = shown
+        .as_array()
+        .and_then(|s| s.iter().find(|v| v["quantity"] == "heart_rate"))
+        .context("a rate is shown")?;
+    let ours = hr["value"].as_f64().context("rate value")?;
+    ensure!(
+        hr["origin"] == "automatic" && ours > 20.0,
+        "our rate replaces the device's 0: {hr}"
+    );
+    ensure!(
+        wave["measurements"]["set_aside"][0]["quantity"] == "heart_rate"
+            && wave["measurements"]["set_aside"][0]["reason"]["code"] == "not_computed",
+        "{}",
+        wave["measurements"]
+    );
+    ensure!(
+        wave["ecg"]["leads"][0]["samples"].as_u64() > Some(1000),
+        "a lead says how many samples it has: {}",
+        wave["ecg"]["leads"][0]
+    );
+    let (status, samples) = call(
+        Method::GET,
+        &format!("{}/api/exams/{exam}/ecg/samples", hub.url),
+        Some(&card),
+        None,
+    )
+    .await?;
+    ensure!(
+        status == 200
+            && samples["leads"][0]["samples_uv"].as_array().map(Vec::len)
+                == wave["ecg"]["leads"][0]["samples"]
+                    .as_u64()
+                    .map(|n| n as usize),
+        "samples on request: {status}"
+    );
+
+    let svg = reqwest::Client::new()
+        .get(format!("{}/api/exams/{exam}/ecg.svg", hub.url))
+        .bearer_auth(&card)
+        .send()
+        .await?
+        .text()
+        .await?;
+    let printed = format!("HR {ours:.0} bpm");
+    ensure!(
+        !svg.contains("HR 0 bpm") && svg.contains(&format!("自动测量 {printed}")),
+        "the printout shows our rate as ours"
+    );
+    ensure!(
+        svg.contains("HR（设备未计算）"),
+        "the printout says the device did not"
+    );
+
+    let (status, prefill) = call(
+        Method::GET,
+        &format!("{}/api/exams/{exam}/ecg/prefill", hub.url),
+        Some(&card),
+        None,
+    )
+    .await?;
+    ensure!(status == 200, "prefill: {status} {prefill}");
+    let content = &prefill["content"];
+    ensure!(
+        content["rate"] == format!("{ours:.0} bpm（自动测量）"),
+        "the draft's rate is ours and says so: {content}"
+    );
+    ensure!(
+        content["sources"]
+            .as_str()
+            .is_some_and(|s| s.contains("自动测量：HR") && s.contains("HR：设备未计算")),
+        "{content}"
+    );
+    // Any sentence about the rate states the rate shown.
+    let rhythm = content["rhythm"].as_str().unwrap_or_default();
+    ensure!(
+        !rhythm.contains("次/分") || rhythm.contains(&format!("{ours:.0} 次/分")),
+        "{rhythm}"
+    );
     Ok(())
 }

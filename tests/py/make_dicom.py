@@ -9,7 +9,9 @@
         bad_uid.dcm: SOP Instance UID with letters in it.
     make_dicom.py slow-ecg OUT_DIR
         slow_ecg.dcm: pydicom's real 12-lead ECG (61 bpm) declared at half its sampling
-        rate, so it reads as 30 bpm: an emergency bradycardia, with new UIDs.
+        rate, so it reads as 30 bpm: an emergency bradycardia, with new UIDs. Its
+        annotations (the device's 61 bpm, which would be shown instead) are removed:
+        only the automatic measurement sees the emergency.
 
 Prints the written paths, one a line.
 """
@@ -107,6 +109,8 @@ def slow_ecg(out):
     ds = dcmread(get_testdata_file("waveform_ecg.dcm"))
     for item in ds.WaveformSequence:
         item.SamplingFrequency = float(item.SamplingFrequency) / 2
+    if "WaveformAnnotationSequence" in ds:
+        del ds.WaveformAnnotationSequence
     ds.StudyInstanceUID = uid("slow-ecg", "study")
     ds.SeriesInstanceUID = uid("slow-ecg", "series")
     ds.SOPInstanceUID = uid("slow-ecg", "sop")

@@ -1,24 +1,28 @@
-//! ECG tracings: the waveform as JSON with device and automatic measurements, and the
-//! standard printout as SVG and PNG at paper scale.
+//! ECG tracings: the recording and its measurements as JSON (samples separately, on
+//! request), the report draft, and the standard printout as SVG and PNG at paper
+//! scale. What is shown of the measurements is [`Reading`]'s one rule.
 
 use access::policy::read_scope;
 use access::Caller;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use formats::ecg::{self, Ecg};
+use formats::ecg::{self, Ecg, Quantity, Reading};
 use serde::Deserialize;
 use storage::audit::{Action, EventType, NewEvent, Outcome};
 use storage::ecg::Source;
 use storage::exams::ExamKind;
 use storage::worklist::Item;
 
-use crate::ecg_render::{render_png, render_svg, validate, Header, Layout};
+use crate::ecg_render::{
+    check_rhythm_lead, measurement_pairs, render_png, render_svg, validate, Header, Layout,
+};
 use crate::error::ApiError;
 use crate::ViewerState;
 
 /// Mount the ECG routes. The caller registers `web::Data<ViewerState>`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/exams/{id}/ecg", web::get().to(waveform))
+        .route("/api/exams/{id}/ecg/samples", web::get().to(samples))
         .route("/api/exams/{id}/ecg/prefill", web::get().to(prefill))
         .route("/api/exams/{id}/ecg.svg", web::get().to(svg))
         .route("/api/exams/{id}/ecg.png", web::get().to(png));
@@ -60,25 +64,67 @@ async fn load(caller: &Caller, state: &ViewerState, id: i64) -> Result<(Item, Ec
     Ok((item, record))
 }
 
+/// `GET /api/exams/{id}/ecg`: the recording's description and its measurements, as
+/// shown (device's or ours, with what was set aside and why), without samples: a
+/// 12-lead ECG's samples are about a megabyte, which a worklist or a report form does
+/// not need. Each lead says how many samples it has; `…/ecg/samples` has them.
 async fn waveform(
     caller: Caller,
     state: web::Data<ViewerState>,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let (item, record) = load(&caller, &state, path.into_inner()).await?;
-    let automatic = ecg::measure::measure(&record).map_err(|e| e.to_string());
+    let automatic = ecg::measure::measure(&record);
+    let reading = Reading::new(&record.device_measurements, automatic.as_ref().ok());
+    let leads: Vec<_> = record
+        .leads
+        .iter()
+        .map(|l| serde_json::json!({"label": l.label, "derived": l.derived, "samples": l.samples_uv.len()}))
+        .collect();
+    let mut described = serde_json::to_value(&record)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    described["leads"] = serde_json::Value::Array(leads);
+    let automatic_summary = automatic.as_ref().ok().map(|a| {
+        serde_json::json!({
+            "heart_rate_bpm": a.heart_rate_bpm, "rr_ms": a.rr_ms, "pr_ms": a.pr_ms,
+            "qrs_ms": a.qrs_ms, "qt_ms": a.qt_ms, "qtc_bazett_ms": a.qtc_bazett_ms,
+            "qtc_fridericia_ms": a.qtc_fridericia_ms, "p_axis": a.p_axis,
+            "qrs_axis": a.qrs_axis, "t_axis": a.t_axis, "boundaries": a.boundaries,
+            "beats": a.r_peaks.len(), "findings": a.findings, "set_aside": a.set_aside,
+        })
+    });
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "exam": item,
-        "ecg": record,
-        "automatic": automatic.as_ref().ok(),
-        "automatic_error": automatic.as_ref().err(),
+        "ecg": described,
+        "measurements": reading,
+        "automatic": automatic_summary,
+        "automatic_error": automatic.as_ref().err().map(|e| e.to_string()),
+    })))
+}
+
+/// `GET /api/exams/{id}/ecg/samples`: every lead's samples (µV) at the recording's
+/// rate, the beats we found and our median beat per lead.
+async fn samples(
+    caller: Caller,
+    state: web::Data<ViewerState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, record) = load(&caller, &state, path.into_inner()).await?;
+    let automatic = ecg::measure::measure(&record).ok();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "sample_rate_hz": record.sample_rate_hz,
+        "leads": record.leads,
+        "r_peaks": automatic.as_ref().map(|a| &a.r_peaks),
+        "median_beat": automatic.as_ref().map(|a| &a.median_beat),
+        "median_fiducial": automatic.as_ref().map(|a| a.median_fiducial),
     })))
 }
 
 /// `GET /api/exams/{id}/ecg/prefill`: report fields for the `ecg` template, filled from
-/// the measurements (the device's where the file has them, else ours), for the
-/// cardiologist to confirm or correct. `automatic` keeps our values as computed, so the
-/// signed report records both the automatic and the confirmed values.
+/// the measurements as shown (the device's where the file has them, else ours, see
+/// [`Reading`]), for the cardiologist to confirm or correct. Every sentence states the
+/// values the fields show, `sources` says who measured which, and `automatic` keeps
+/// our values as computed, so the signed report records both.
 async fn prefill(
     caller: Caller,
     state: web::Data<ViewerState>,
@@ -86,34 +132,44 @@ async fn prefill(
 ) -> Result<HttpResponse, ApiError> {
     let (_, record) = load(&caller, &state, path.into_inner()).await?;
     let a = ecg::measure::measure(&record).ok();
-    let d = &record.device_measurements;
+    let reading = Reading::new(&record.device_measurements, a.as_ref());
     let num = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "—".into());
-    let auto = |f: fn(&ecg::measure::Automatic) -> Option<f64>| a.as_ref().and_then(f);
-    let rate = d.heart_rate_bpm.or(auto(|a| a.heart_rate_bpm));
-    let pr = d.pr_ms.or(auto(|a| a.pr_ms));
-    let qrs = d.qrs_ms.or(auto(|a| a.qrs_ms));
-    let qt = d.qt_ms.or(auto(|a| a.qt_ms));
-    let qtc = d.qtc_ms.or(auto(|a| a.qtc_bazett_ms));
-    let findings: Vec<String> = a
-        .as_ref()
-        .map(|a| a.findings.iter().map(|f| f.text_zh.clone()).collect())
-        .unwrap_or_default();
+    let shown = |q: Quantity| num(reading.get(q).map(|s| s.value));
     let automatic = match &a {
         Some(a) => format!(
             "自动测量：心率 {} bpm，PR {} ms，QRS {} ms，QT {} ms，QTc(Bazett) {} ms，QTc(Fridericia) {} ms，\
-             电轴 P {}° QRS {}° T {}°{}",
+             电轴 P {}° QRS {}° T {}°",
             num(a.heart_rate_bpm), num(a.pr_ms), num(a.qrs_ms), num(a.qt_ms), num(a.qtc_bazett_ms),
             num(a.qtc_fridericia_ms), num(a.p_axis), num(a.qrs_axis), num(a.t_axis),
-            if findings.is_empty() { String::new() } else { format!("；提示：{}", findings.join("，")) }
         ),
         None => "自动测量未能完成".to_string(),
     };
+    let rate_origin = reading
+        .get(Quantity::HeartRate)
+        .map(|s| format!("（{}）", s.origin.label_zh()))
+        .unwrap_or_default();
+    let mut sources = reading.sources_zh();
+    if !reading.set_aside.is_empty() {
+        let aside: Vec<&str> = reading
+            .set_aside
+            .iter()
+            .map(|s| s.text_zh.as_str())
+            .collect();
+        sources = format!("{sources}；未采用：{}", aside.join("，"));
+    }
+    let findings: Vec<&str> = reading
+        .findings
+        .iter()
+        .map(|f| f.text_zh.as_str())
+        .collect();
     let content = serde_json::json!({
-        "rhythm": findings.first().cloned().unwrap_or_default(),
-        "rate": format!("{} bpm", num(rate)),
-        "intervals": format!("PR {} ms，QRS {} ms，QT/QTc {}/{} ms", num(pr), num(qrs), num(qt), num(qtc)),
-        "axis": format!("P {}°，QRS {}°，T {}°", num(d.p_axis.or(auto(|a| a.p_axis))),
-            num(d.qrs_axis.or(auto(|a| a.qrs_axis))), num(d.t_axis.or(auto(|a| a.t_axis)))),
+        "rhythm": findings.join("；"),
+        "rate": format!("{} bpm{rate_origin}", shown(Quantity::HeartRate)),
+        "intervals": format!("PR {} ms，QRS {} ms，QT/QTc {}/{} ms", shown(Quantity::Pr),
+            shown(Quantity::Qrs), shown(Quantity::Qt), shown(Quantity::Qtc)),
+        "axis": format!("P {}°，QRS {}°，T {}°", shown(Quantity::PAxis),
+            shown(Quantity::QrsAxis), shown(Quantity::TAxis)),
+        "sources": sources,
         "conclusion": "",
         "automatic": automatic,
     });
@@ -148,54 +204,13 @@ fn layout(q: &PrintQuery) -> Result<Layout, ApiError> {
     Ok(l)
 }
 
-/// Header lines: who, when, where, and the measurements (device, else automatic).
-fn measurements(record: &Ecg) -> Vec<(String, String)> {
-    let auto = ecg::measure::measure(record).ok();
-    let d = &record.device_measurements;
-    let pick = |device: Option<f64>, automatic: Option<f64>| device.or(automatic);
-    let mut out = Vec::new();
-    let mut push = |label: &str, v: Option<f64>, unit: &str| {
-        if let Some(v) = v {
-            out.push((
-                label.to_string(),
-                format!("{v:.0} {unit}").trim().to_string(),
-            ));
-        }
-    };
-    push(
-        "HR",
-        pick(
-            d.heart_rate_bpm,
-            auto.as_ref().and_then(|a| a.heart_rate_bpm),
-        ),
-        "bpm",
-    );
-    push(
-        "PR",
-        pick(d.pr_ms, auto.as_ref().and_then(|a| a.pr_ms)),
-        "ms",
-    );
-    push(
-        "QRS",
-        pick(d.qrs_ms, auto.as_ref().and_then(|a| a.qrs_ms)),
-        "ms",
-    );
-    push(
-        "QT",
-        pick(d.qt_ms, auto.as_ref().and_then(|a| a.qt_ms)),
-        "ms",
-    );
-    push(
-        "QTc",
-        pick(d.qtc_ms, auto.as_ref().and_then(|a| a.qtc_bazett_ms)),
-        "ms",
-    );
-    push(
-        "QRS axis",
-        pick(d.qrs_axis, auto.as_ref().and_then(|a| a.qrs_axis)),
-        "°",
-    );
-    out
+/// A rhythm lead the caller named must be in the recording (400 naming its leads).
+fn asked_lead_exists(q: &PrintQuery, record: &Ecg, l: &Layout) -> Result<(), ApiError> {
+    match q.rhythm {
+        Some(_) => check_rhythm_lead(record, l)
+            .map_err(|e| ApiError::bad_request("invalid_layout", e.to_string())),
+        None => Ok(()),
+    }
 }
 
 async fn svg(
@@ -206,6 +221,7 @@ async fn svg(
 ) -> Result<HttpResponse, ApiError> {
     let l = layout(&q)?;
     let (item, record) = load(&caller, &state, path.into_inner()).await?;
+    asked_lead_exists(&q, &record, &l)?;
     let header = header(&item, &record);
     let text = render_svg(&record, &l, &header.as_header())
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "render", e.to_string()))?;
@@ -227,6 +243,7 @@ async fn png(
         ));
     }
     let (item, record) = load(&caller, &state, path.into_inner()).await?;
+    asked_lead_exists(&q, &record, &l)?;
     let header = header(&item, &record);
     let bytes = web::block(move || render_png(&record, &l, &header.as_header(), px))
         .await
@@ -277,6 +294,9 @@ fn header(item: &Item, record: &Ecg) -> OwnedHeader {
         birth: record.patient.birth_date.clone(),
         acquired_at: record.acquired_at.clone(),
         site: item.site.clone(),
-        measurements: measurements(record),
+        measurements: measurement_pairs(&Reading::new(
+            &record.device_measurements,
+            ecg::measure::measure(record).ok().as_ref(),
+        )),
     }
 }

@@ -2,7 +2,7 @@
 //! code and a message naming the problem. The full cause goes to the log.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{error, web, HttpResponse, ResponseError};
 use storage::StorageError;
 
 /// An error answered to an HTTP client.
@@ -86,6 +86,41 @@ impl ResponseError for ApiError {
             "message": self.message,
         }))
     }
+}
+
+/// Extractor settings whose rejections answer the one error body (actix's defaults answer
+/// plain text): a malformed or misspelt JSON body, query string or path segment is a 400
+/// naming the problem. Register every [`web::JsonConfig`] through this, with the route's
+/// body limit.
+pub fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(|e, _req| {
+            let (status, code) = match &e {
+                error::JsonPayloadError::OverflowKnownLength { .. }
+                | error::JsonPayloadError::Overflow { .. } => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+                }
+                error::JsonPayloadError::ContentType => {
+                    (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+                }
+                _ => (StatusCode::BAD_REQUEST, "invalid_json"),
+            };
+            ApiError::new(status, code, format!("request body: {e}")).into()
+        })
+}
+
+/// Query-string rejections as the one error body (see [`json_config`]).
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|e, _req| {
+        ApiError::bad_request("invalid_query", format!("query string: {e}")).into()
+    })
+}
+
+/// Path-segment rejections as the one error body (see [`json_config`]).
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default()
+        .error_handler(|e, _req| ApiError::bad_request("invalid_path", format!("path: {e}")).into())
 }
 
 /// Parse a UID from a path or query, naming which one is malformed.

@@ -106,21 +106,17 @@ async function ecgView(left, exam) {
   fill(left, h("div", { class: "toolbar" }, h("label", {}, t("ecg_speed"), speed), h("label", {}, t("ecg_gain"), gain)), h("div", { class: "ecg-scroll" }, img), table);
   try {
     const data = await api(`/api/exams/${exam.id}/ecg`);
-    const a = data.automatic || {};
-    const d = (data.ecg && data.ecg.device_measurements) || {};
-    const rows = [
-      ["ecg_rate", "heart_rate_bpm", "heart_rate_bpm", "bpm"],
-      ["PR", "pr_ms", "pr_ms", "ms"],
-      ["QRS", "qrs_ms", "qrs_ms", "ms"],
-      ["QT", "qt_ms", "qt_ms", "ms"],
-      ["QTc", "qtc_ms", "qtc_bazett_ms", "ms"],
-    ];
-    const num = (v) => (v === null || v === undefined ? "—" : Math.round(v));
+    // One row per value shown, saying who measured it; values set aside with why.
+    const m = data.measurements || { shown: [], set_aside: [], findings: [] };
+    const label = { heart_rate: t("ecg_rate"), pr: "PR", qrs: "QRS", qt: "QT", qtc: "QTc", p_axis: "P°", qrs_axis: "QRS°", t_axis: "T°" };
+    const unit = (q) => (q === "heart_rate" ? " bpm" : q.endsWith("axis") ? "°" : " ms");
+    const origin = (o) => t(o === "device" ? "ecg_device" : "ecg_automatic");
     fill(
       table,
-      h("tr", {}, h("th", {}, ""), h("th", {}, t("ecg_device")), h("th", {}, t("ecg_automatic"))),
-      rows.map(([label, dk, ak, unit]) => h("tr", {}, h("th", {}, label.startsWith("ecg_") ? t(label) : label), h("td", {}, `${num(d[dk])} ${unit}`), h("td", {}, `${num(a[ak])} ${unit}`))),
-      (a.findings || []).length ? h("tr", {}, h("th", {}, t("ecg_findings")), h("td", { colspan: 2 }, a.findings.map((f) => f.text_zh).join("；"))) : null,
+      h("tr", {}, h("th", {}, ""), h("th", {}, t("ecg_value")), h("th", {}, t("ecg_origin"))),
+      m.shown.map((s) => h("tr", {}, h("th", {}, label[s.quantity] || s.quantity), h("td", {}, `${s.value}${unit(s.quantity)}`), h("td", {}, origin(s.origin)))),
+      m.set_aside.length ? h("tr", { class: "set-aside" }, h("th", {}, t("ecg_set_aside")), h("td", { colspan: 2 }, m.set_aside.map((s) => s.text_zh).join("；"))) : null,
+      m.findings.length ? h("tr", {}, h("th", {}, t("ecg_findings")), h("td", { colspan: 2 }, m.findings.map((f) => f.text_zh).join("；"))) : null,
     );
   } catch (e) {
     fill(table, h("tr", {}, h("td", { class: "error" }, e.message)));

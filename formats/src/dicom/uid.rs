@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-/// A validated DICOM UID: 1 to 64 characters, digits and dots, no empty component.
+/// A validated DICOM UID: 1 to 64 characters, digits and dots, no empty component and no
+/// component with a leading zero (a lone `0` is fine).
 ///
 /// Because only digits and dots get through, a `Uid` is safe to use in object keys,
 /// file names and URL paths.
@@ -24,6 +25,10 @@ pub enum UidError {
     /// Leading, trailing or doubled dot.
     #[error("UID {0:?} has an empty component")]
     EmptyComponent(String),
+    /// A component of more than one digit starting with 0 (`1.2.03`): PS3.5 9.1 forbids
+    /// it, and two spellings of one number must not be two keys.
+    #[error("UID {0:?} has a component with a leading zero")]
+    LeadingZero(String),
 }
 
 impl Uid {
@@ -41,6 +46,9 @@ impl Uid {
         }
         if s.split('.').any(str::is_empty) {
             return Err(UidError::EmptyComponent(s.to_string()));
+        }
+        if s.split('.').any(|c| c.len() > 1 && c.starts_with('0')) {
+            return Err(UidError::LeadingZero(s.to_string()));
         }
         Ok(Uid(s.to_string()))
     }
@@ -125,5 +133,20 @@ mod tests {
             Uid::parse(&"1.".repeat(40)),
             Err(UidError::TooLong(_))
         ));
+    }
+
+    #[test]
+    fn rejects_leading_zeros_but_not_a_lone_zero() {
+        assert!(matches!(
+            Uid::parse("1.2.03.4"),
+            Err(UidError::LeadingZero(_))
+        ));
+        assert!(matches!(Uid::parse("01.2"), Err(UidError::LeadingZero(_))));
+        assert!(matches!(
+            Uid::parse("1.2.00"),
+            Err(UidError::LeadingZero(_))
+        ));
+        assert!(Uid::parse("1.2.840.10008.5.1.4.1.1.2").is_ok());
+        assert!(Uid::parse("1.2.826.0.1.3680043.2.1125.0.1").is_ok());
     }
 }

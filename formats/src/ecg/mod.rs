@@ -15,6 +15,7 @@ mod dicom;
 mod leads;
 pub mod measure;
 mod scp;
+pub mod shown;
 mod time;
 
 #[cfg(test)]
@@ -26,6 +27,7 @@ pub use aecg::{read_aecg, MAX_AECG_BYTES};
 pub use dicom::read_dicom;
 pub use leads::normalize_label;
 pub use scp::read_scp;
+pub use shown::{Origin, Quantity, Reading};
 
 /// One ECG recording, whatever format it came in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

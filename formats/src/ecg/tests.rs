@@ -273,3 +273,48 @@ fn ecg_aecg_hostile_variants_never_panic() {
         "{err}"
     );
 }
+
+/// The record with every lead of section 3 given the sample range `first..=last`.
+fn scp_with_range(first: u32, last: u32) -> Vec<u8> {
+    let mut bytes = testdata(SCP);
+    let sections = scp_sections(&bytes);
+    let (start, _) = *sections
+        .iter()
+        .find(|(s, _)| u16::from_le_bytes([bytes[s + 2], bytes[s + 3]]) == 3)
+        .expect("section 3");
+    let body = start + 16;
+    let count = usize::from(bytes[body]);
+    for i in 0..count {
+        let at = body + 2 + i * 9;
+        bytes[at..at + 4].copy_from_slice(&first.to_le_bytes());
+        bytes[at + 4..at + 8].copy_from_slice(&last.to_le_bytes());
+    }
+    fix_scp_crcs(&mut bytes, &sections);
+    bytes
+}
+
+#[test]
+fn ecg_scp_zero_based_sample_ranges_are_read_as_the_data_say() {
+    // The file's own 1..=6000, then a cart counting from 0 (0..=5999), then one
+    // writing 0 for "from the start" (0..=6000): all are the same 6000 samples.
+    for (first, last) in [(1, 6000), (0, 5999), (0, 6000)] {
+        let ecg = read_scp(&scp_with_range(first, last))
+            .unwrap_or_else(|e| panic!("{first}..={last}: {e}"));
+        assert!(
+            ecg.leads.iter().all(|l| l.samples_uv.len() == 6000),
+            "{first}..={last}: {:?}",
+            ecg.leads
+                .iter()
+                .map(|l| l.samples_uv.len())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(ecg.leads[0].samples_uv[..3], [18.75, 22.5, 26.25]);
+    }
+    // What the data cannot hold is still refused, naming the lead.
+    for (first, last) in [(0, 9000), (1, 9000), (0, 0)] {
+        let err = read_scp(&scp_with_range(first, last))
+            .expect_err("inconsistent range")
+            .to_string();
+        assert!(err.contains("lead"), "{first}..={last}: {err}");
+    }
+}

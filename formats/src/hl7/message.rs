@@ -443,6 +443,61 @@ pub fn escape(text: &str, separators: &Separators) -> String {
 }
 
 impl Message {
+    /// SHA-256 (hex) of what the message says rather than how its bytes were framed: its
+    /// segments in order, each field split into repetitions, components and
+    /// subcomponents, unescaped and written again with the standard separators, trailing
+    /// empty fields and segment terminators (CR, LF or CRLF, present or not) ignored. Two
+    /// sendings of one message by different clients compare equal; a changed value does
+    /// not.
+    pub fn content_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let std = Separators::default();
+        let mut hash = Sha256::new();
+        for segment in &self.segments {
+            let mut fields: Vec<String> = vec![segment.name().to_string()];
+            // MSH-1 and MSH-2 are the separators themselves: written canonically.
+            let first = if segment.name() == "MSH" {
+                fields.push("^~\\&".to_string());
+                3
+            } else {
+                1
+            };
+            for n in first..=segment.field_count() {
+                fields.push(canonical_field(
+                    segment.raw(n).unwrap_or(""),
+                    &self.separators,
+                    &std,
+                ));
+            }
+            while fields.last().is_some_and(String::is_empty) {
+                fields.pop();
+            }
+            hash.update(fields.join("|").as_bytes());
+            hash.update(b"\r");
+        }
+        hex::encode(hash.finalize())
+    }
+}
+
+/// One field's text split by `from`'s separators, each piece unescaped and escaped again
+/// with `to`'s.
+fn canonical_field(raw: &str, from: &Separators, to: &Separators) -> String {
+    let split_join = |text: &str, by: char, join: char, inner: &dyn Fn(&str) -> String| {
+        text.split(by)
+            .map(inner)
+            .collect::<Vec<_>>()
+            .join(&join.to_string())
+    };
+    let sub = |c: &str| {
+        split_join(c, from.subcomponent, to.subcomponent, &|piece| {
+            escape(&unescape(piece, from), to)
+        })
+    };
+    let component = |r: &str| split_join(r, from.component, to.component, &sub);
+    split_join(raw, from.repetition, to.repetition, &component)
+}
+
+impl Message {
     /// The header.
     pub fn msh(&self) -> &Msh {
         &self.msh

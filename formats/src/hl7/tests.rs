@@ -726,3 +726,31 @@ fn truncated_and_mutated_messages_never_panic() {
         let _ = parse_header(&bytes);
     }
 }
+
+#[test]
+fn content_digest_ignores_framing_and_separators_but_not_values() {
+    let original = testdata(LAB);
+    let digest = |b: &[u8]| parse(b).expect("parses").content_digest();
+    let text = String::from_utf8(original.clone()).expect("ASCII sample");
+    let cr_only = text.replace("\r\n", "\r").replace('\n', "\r");
+    let without_trailer = cr_only.trim_end_matches('\r').to_string();
+    let lf_only = cr_only.replace('\r', "\n");
+    assert_ne!(cr_only, without_trailer);
+    for variant in [&cr_only, &without_trailer, &lf_only] {
+        assert_eq!(digest(variant.as_bytes()), digest(&original), "{variant:?}");
+    }
+    // `#` for components says the same (in a sample without escape sequences: `\S\`
+    // means whatever the component separator is, so it would change the text).
+    let glucose = testdata(GLUCOSE);
+    let hashes = String::from_utf8(glucose.clone())
+        .expect("ASCII")
+        .replace('^', "#");
+    assert_eq!(digest(hashes.as_bytes()), digest(&glucose));
+    // A trailing empty field is not content either.
+    let padded = without_trailer.clone() + "|";
+    assert_eq!(digest(padded.as_bytes()), digest(&original));
+    // A changed value is.
+    let changed = cr_only.replacen("OBX|1|", "OBX|2|", 1);
+    assert_ne!(changed, cr_only);
+    assert_ne!(digest(changed.as_bytes()), digest(&original));
+}

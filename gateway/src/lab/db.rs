@@ -12,7 +12,9 @@ use sqlx::Row;
 pub struct NewLabMessage {
     /// MSH-10.
     pub control_id: String,
-    /// Hex SHA-256 of `body`.
+    /// What the message says, not how it was framed
+    /// ([`formats::hl7::Message::content_digest`]): a re-send by another client is the
+    /// same message.
     pub sha256: String,
     /// The bytes exactly as received.
     pub body: Vec<u8>,
@@ -95,15 +97,22 @@ async fn receive(
     m: &NewLabMessage,
     now: i64,
 ) -> Result<LabOutcome, sqlx::Error> {
-    let existing =
-        sqlx::query("SELECT id, sha256, state, received_at FROM lab_messages WHERE control_id = ?")
-            .bind(&m.control_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let existing = sqlx::query(
+        "SELECT id, sha256, body, state, received_at FROM lab_messages WHERE control_id = ?",
+    )
+    .bind(&m.control_id)
+    .fetch_optional(&mut *conn)
+    .await?;
     if let Some(row) = existing {
         let id: i64 = row.try_get("id")?;
         let sha256: String = row.try_get("sha256")?;
-        if sha256 != m.sha256 {
+        // Rows stored by earlier releases hold the digest of the raw bytes: their
+        // content's digest is computed from the kept body.
+        let same = sha256 == m.sha256 || {
+            let body: Vec<u8> = row.try_get("body")?;
+            formats::hl7::parse(&body).is_ok_and(|old| old.content_digest() == m.sha256)
+        };
+        if !same {
             return Ok(LabOutcome::Conflict {
                 id,
                 received_at: row.try_get("received_at")?,

@@ -7,9 +7,10 @@
 //! row, `synchronous=FULL`) and only then answered AA. The forwarder sends it on to the
 //! hub (`POST /ingest/hl7`, see [`forward`] and [`crate::filelane`]).
 //!
-//! A message is identified by MSH-10 (the site is this gateway): identical bytes again
-//! are answered AA and stored once; other bytes under a known MSH-10 are refused AE
-//! ("control id reused with different content") and quarantined.
+//! A message is identified by MSH-10 (the site is this gateway): the same content again
+//! (compared by its parsed segments, so framing and separators do not matter) is answered
+//! AA and stored once; other content under a known MSH-10 is refused AE ("control id
+//! reused with different content") and quarantined.
 //!
 //! - [`mllp`]: framing; [`db`]: the table's own writes; [`forward`]: the hub request's
 //!   path and media type (the request, its verdicts and the queue are [`crate::filelane`]'s).
@@ -283,7 +284,7 @@ pub async fn process(ctx: &LabCtx, bytes: Vec<u8>, peer: &str) -> Vec<u8> {
         }
     };
     let msh = msg.msh();
-    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let sha256 = msg.content_digest();
     let new = NewLabMessage {
         control_id: msh.control_id.clone(),
         sha256: sha256.clone(),

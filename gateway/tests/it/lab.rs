@@ -294,6 +294,15 @@ async fn oru_samples_are_acknowledged_stored_and_delivered_exactly_once() {
     );
     let acks = mllp_send(port, &lf_file, false).await;
     assert_eq!(acks[0].code, "AA");
+    // The same message framed by another client: CR separators, no trailing CR. Its
+    // content is the same, so it is the same message, not a reused control id.
+    let reframed = framed_file(dir.path(), "reframed.mllp", &[&loose(&generic)]);
+    let acks = mllp_send(port, &reframed, false).await;
+    assert_eq!(
+        (acks[0].code.as_str(), acks[0].err_code.as_deref()),
+        ("AA", None),
+        "{acks:?}"
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(hub.state.requests(), 3, "no second delivery");
     assert_eq!(lab_rows(&app).await.len(), 3);

@@ -277,22 +277,29 @@ async fn bad_instances_are_refused_quarantined_and_the_association_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storescu_sees_the_failure_status_of_an_invalid_instance() {
     let app = TestApp::start(|_| {}).await;
-    // dcmtk sends what it can read; our header check refuses an invalid Study UID.
+    // dcmtk sends what it can read; our header check refuses an invalid Study UID: one
+    // with a letter, one with a component's leading zero (PS3.5 9.1).
     let dir = tempfile::tempdir().expect("tempdir");
-    let bad = dir.path().join("bad_uid.dcm");
-    std::fs::copy(testdata("single/CT_small.dcm"), &bad).expect("copy");
-    let status = std::process::Command::new("/usr/bin/dcmodify")
-        .args(["-nb", "-m", "(0020,000d)=1.2.840.bad.uid"])
-        .arg(&bad)
-        .status()
-        .expect("dcmodify (dcmtk) runs");
-    assert!(status.success());
-    let run = app.storescu(&["-nh"], std::slice::from_ref(&bad)).await;
-    assert_eq!(run.stored(), 0, "{}", run.output);
-    assert!(run.output.contains("CannotUnderstand"), "{}", run.output);
+    for (name, uid) in [
+        ("bad_uid.dcm", "1.2.840.bad.uid"),
+        ("zero_uid.dcm", "1.2.03.4"),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::copy(testdata("single/CT_small.dcm"), &file).expect("copy");
+        let status = std::process::Command::new("/usr/bin/dcmodify")
+            .args(["-nb", "-m", &format!("(0020,000d)={uid}")])
+            .arg(&file)
+            .status()
+            .expect("dcmodify (dcmtk) runs");
+        assert!(status.success());
+        let run = app.storescu(&["-nh"], std::slice::from_ref(&file)).await;
+        assert_eq!(run.stored(), 0, "{uid}: {}", run.output);
+        assert!(run.output.contains("CannotUnderstand"), "{}", run.output);
+    }
     let q = app.quarantine().await;
-    assert_eq!(q.len(), 1);
+    assert_eq!(q.len(), 2);
     assert!(q[0].reason.contains("StudyInstanceUID"), "{:?}", q[0]);
+    assert!(q[1].reason.contains("leading zero"), "{:?}", q[1]);
     assert!(app.items().await.is_empty());
     app.stop().await;
 }

@@ -68,6 +68,7 @@ async fn list_sites(state: web::Data<HubState>) -> Result<HttpResponse, ApiError
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SiteBody {
     id: String,
     name: String,
@@ -89,6 +90,7 @@ async fn list_users(state: web::Data<HubState>) -> Result<HttpResponse, ApiError
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct UserBody {
     username: String,
     display_name: String,
@@ -129,17 +131,26 @@ async fn add_user(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PasswordBody {
     password: Option<String>,
 }
 
+/// `POST /api/admin/users/{name}/password`: with no body (or `{}`) a password is
+/// generated; a body that does not parse is refused, never read as "generate one".
 async fn reset_password(
     caller: Caller,
     state: web::Data<HubState>,
     path: web::Path<String>,
-    body: Option<web::Json<PasswordBody>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let password = body.and_then(|b| b.into_inner().password);
+    let password = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<PasswordBody>(&body)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))?
+            .password
+    };
     let generated = super::reset_password(&state.storage.db, &by(&caller), &path, password).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "password": generated })))
 }
@@ -176,6 +187,7 @@ async fn list_keys(state: web::Data<HubState>) -> Result<HttpResponse, ApiError>
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct KeyBody {
     site: String,
     #[serde(default)]

@@ -33,7 +33,7 @@ mod svg;
 #[cfg(test)]
 mod tests;
 
-use formats::ecg::{Ecg, Measurements};
+use formats::ecg::{Ecg, Origin, Reading};
 use serde::{Deserialize, Serialize};
 
 pub use raster::{render_png_with_font, PngFont, MAX_PIXELS};
@@ -88,7 +88,8 @@ pub struct Header<'a> {
     pub acquired_at: Option<&'a str>,
     /// Site (township hospital) where the ECG was recorded.
     pub site: &'a str,
-    /// Measurements shown in the header, in order, e.g. `("HR", "75 bpm")`.
+    /// Measurements shown in the header, in order, as (group, values), e.g.
+    /// `("设备测量", "HR 75 bpm, PR 157 ms")` (see [`measurement_pairs`]).
     pub measurements: Vec<(String, String)>,
     /// A remark shown in the header, e.g. `自动测量，非诊断`.
     pub note: Option<&'a str>,
@@ -106,6 +107,14 @@ pub enum RenderError {
     /// The rhythm lead label is empty or unreasonably long.
     #[error("rhythm lead {0:?} is not a lead label")]
     RhythmLead(String),
+    /// The recording has no lead of that name: an empty strip would read as asystole.
+    #[error("rhythm lead {lead:?} is not in this recording; its leads are {available}")]
+    NoSuchLead {
+        /// The lead asked for.
+        lead: String,
+        /// The recording's leads, comma-separated.
+        available: String,
+    },
     /// The recording's sampling rate cannot place samples in time.
     #[error("sampling rate {0} Hz is not usable")]
     SampleRate(f64),
@@ -162,6 +171,20 @@ pub fn validate(layout: &Layout) -> Result<(), RenderError> {
         return Err(RenderError::RhythmLead(layout.rhythm_lead.clone()));
     }
     Ok(())
+}
+
+/// Check that the recording has the rhythm strip's lead (spelled as the readers spell
+/// labels, so `avr` or `MDC_ECG_LEAD_II` find it).
+pub fn check_rhythm_lead(ecg: &Ecg, layout: &Layout) -> Result<(), RenderError> {
+    let label = formats::ecg::normalize_label(&layout.rhythm_lead);
+    if ecg.lead(&label).is_some() {
+        return Ok(());
+    }
+    let available: Vec<&str> = ecg.leads.iter().map(|l| l.label.as_str()).collect();
+    Err(RenderError::NoSuchLead {
+        lead: layout.rhythm_lead.clone(),
+        available: available.join(", "),
+    })
 }
 
 /// Width and height in mm of the page for this layout (see the module documentation).
@@ -263,33 +286,45 @@ pub fn render_rhythm_strip_rgb(
     })
 }
 
-/// Header measurements from a device's (or our) global measurements, in the order a
-/// cardiologist reads them; absent values are left out.
-pub fn measurement_pairs(m: &Measurements) -> Vec<(String, String)> {
-    let n = |v: f64| format!("{v:.0}");
+/// Header measurements as shown (see [`Reading`]), grouped by who measured them so the
+/// printout says which values are the device's and which are ours, then what was set
+/// aside and why: `("设备测量", "HR 75 bpm, PR 157 ms, P/QRS/T 29/53/56°")`.
+pub fn measurement_pairs(reading: &Reading) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let mut push = |label: &str, value: Option<String>| {
-        if let Some(value) = value {
-            out.push((label.to_string(), value));
+    for origin in [Origin::Device, Origin::Automatic] {
+        let mine: Vec<_> = reading
+            .shown
+            .iter()
+            .filter(|s| s.origin == origin)
+            .collect();
+        let mut parts: Vec<String> = mine
+            .iter()
+            .filter(|s| s.quantity.unit() != "°")
+            .map(|s| format!("{} {}", s.quantity.label(), s.quantity.format(s.value)))
+            .collect();
+        let axes: Vec<_> = mine.iter().filter(|s| s.quantity.unit() == "°").collect();
+        if !axes.is_empty() {
+            let names: Vec<&str> = axes
+                .iter()
+                .map(|s| s.quantity.label().trim_end_matches(" axis"))
+                .collect();
+            let values: Vec<String> = axes.iter().map(|s| format!("{:.0}", s.value)).collect();
+            parts.push(format!("{} {}°", names.join("/"), values.join("/")));
         }
-    };
-    push("HR", m.heart_rate_bpm.map(|v| format!("{} bpm", n(v))));
-    push("RR", m.rr_ms.map(|v| format!("{} ms", n(v))));
-    push("PR", m.pr_ms.map(|v| format!("{} ms", n(v))));
-    push("QRS", m.qrs_ms.map(|v| format!("{} ms", n(v))));
-    push("QT", m.qt_ms.map(|v| format!("{} ms", n(v))));
-    push("QTc", m.qtc_ms.map(|v| format!("{} ms", n(v))));
-    if m.p_axis.is_some() || m.qrs_axis.is_some() || m.t_axis.is_some() {
-        let a = |v: Option<f64>| v.map(n).unwrap_or_else(|| "—".into());
-        push(
-            "P/QRS/T",
-            Some(format!(
-                "{}/{}/{}°",
-                a(m.p_axis),
-                a(m.qrs_axis),
-                a(m.t_axis)
-            )),
-        );
+        if !parts.is_empty() {
+            out.push((origin.label_zh().to_string(), parts.join(", ")));
+        }
+    }
+    if !reading.set_aside.is_empty() {
+        let aside: Vec<String> = reading
+            .set_aside
+            .iter()
+            .map(|s| {
+                let what = s.quantity.aside_text(s.value, &s.reason);
+                format!("{what}（{}）", s.reason.text_zh())
+            })
+            .collect();
+        out.push(("未采用".to_string(), aside.join(", ")));
     }
     out
 }

@@ -1,11 +1,15 @@
-//! Automatic triage flags from the measurements. They order the cardiology worklist;
-//! they are not diagnoses, and the viewer shows them as automatic.
+//! Triage flags from the measurements. They order the cardiology worklist; they are
+//! not diagnoses, and every text says who measured the value it states.
+//!
+//! Value flags are decided on the value rounded as it is printed (see
+//! [`crate::ecg::shown`]), so that "60 次/分" is never called bradycardia.
 //!
 //! Emergency thresholds: a ventricular rate below 40 or above 150 bpm (the issue's
 //! triage rule), and a pause of 3 s or more (our choice: a pause that long is treated
 //! as critical by common ECG critical-value lists).
 
-use super::{Automatic, Finding};
+use super::Finding;
+use crate::ecg::shown::{Origin, Quantity};
 
 /// Below this rate: bradycardia flag (the usual adult limits, 60 and 100 bpm).
 const BRADY_BPM: f64 = 60.0;
@@ -39,28 +43,75 @@ fn finding(code: &str, zh: String, en: String, emergency: bool) -> Finding {
     }
 }
 
-/// The flags for `m`; `rate` is the sampling rate of `m.r_peaks`.
-pub(crate) fn findings(m: &Automatic, rate: f64) -> Vec<Finding> {
+/// Codes of the flags about the beats' rhythm rather than about one value.
+pub(crate) const RHYTHM_CODES: [&str; 2] = ["PAUSE", "IRREGULAR_RR"];
+
+/// Flags about single values; `value` gives each quantity's value and who measured
+/// it. Values are rounded before any threshold is applied.
+pub(crate) fn value_findings(value: impl Fn(Quantity) -> Option<(f64, Origin)>) -> Vec<Finding> {
     let mut out = Vec::new();
-    if let Some(hr) = m.heart_rate_bpm {
+    let get = |q: Quantity| value(q).map(|(v, o)| (v.round(), o));
+    let who = |o: Origin| match o {
+        Origin::Device => ("设备测量", "device"),
+        Origin::Automatic => ("自动测量", "automatic"),
+    };
+    if let Some((hr, o)) = get(Quantity::HeartRate) {
+        let (z, e) = who(o);
         if hr < BRADY_BPM {
             out.push(finding(
                 "BRADYCARDIA",
-                format!("心室率 {hr:.0} 次/分，心动过缓（自动测量）"),
-                format!("Ventricular rate {hr:.0} bpm: bradycardia (automatic)"),
+                format!("心室率 {hr:.0} 次/分，心动过缓（{z}）"),
+                format!("Ventricular rate {hr:.0} bpm: bradycardia ({e})"),
                 hr < BRADY_EMERGENCY_BPM,
             ));
         } else if hr > TACHY_BPM {
             out.push(finding(
                 "TACHYCARDIA",
-                format!("心室率 {hr:.0} 次/分，心动过速（自动测量）"),
-                format!("Ventricular rate {hr:.0} bpm: tachycardia (automatic)"),
+                format!("心室率 {hr:.0} 次/分，心动过速（{z}）"),
+                format!("Ventricular rate {hr:.0} bpm: tachycardia ({e})"),
                 hr > TACHY_EMERGENCY_BPM,
             ));
         }
     }
-    let rr: Vec<f64> = m
-        .r_peaks
+    if let Some((pr, o)) = get(Quantity::Pr).filter(|(v, _)| *v > LONG_PR_MS) {
+        let (z, e) = who(o);
+        out.push(finding(
+            "LONG_PR",
+            format!("PR 间期 {pr:.0} ms，延长（{z}）"),
+            format!("PR interval {pr:.0} ms: prolonged ({e})"),
+            false,
+        ));
+    }
+    if let Some((qrs, o)) = get(Quantity::Qrs).filter(|(v, _)| *v >= WIDE_QRS_MS) {
+        let (z, e) = who(o);
+        out.push(finding(
+            "WIDE_QRS",
+            format!("QRS 时限 {qrs:.0} ms，增宽（{z}）"),
+            format!("QRS duration {qrs:.0} ms: wide ({e})"),
+            false,
+        ));
+    }
+    if let Some((qtc, o)) = get(Quantity::Qtc).filter(|(v, _)| *v > LONG_QTC_MS) {
+        let (z, e) = who(o);
+        let formula = match o {
+            Origin::Automatic => "（Bazett）",
+            Origin::Device => " ",
+        };
+        out.push(finding(
+            "LONG_QTC",
+            format!("QTc{formula}{qtc:.0} ms，延长（{z}）"),
+            format!("QTc {qtc:.0} ms: prolonged ({e})"),
+            false,
+        ));
+    }
+    out
+}
+
+/// Flags about the rhythm of the beats we found; `rate` is the sampling rate of
+/// `r_peaks`.
+pub(crate) fn rhythm_findings(r_peaks: &[usize], rate: f64) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let rr: Vec<f64> = r_peaks
         .windows(2)
         .map(|w| w[1].abs_diff(w[0]) as f64 / rate)
         .collect();
@@ -85,30 +136,6 @@ pub(crate) fn findings(m: &Automatic, rate: f64) -> Vec<Finding> {
                 false,
             ));
         }
-    }
-    if let Some(pr) = m.pr_ms.filter(|v| *v > LONG_PR_MS) {
-        out.push(finding(
-            "LONG_PR",
-            format!("PR 间期 {pr:.0} ms，延长（自动测量）"),
-            format!("PR interval {pr:.0} ms: prolonged (automatic)"),
-            false,
-        ));
-    }
-    if let Some(qrs) = m.qrs_ms.filter(|v| *v >= WIDE_QRS_MS) {
-        out.push(finding(
-            "WIDE_QRS",
-            format!("QRS 时限 {qrs:.0} ms，增宽（自动测量）"),
-            format!("QRS duration {qrs:.0} ms: wide (automatic)"),
-            false,
-        ));
-    }
-    if let Some(qtc) = m.qtc_bazett_ms.filter(|v| *v > LONG_QTC_MS) {
-        out.push(finding(
-            "LONG_QTC",
-            format!("QTc（Bazett）{qtc:.0} ms，延长（自动测量）"),
-            format!("QTc (Bazett) {qtc:.0} ms: prolonged (automatic)"),
-            false,
-        ));
     }
     out
 }

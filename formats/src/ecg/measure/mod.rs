@@ -28,9 +28,11 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
+use super::shown::{Origin, Quantity, SetAside};
 use super::Ecg;
 use detect::median;
 use filter::samples;
+pub(crate) use findings::value_findings;
 
 /// Lowest sampling rate accepted: the detector's 15 Hz band and the QRS need it.
 pub const MIN_RATE_HZ: f64 = 100.0;
@@ -75,8 +77,65 @@ pub struct Automatic {
     pub median_fiducial: usize,
     /// Wave boundaries in the median beat, ms relative to the fiducial point.
     pub boundaries: Boundaries,
-    /// Automatic triage flags (not diagnostic).
+    /// Automatic triage flags (not diagnostic), decided on the values as kept.
     pub findings: Vec<Finding>,
+    /// Values we computed but do not trust (see [`crate::ecg::shown`]): they are `None`
+    /// above and listed here with the reason.
+    #[serde(default)]
+    pub set_aside: Vec<SetAside>,
+}
+
+impl Automatic {
+    /// Our value of `q` (QTc is Bazett's).
+    pub fn value(&self, q: Quantity) -> Option<f64> {
+        match q {
+            Quantity::HeartRate => self.heart_rate_bpm,
+            Quantity::Pr => self.pr_ms,
+            Quantity::Qrs => self.qrs_ms,
+            Quantity::Qt => self.qt_ms,
+            Quantity::Qtc => self.qtc_bazett_ms,
+            Quantity::PAxis => self.p_axis,
+            Quantity::QrsAxis => self.qrs_axis,
+            Quantity::TAxis => self.t_axis,
+        }
+    }
+
+    fn slot(&mut self, q: Quantity) -> &mut Option<f64> {
+        match q {
+            Quantity::HeartRate => &mut self.heart_rate_bpm,
+            Quantity::Pr => &mut self.pr_ms,
+            Quantity::Qrs => &mut self.qrs_ms,
+            Quantity::Qt => &mut self.qt_ms,
+            Quantity::Qtc => &mut self.qtc_bazett_ms,
+            Quantity::PAxis => &mut self.p_axis,
+            Quantity::QrsAxis => &mut self.qrs_axis,
+            Quantity::TAxis => &mut self.t_axis,
+        }
+    }
+
+    /// Set aside every value that is not a measurement (a QRS of 0 ms, a rate outside
+    /// 20–300 bpm), so that no finding and no page uses it. A rate set aside takes its
+    /// RR with it, and a Bazett QTc set aside takes the Fridericia one (same QT, same RR).
+    fn screen(&mut self) {
+        for q in Quantity::ALL {
+            let Some(v) = self.value(q) else { continue };
+            if let Err(reason) = q.screen(v, Origin::Automatic) {
+                *self.slot(q) = None;
+                self.set_aside
+                    .push(SetAside::new(q, v, Origin::Automatic, reason));
+                match q {
+                    Quantity::HeartRate => self.rr_ms = None,
+                    Quantity::Qtc => self.qtc_fridericia_ms = None,
+                    _ => {}
+                }
+            }
+        }
+        if let Some(f) = self.qtc_fridericia_ms {
+            if Quantity::Qtc.screen(f, Origin::Automatic).is_err() {
+                self.qtc_fridericia_ms = None;
+            }
+        }
+    }
 }
 
 /// Wave boundaries of the median beat in ms from its fiducial point (negative before).
@@ -106,6 +165,14 @@ pub struct Finding {
     /// True when the flag puts the exam at the top of the worklist with the emergency
     /// deadline (e.g. rate below 40 or above 150 bpm).
     pub emergency: bool,
+}
+
+impl Finding {
+    /// True for flags about the rhythm of the beats we found (pauses, irregular RR),
+    /// as opposed to flags about one value (rate, PR, QRS, QTc).
+    pub fn is_rhythm(&self) -> bool {
+        findings::RHYTHM_CODES.contains(&self.code.as_str())
+    }
 }
 
 /// Why a recording could not be measured.
@@ -265,8 +332,12 @@ pub fn measure(ecg: &Ecg) -> Result<Automatic, MeasureError> {
         median_fiducial: pre,
         boundaries,
         findings: Vec::new(),
+        set_aside: Vec::new(),
     };
-    auto.findings = findings::findings(&auto, rate);
+    auto.screen();
+    auto.findings = value_findings(|q| auto.value(q).map(|v| (v, Origin::Automatic)));
+    auto.findings
+        .extend(findings::rhythm_findings(&auto.r_peaks, rate));
     Ok(auto)
 }
 
@@ -327,4 +398,32 @@ fn frontal_axis(i: &[f64], avf: &[f64], from: usize, to: usize, iso: usize) -> O
         return None;
     }
     Some(y.atan2(x).to_degrees())
+}
+
+/// An empty automatic measurement for tests of what is built on it.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::{Automatic, Boundaries};
+
+    /// Nothing measured, no beats, no findings.
+    pub(crate) fn automatic() -> Automatic {
+        Automatic {
+            r_peaks: Vec::new(),
+            heart_rate_bpm: None,
+            rr_ms: None,
+            pr_ms: None,
+            qrs_ms: None,
+            qt_ms: None,
+            qtc_bazett_ms: None,
+            qtc_fridericia_ms: None,
+            p_axis: None,
+            qrs_axis: None,
+            t_axis: None,
+            median_beat: Vec::new(),
+            median_fiducial: 0,
+            boundaries: Boundaries::default(),
+            findings: Vec::new(),
+            set_aside: Vec::new(),
+        }
+    }
 }

@@ -12,14 +12,27 @@ const MAX_SAMPLES_PER_LEAD: usize = 1 << 22;
 #[derive(Debug, Clone)]
 pub(crate) struct LeadDefinition {
     pub(crate) label: String,
-    /// First and last sample numbers (1-based, inclusive).
+    /// First and last sample numbers (1-based, inclusive, per EN 1064; some carts
+    /// count from 0, see [`LeadDefinition::counts`]).
     pub(crate) first: u32,
     pub(crate) last: u32,
 }
 
 impl LeadDefinition {
+    /// Samples of the inclusive range `first..=last`.
     fn samples(&self) -> usize {
         (self.last - self.first) as usize + 1
+    }
+
+    /// Sample counts the definition can mean, most likely first. EN 1064 numbers
+    /// samples from 1; a cart that writes 0 as the first number either counts from 0
+    /// (`0..=last`, `last + 1` samples) or meant "from the start" (`last` samples).
+    /// The rhythm data decide which (see [`decode_rhythm`]).
+    fn counts(&self) -> Vec<usize> {
+        match self.first {
+            0 if self.last > 0 => vec![self.samples(), self.samples() - 1],
+            _ => vec![self.samples()],
+        }
     }
 }
 
@@ -62,7 +75,7 @@ pub(crate) fn read_lead_definitions(body: &[u8]) -> Result<Vec<LeadDefinition>, 
         let code = d[8];
         let label = lead_name_for_code(u32::from(code))
             .map_or_else(|| format!("lead {code}"), str::to_string);
-        if first == 0 || last < first {
+        if last < first || (first == 0 && last == 0) {
             return Err(err(format!(
                 "lead {} ({label}) has samples {first} to {last}",
                 i + 1
@@ -140,16 +153,7 @@ pub(crate) fn decode_rhythm(
             ))
         })?;
         at += len;
-        let n = def.samples();
-        // Every code is at least one bit: refuse before allocating for the count.
-        if n > len.saturating_mul(8) {
-            return Err(err(format!(
-                "lead {} declares {n} samples but its {len} bytes hold at most {}",
-                def.label,
-                len * 8
-            )));
-        }
-        let coded = huffman::decode(coding, data, n, 6, &def.label)?;
+        let coded = decode_lead(coding, data, def, len)?;
         let values = undo_differences(coded, differences).ok_or_else(|| {
             err(format!(
                 "lead {} overflows when its differences are summed",
@@ -163,10 +167,59 @@ pub(crate) fn decode_rhythm(
             derived: false,
         });
     }
+    if let Some(other) = out
+        .iter()
+        .find(|l| l.samples_uv.len() != out[0].samples_uv.len())
+    {
+        // Only a 0-based range can give different counts: the data disagree with it.
+        return Err(err(format!(
+            "lead {} holds {} samples but lead {} holds {}",
+            out[0].label,
+            out[0].samples_uv.len(),
+            other.label,
+            other.samples_uv.len()
+        )));
+    }
     Ok(Rhythm {
         sample_rate_hz: 1_000_000.0 / f64::from(interval_us),
         leads: out,
     })
+}
+
+/// One lead's coded values: the first count of [`LeadDefinition::counts`] that the
+/// data hold. A count the data cannot hold is refused with the error for the most
+/// likely count, which names what is missing.
+fn decode_lead(
+    coding: &Coding,
+    data: &[u8],
+    def: &LeadDefinition,
+    len: usize,
+) -> Result<Vec<i64>, EcgError> {
+    let mut first_error = None;
+    for n in def.counts() {
+        // Every code is at least one bit: refuse before allocating for the count.
+        if n > len.saturating_mul(8) {
+            first_error.get_or_insert_with(|| {
+                scp_error(
+                    Some(6),
+                    format!(
+                        "lead {} declares {n} samples but its {len} bytes hold at most {}",
+                        def.label,
+                        len * 8
+                    ),
+                )
+            });
+            continue;
+        }
+        match huffman::decode(coding, data, n, 6, &def.label) {
+            Ok(values) => return Ok(values),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error
+        .unwrap_or_else(|| scp_error(Some(6), format!("lead {} has no samples", def.label))))
 }
 
 /// First differences: x[n] = x[n-1] + d[n]; second differences: x[n] = d[n] +

@@ -69,7 +69,7 @@ fn ecg_render_real_files_render_to_svg_and_png() {
     let px = 4.0;
     for (name, bytes) in files {
         let e = read_any(&bytes).unwrap_or_else(|err| panic!("{name}: {err}"));
-        let m = measurement_pairs(&e.device_measurements);
+        let m = measurement_pairs(&Reading::new(&e.device_measurements, None));
         let h = Header {
             patient_name: e.patient.name.as_deref(),
             patient_id: e.patient.id.as_deref(),

@@ -163,18 +163,27 @@ fn ecg_render_header_has_patient_time_site_measurements_scale_and_note() {
 }
 
 #[test]
-fn ecg_render_measurement_pairs_from_device_measurements() {
-    let m = Measurements {
-        heart_rate_bpm: Some(75.0),
+fn ecg_render_measurement_pairs_say_who_measured_what() {
+    let device = Measurements {
+        heart_rate_bpm: Some(0.0),
         pr_ms: Some(157.0),
         qrs_ms: Some(88.0),
         qrs_axis: Some(53.0),
+        t_axis: Some(56.0),
         ..Measurements::default()
     };
-    let pairs = measurement_pairs(&m);
-    let flat: Vec<String> = pairs.iter().map(|(l, v)| format!("{l} {v}")).collect();
+    let reading = Reading::new(&device, None);
+    let pairs = measurement_pairs(&reading);
     assert_eq!(
-        flat,
-        ["HR 75 bpm", "PR 157 ms", "QRS 88 ms", "P/QRS/T —/53/—°"]
+        pairs[0],
+        (
+            "设备测量".to_string(),
+            "PR 157 ms, QRS 88 ms, QRS/T 53/56°".to_string()
+        )
+    );
+    // The device's rate of 0 is not a rate: it is shown as not computed, never "HR 0".
+    assert_eq!(
+        pairs.last(),
+        Some(&("未采用".to_string(), "HR（设备未计算）".to_string()))
     );
 }
