@@ -123,6 +123,8 @@ pub fn build_server(
             }
         }
     });
+    // Thumbnails a crash left unmade are queued again (see render::thumbnails).
+    viewer_api::render::thumbnails::start(&storage);
     let mut access_config = config.access.clone();
     access_config.secure_cookies |= tls.is_some();
     let access = web::Data::new(Access::new(storage.db.clone(), access_config));

@@ -507,3 +507,47 @@ pub async fn metadata(
         Ok(rows)
     })
 }
+
+/// A series whose default thumbnail is missing or older than its last instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThumbnailDue {
+    /// Study Instance UID.
+    pub study_uid: String,
+    /// Series Instance UID.
+    pub series_uid: String,
+}
+
+/// Up to `limit` series whose thumbnail is due, oldest first: their instance count has
+/// changed since [`thumbnail_made`] last recorded it (on the partial index
+/// `series_thumbnail_due`, which holds only those rows).
+pub async fn thumbnails_due(db: &Db, limit: i64) -> Result<Vec<ThumbnailDue>> {
+    on_db!(db, |pool| {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT study_uid, series_uid FROM series \
+             WHERE num_instances <> thumbnailed_instances ORDER BY created_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(study_uid, series_uid)| ThumbnailDue {
+                study_uid,
+                series_uid,
+            })
+            .collect())
+    })
+}
+
+/// Record that the series' thumbnail was made (or cannot be) from its first
+/// `instances` instances. Instances stored meanwhile keep it due.
+pub async fn thumbnail_made(db: &Db, series_uid: &str, instances: i64) -> Result<()> {
+    on_db!(db, |pool| {
+        sqlx::query("UPDATE series SET thumbnailed_instances = $1 WHERE series_uid = $2")
+            .bind(instances)
+            .bind(series_uid)
+            .execute(pool)
+            .await?;
+        Ok(())
+    })
+}

@@ -14,6 +14,7 @@ on_both_backends!(
     rendered_thumbnail_and_frames,
     rendered_matches_pydicom,
     series_study_rendered_and_ingest_thumbnails,
+    thumbnails_a_crash_left_unmade_are_made_after_restart,
     cors_for_other_origin_viewers
 );
 
@@ -628,4 +629,55 @@ fn other_site_technician() -> storage::accounts::NewUser {
         storage::accounts::Role::Technician,
         &["township-b"],
     )
+}
+
+/// The thumbnail queue lives in memory: a hub killed before it made a series' thumbnail
+/// finds the series again when it starts, from the index, and makes it.
+pub async fn thumbnails_a_crash_left_unmade_are_made_after_restart(backend: Backend) -> Result<()> {
+    let env = Env::new(backend).await?;
+    let mut hub = Hub::start(&env, "hub", 0)?;
+    let files = crate::make_study(&env, "gen", 3, "thumbnail-crash", &[]);
+    let bytes: Vec<Vec<u8>> = files.iter().map(std::fs::read).collect::<Result<_, _>>()?;
+    let (status, body) = stow(&hub.url, Some("township-a"), &bytes).await?;
+    // Killed within the queue's quiet period: the thumbnail was never made.
+    hub.proc.kill();
+    ensure!(status == 200, "STOW: {status} {body}");
+    let study = tests::study_uid_of(&files[0])?;
+    let storage = env.storage().await?;
+    let instances = storage::index::instances(&storage.db, &study, None, None).await?;
+    let middle = &instances[instances.len() / 2];
+    let key = format!(
+        "thumbnails/{}.128.jpg",
+        middle
+            .blob_key
+            .strip_prefix("dicom/")
+            .unwrap_or(&middle.blob_key)
+            .trim_end_matches(".dcm")
+    );
+    ensure!(
+        !storage.blobs.exists(&key).await?,
+        "the thumbnail was made before the kill: the test proves nothing"
+    );
+    let due = storage::index::thumbnails_due(&storage.db, 10).await?;
+    ensure!(due.len() == 1 && due[0].study_uid == study, "due: {due:?}");
+
+    let _hub = Hub::start(&env, "hub-again", 0)?;
+    tests::wait_for(
+        std::time::Duration::from_secs(20),
+        "the thumbnail made after the restart",
+        || async { Ok(storage.blobs.exists(&key).await?.then_some(())) },
+    )
+    .await?;
+    tests::wait_for(
+        std::time::Duration::from_secs(10),
+        "the series recorded as done",
+        || async {
+            Ok(storage::index::thumbnails_due(&storage.db, 10)
+                .await?
+                .is_empty()
+                .then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
 }

@@ -8,6 +8,13 @@
 //! requests with default parameters are served from there, and rendered as before when
 //! it is not (yet) there. The queue is bounded; failures are only logged: a thumbnail is
 //! a convenience, never a reason to delay or fail a store.
+//!
+//! The queue lives in memory; what survives a crash is the index: each series records
+//! how many instances it had when its thumbnail was made (`thumbnailed_instances`).
+//! On start the worker queues every series whose count has moved since
+//! ([`storage::index::thumbnails_due`]), so nothing queued before a crash is lost. A
+//! series whose thumbnail cannot be made (no image in it) is recorded as done too; one
+//! that failed on the storage stays due for the next start.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -66,14 +73,19 @@ fn queue() -> &'static Queue {
     })
 }
 
-/// Queue the thumbnail of a series that just received instances. Returns at once; the
-/// first call starts the worker on the current Tokio runtime with `storage`.
-pub fn enqueue(storage: &Storage, study: &str, series: &str) {
+/// Start the worker on the current Tokio runtime, once: it first queues the series
+/// left due by an earlier run. [`enqueue`] starts it too.
+pub fn start(storage: &Storage) {
     static WORKER: OnceLock<()> = OnceLock::new();
     WORKER.get_or_init(|| {
         let storage = storage.clone();
         tokio::spawn(worker(storage));
     });
+}
+
+/// Queue the thumbnail of a series that just received instances. Returns at once.
+pub fn enqueue(storage: &Storage, study: &str, series: &str) {
+    start(storage);
     let q = queue();
     {
         let mut pending = q
@@ -82,12 +94,41 @@ pub fn enqueue(storage: &Storage, study: &str, series: &str) {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = (study.to_string(), series.to_string());
         if pending.len() >= MAX_PENDING && !pending.contains_key(&key) {
-            tracing::debug!(study, series, "thumbnail queue full; made on first request");
+            tracing::debug!(
+                study,
+                series,
+                "thumbnail queue full; made after the queue drains"
+            );
             return;
         }
         pending.insert(key, Instant::now() + QUIET);
     }
     q.wake.notify_one();
+}
+
+/// Queue the series the index says are due (an earlier run was stopped before making
+/// them, or the queue was full). True when there may be more than were queued.
+async fn recover(storage: &Storage) -> bool {
+    let due = match storage::index::thumbnails_due(&storage.db, MAX_PENDING as i64).await {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::warn!(error = %e, "finding the series that lack a thumbnail failed");
+            return false;
+        }
+    };
+    let more = due.len() == MAX_PENDING;
+    if !due.is_empty() {
+        tracing::info!(series = due.len(), "queueing thumbnails left due");
+    }
+    let now = Instant::now();
+    let mut pending = queue()
+        .pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for d in due {
+        pending.entry((d.study_uid, d.series_uid)).or_insert(now);
+    }
+    more
 }
 
 /// Series queued and not yet done (for tests and diagnostics).
@@ -101,6 +142,7 @@ pub fn pending() -> usize {
 
 async fn worker(storage: Storage) {
     let q = queue();
+    let mut more = recover(&storage).await;
     loop {
         let due = {
             let mut pending = q
@@ -133,6 +175,12 @@ async fn worker(storage: Storage) {
                     _ = q.wake.notified() => {}
                 }
             }
+            Err(None) if more => {
+                // Series beyond the queue's bound are still due: a pause keeps a store
+                // that keeps failing from spinning.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                more = recover(&storage).await;
+            }
             Err(None) => q.wake.notified().await,
         }
     }
@@ -156,17 +204,24 @@ pub enum ThumbnailError {
 }
 
 /// Render and store the default thumbnail of the series' representative image, unless
-/// it is stored already.
+/// it is stored already, and record it in the index. A series with nothing to render
+/// is recorded as done; a storage failure leaves it due.
 pub async fn make_series_thumbnail(
     storage: &Storage,
     study: &str,
     series: &str,
 ) -> Result<(), ThumbnailError> {
     let instances = storage::index::instances(&storage.db, study, Some(series), None).await?;
-    let Some(inst) = super::routes::representative(instances) else {
-        return Ok(());
+    let count = instances.len() as i64;
+    let made = match super::routes::representative(instances) {
+        Some(inst) => make_thumbnail(storage, &inst).await,
+        None => Ok(()),
     };
-    make_thumbnail(storage, &inst).await
+    if let Err(ThumbnailError::Storage(_) | ThumbnailError::Io(_)) = made {
+        return made;
+    }
+    storage::index::thumbnail_made(&storage.db, series, count).await?;
+    made
 }
 
 /// Render and store the default thumbnail of one instance, unless it is stored already.
