@@ -36,6 +36,9 @@ pub struct HubState {
     pub signer: Arc<crate::signing::ReportSigner>,
     /// Critical limits of lab tests.
     pub critical_limits: Arc<Vec<crate::lab::Limit>>,
+    /// Set once when the process is asked to stop: long-polls answer at once instead
+    /// of holding a deploy for their full wait.
+    pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl HubState {
@@ -64,6 +67,7 @@ impl HubState {
             changes: Arc::new(tokio::sync::Notify::new()),
             signer,
             critical_limits: Arc::new(config.critical_limits.clone()),
+            stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
         })
     }
 
@@ -134,6 +138,7 @@ pub fn build_server(
         &config.hospital_name,
     ));
     let serve_viewer = config.serve_viewer;
+    let stopping = hub.stopping.clone();
     let cors_origins = config.cors_origins.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -200,5 +205,30 @@ pub fn build_server(
     if let Some(w) = config.workers {
         server = server.workers(w);
     }
-    Ok(server.run())
+    // Signals are ours: long-polls must end before actix waits for in-flight requests.
+    let server = server.disable_signals().run();
+    actix_web::rt::spawn(stop_on_signal(server.handle(), stopping));
+    Ok(server)
+}
+
+/// On SIGTERM or SIGINT: end the long-polls, then stop gracefully (requests in flight
+/// finish; new connections are refused).
+async fn stop_on_signal(
+    server: actix_web::dev::ServerHandle,
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT; stop the hub with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    stopping.send_replace(true);
+    server.stop(true).await;
 }

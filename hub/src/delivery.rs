@@ -51,6 +51,7 @@ async fn poll(
         ));
     }
     let deadline = Instant::now() + Duration::from_secs(q.wait);
+    let mut stopping = state.stopping.subscribe();
     loop {
         // Ask to be woken before looking, so a signature in between is not missed.
         let changed = state.changes.notified();
@@ -61,7 +62,11 @@ async fn poll(
             q.limit.unwrap_or(50),
         )
         .await?;
-        let left = deadline.saturating_duration_since(Instant::now());
+        // A stopping hub answers what it has now: the gateway polls the next replica.
+        let left = match *stopping.borrow_and_update() {
+            true => Duration::ZERO,
+            false => deadline.saturating_duration_since(Instant::now()),
+        };
         if !items.is_empty() || left.is_zero() {
             let next = items.iter().map(|i| i.cursor).max().unwrap_or(q.after);
             let items: Vec<serde_json::Value> = items
@@ -78,7 +83,10 @@ async fn poll(
             );
         }
         // Other hub processes sign too: look again at least every second.
-        let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), changed).await;
+        tokio::select! {
+            _ = tokio::time::timeout(left.min(Duration::from_secs(1)), changed) => {}
+            _ = stopping.changed() => {}
+        }
     }
 }
 

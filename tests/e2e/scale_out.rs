@@ -87,3 +87,23 @@ fn compose_file_is_valid() -> Result<()> {
     ensure!(text.matches("healthcheck:").count() >= 5, "health checks");
     Ok(())
 }
+
+/// A deploy stops replicas one by one: a hub asked to stop (SIGTERM) while a gateway
+/// long-polls it ends the poll at once instead of holding the stop for the poll's wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_hub_ends_long_polls_at_once() -> Result<()> {
+    let env = Env::new(Backend::SqliteLocal).await?;
+    let mut hub = Hub::start(&env, "hub", 0)?;
+    let _gw = tests::Gateway::start(&env, "gw", &hub.url, "township-a")?;
+    // The gateway's first long-poll (50 s) is under way well within this.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let asked = std::time::Instant::now();
+    hub.proc.stop();
+    let took = asked.elapsed();
+    ensure!(
+        took < std::time::Duration::from_secs(5),
+        "the hub took {took:?} to stop (killed after 10 s): {}",
+        hub.proc.log_tail()
+    );
+    Ok(())
+}
