@@ -314,3 +314,48 @@ pub async fn damaged_spool_file_is_refused_not_stored(backend: Backend) -> Resul
     ensure!(status.contains("SHA-256"), "{status}");
     Ok(())
 }
+
+/// After an outage long enough for the forwarder's pause to grow towards its 60 s
+/// ceiling, the backlog moves within seconds of the hub's return: the gateway probes
+/// the hub instead of waiting out the pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_moves_within_seconds_of_the_hubs_return() -> Result<()> {
+    let env = Env::new(Backend::SqliteLocal).await?;
+    let port = tests::free_port();
+    let hub_url = format!("http://127.0.0.1:{port}");
+    // The production backoff (500 ms doubling up to 60 s), not the tests' fast one.
+    let gw = tests::Gateway::start_with(
+        &env,
+        "gw",
+        &hub_url,
+        "township-a",
+        "backoff_base_ms = 500\nbackoff_max_ms = 60000",
+    )?;
+    let files = make_study(&env, "gen", 6, "outage", &[]);
+    gw.storescu(&[], &files)?;
+    // 20 s of failures: the pause ceiling has doubled to 16-32 s by now.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let hub = Hub::start(&env, "hub", port)?;
+    let back = std::time::Instant::now();
+    let study = tests::study_uid_of(&files[0])?;
+    let moved = tests::wait_for(
+        Duration::from_secs(60),
+        "the backlog at the hub",
+        || async {
+            Ok((study_instances(&hub, &study)
+                .await
+                .map(|i| i.len())
+                .unwrap_or(0)
+                == 6)
+                .then_some(()))
+        },
+    )
+    .await;
+    let took = back.elapsed();
+    moved?;
+    ensure!(
+        took < Duration::from_secs(5),
+        "the backlog took {took:?} after the hub came back"
+    );
+    Ok(())
+}

@@ -374,15 +374,22 @@ impl Gateway {
         std::fs::create_dir_all(&data)?;
         let config = data.join("gateway.toml");
         let key = env.accounts()?.key(site)?;
-        std::fs::write(
-            &config,
-            format!(
-                "ae_title = \"TOWNSHIP_GW\"\nlisten = \"127.0.0.1:0\"\nhub_url = \"{hub_url}\"\nsite = \"{site}\"\n\
-                 hub_key = \"{key}\"\ndata_dir = \"{}\"\nquiet_period_secs = 1\nbackoff_base_ms = 100\nbackoff_max_ms = 1000\n\
-                 report_listen = \"127.0.0.1:0\"\nhl7_listen = \"127.0.0.1:0\"\n{extra}\n",
-                data.join("data").display()
-            ),
-        )?;
+        // Fast retries suit most tests; a test that sets one of these in `extra`
+        // (a production backoff, say) has its own value instead.
+        let defaults = format!(
+            "ae_title = \"TOWNSHIP_GW\"\nlisten = \"127.0.0.1:0\"\nhub_url = \"{hub_url}\"\nsite = \"{site}\"\n\
+             hub_key = \"{key}\"\ndata_dir = \"{}\"\nquiet_period_secs = 1\nbackoff_base_ms = 100\nbackoff_max_ms = 1000\n\
+             report_listen = \"127.0.0.1:0\"\nhl7_listen = \"127.0.0.1:0\"\n",
+            data.join("data").display()
+        );
+        let set_in_extra = |line: &str| {
+            let key = line.split('=').next().unwrap_or_default().trim();
+            extra
+                .lines()
+                .any(|l| l.split('=').next().unwrap_or_default().trim() == key)
+        };
+        let kept: Vec<&str> = defaults.lines().filter(|l| !set_in_extra(l)).collect();
+        std::fs::write(&config, format!("{}\n{extra}\n", kept.join("\n")))?;
         Self::restart(env, name, &config)
     }
 

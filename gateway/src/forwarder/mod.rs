@@ -48,6 +48,14 @@ const MAX_HOLD: Duration = Duration::from_secs(5);
 /// How long in-flight requests may finish after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// While the hub is unavailable it is probed (`GET /healthz`, no body, no database
+/// write) about this often, jittered between half and all of it so that many gateways
+/// do not return in step. A backlog moves within a few seconds of the hub's return
+/// instead of waiting out a pause of up to `backoff_max_ms`; items that failed because
+/// the hub was down are due again at once (the pause, not their own backoff, holds
+/// them).
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
 /// Sends the outbox to the hub.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
@@ -101,10 +109,25 @@ impl Forwarder {
         // that is down many times a second.
         let mut hub_failures: u32 = 0;
         let mut paused_until: Option<Instant> = None;
+        // A probe may end a pause, once: when the hub answers its health check but
+        // still refuses the gateway (a wrong key), the full backoff applies until a
+        // request is answered again.
+        let mut probe_may_resume = true;
+        let mut next_probe = Instant::now();
         // When the current burst of receiving began (routine forwarding holds back).
         let mut burst_since: Option<Instant> = None;
         loop {
-            let paused = paused_until.is_some_and(|t| Instant::now() < t);
+            let mut paused = paused_until.is_some_and(|t| Instant::now() < t);
+            if paused && probe_may_resume && Instant::now() >= next_probe {
+                if self.hub_answers().await {
+                    tracing::info!("hub answers again; resuming forwarding");
+                    paused_until = None;
+                    paused = false;
+                    probe_may_resume = false;
+                } else {
+                    next_probe = Instant::now() + probe_interval();
+                }
+            }
             for lane in FileLane::ALL {
                 if paused || lane_tasks.contains_key(&lane) {
                     continue;
@@ -149,7 +172,13 @@ impl Forwarder {
             }
             let dicom_tasks = tasks.len() - lane_tasks.len();
             let idle_wait = match paused_until {
-                Some(t) if paused => t.saturating_duration_since(Instant::now()),
+                Some(t) if paused => {
+                    let left = t.saturating_duration_since(Instant::now());
+                    match probe_may_resume {
+                        true => left.min(next_probe.saturating_duration_since(Instant::now())),
+                        false => left,
+                    }
+                }
                 _ => {
                     let wait = self
                         .idle_wait(
@@ -171,11 +200,13 @@ impl Forwarder {
                                 HubOutcome::Answered => {
                                     hub_failures = 0;
                                     paused_until = None;
+                                    probe_may_resume = true;
                                 }
                                 HubOutcome::Unavailable => {
                                     hub_failures = hub_failures.saturating_add(1);
                                     let pause = self.backoff.delay(hub_failures);
                                     paused_until = Some(Instant::now() + pause);
+                                    next_probe = Instant::now() + probe_interval();
                                     tracing::info!(failures = hub_failures, pause_ms = pause.as_millis() as u64, "hub unavailable; pausing forwarding");
                                 }
                                 HubOutcome::NotContacted => {}
@@ -286,6 +317,7 @@ impl Forwarder {
         } else {
             Some(self.post(parts, sent.len()).await)
         };
+        let hub_down = matches!(verdict, Some(Verdict::Transient(_)));
         if let Some(verdict) = &verdict {
             match verdict {
                 // A refused key, an untrusted certificate or an unreachable hub hits
@@ -300,6 +332,9 @@ impl Forwarder {
                     InstanceOutcome::Stored => {
                         updates.push(ItemUpdate::Delivered { id: item.id });
                         recycle_after.push(item.path.clone());
+                    }
+                    InstanceOutcome::Retry(why) if hub_down => {
+                        updates.push(self.retry_when_hub_is_back(item, why))
                     }
                     InstanceOutcome::Retry(why) => updates.push(self.retry(item, why)),
                     InstanceOutcome::SendAlone(why) => updates.push(ItemUpdate::SendAlone {
@@ -400,7 +435,13 @@ impl Forwarder {
             }
             FileVerdict::Unavailable(why) => {
                 problems.failed(&why);
-                (retry(why), HubOutcome::Unavailable)
+                // The forwarder's pause holds it until the hub answers again.
+                let delivery = Delivery::Retry {
+                    id: item.id,
+                    next_attempt_at: now_ms(),
+                    error: why,
+                };
+                (delivery, HubOutcome::Unavailable)
             }
             FileVerdict::Retry(why) => {
                 problems.failed(&why);
@@ -413,6 +454,23 @@ impl Forwarder {
             tracing::error!(error = %e, "could not record a delivery result of a {what}");
         }
         outcome
+    }
+
+    /// An item that failed only because the hub was unavailable: due again at once, as
+    /// the forwarder's pause (ended early by a successful probe) holds every item.
+    fn retry_when_hub_is_back(&self, item: &DueItem, error: String) -> ItemUpdate {
+        ItemUpdate::Retry {
+            id: item.id,
+            next_attempt_at: now_ms(),
+            error,
+        }
+    }
+
+    /// Whether the hub answers its health check now (short timeout: a probe of a hub
+    /// that is down must not hold the forwarder).
+    async fn hub_answers(&self) -> bool {
+        let probe = self.hub.get("/healthz").timeout(Duration::from_secs(2));
+        matches!(probe.send().await, Ok(r) if r.status().is_success())
     }
 
     fn retry(&self, item: &DueItem, error: String) -> ItemUpdate {
@@ -547,4 +605,11 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     s
+}
+
+/// Time to the next probe of an unavailable hub: uniform in `[PROBE_EVERY / 2, PROBE_EVERY]`.
+fn probe_interval() -> Duration {
+    use rand::Rng;
+    let ms = PROBE_EVERY.as_millis() as u64;
+    Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
 }
