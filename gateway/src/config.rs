@@ -71,6 +71,20 @@ pub struct Config {
     pub require_called_ae: bool,
     /// Seconds an association may stay silent before we abort it.
     pub association_idle_secs: u64,
+    /// Seconds a new connection to the DICOM or MLLP port has to send its association
+    /// request (after any TLS handshake) or its first MLLP frame; then it is closed, so
+    /// connections that never speak cannot hold the slots.
+    pub connection_open_secs: u64,
+    /// Most connections one remote address may hold on each of the DICOM and MLLP
+    /// ports (addresses in `trusted_addresses` are not limited).
+    pub max_connections_per_address: usize,
+    /// Slots of each port kept for `trusted_addresses` (when any are configured).
+    pub reserved_connections: usize,
+    /// The modalities' and the LIS's IP addresses: they keep `reserved_connections`
+    /// slots however many other connections are open. A list, or in the environment
+    /// also a comma-separated string.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub trusted_addresses: Vec<String>,
     /// PEM certificate (chain) for DICOM TLS on the listener. With
     /// `dicom_tls_key_file`, the listener accepts only TLS associations.
     pub dicom_tls_cert_file: Option<PathBuf>,
@@ -181,6 +195,10 @@ impl Default for Config {
             max_pdu: 256 * 1024,
             require_called_ae: false,
             association_idle_secs: 600,
+            connection_open_secs: 10,
+            max_connections_per_address: 8,
+            reserved_connections: 4,
+            trusted_addresses: Vec::new(),
             hub_key: Secret::default(),
             hub_key_file: None,
             hub_ca_file: None,
@@ -315,6 +333,18 @@ impl Config {
                 "max_associations must be at least 1".into(),
             ));
         }
+        if self.connection_open_secs == 0 || self.max_connections_per_address == 0 {
+            return Err(ConfigError::Invalid(
+                "connection_open_secs and max_connections_per_address must be at least 1".into(),
+            ));
+        }
+        for a in &self.trusted_addresses {
+            if a.trim().parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "trusted_addresses: {a:?} is not an IP address"
+                )));
+            }
+        }
         if !(4096..=16 * 1024 * 1024).contains(&self.max_pdu) {
             return Err(ConfigError::Invalid(format!(
                 "max_pdu {} must be between 4096 and 16777216",
@@ -386,6 +416,19 @@ impl Config {
     /// The MLLP listener address, `None` when disabled (empty).
     pub fn hl7_listen_addr(&self) -> Option<&str> {
         Some(self.hl7_listen.trim()).filter(|s| !s.is_empty())
+    }
+
+    /// The trusted addresses, parsed (validation refused any that are not addresses).
+    pub fn trusted_ips(&self) -> Vec<std::net::IpAddr> {
+        self.trusted_addresses
+            .iter()
+            .filter_map(|a| a.trim().parse().ok())
+            .collect()
+    }
+
+    /// How long a new connection has to open its association or send its first frame.
+    pub fn connection_open(&self) -> Duration {
+        Duration::from_secs(self.connection_open_secs.max(1))
     }
 
     /// How long an MLLP connection may stay silent; `None` for no limit.

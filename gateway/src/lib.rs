@@ -26,6 +26,7 @@
 //!   recently sent items, for the township page; [`config`], [`backoff`], [`tls`]: support.
 
 pub mod activity;
+pub mod admission;
 pub mod backoff;
 pub mod completion;
 pub mod config;

@@ -122,9 +122,16 @@ pub async fn run_association(
             Err(_) => tracing::info!(%peer, "TLS association not established: timed out"),
         }
     } else {
-        match ctx.options.establish_async(socket).await {
-            Ok(assoc) => serve_association(assoc, peer, ctx, shutdown, false).await,
-            Err(e) => tracing::info!(%peer, error = %e, "association not established"),
+        // A connection that never sends its A-ASSOCIATE-RQ gives its slot back soon.
+        let established =
+            tokio::time::timeout(ctx.handshake_timeout(), ctx.options.establish_async(socket))
+                .await;
+        match established {
+            Ok(Ok(assoc)) => serve_association(assoc, peer, ctx, shutdown, false).await,
+            Ok(Err(e)) => tracing::info!(%peer, error = %e, "association not established"),
+            Err(_) => {
+                tracing::warn!(%peer, "no association request in time; connection closed")
+            }
         }
     }
 }

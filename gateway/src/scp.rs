@@ -17,10 +17,10 @@ use dicom_ul::pdu::{
 use dicom_ul::{Pdu, ServerAssociationOptions};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Admission;
 use crate::config::Config;
 use crate::outbox::Outbox;
 use crate::receive;
@@ -160,17 +160,22 @@ pub struct ScpContext {
 }
 
 impl ScpContext {
-    /// How long a peer gets to complete the TLS handshake and association request.
-    /// dicom-ul bounds the association request by the read timeout but not the TLS
-    /// handshake before it, so a silent connection would otherwise hold a slot forever.
+    /// How long a peer gets to complete the TLS handshake and association request
+    /// (`connection_open_secs`): dicom-ul bounds the request only by the idle read
+    /// timeout, so a silent connection would hold its slot for minutes.
     pub fn handshake_timeout(&self) -> Duration {
-        Duration::from_secs(self.config.association_idle_secs.max(1))
+        self.config.connection_open()
     }
 }
 
 /// Accept associations until `shutdown`, then give running ones a grace period.
 pub async fn serve(listener: TcpListener, ctx: Arc<ScpContext>, shutdown: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(ctx.config.max_associations));
+    let admission = Arc::new(Admission::new(
+        ctx.config.max_associations,
+        ctx.config.max_connections_per_address,
+        ctx.config.reserved_connections,
+        ctx.config.trusted_ips(),
+    ));
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
@@ -181,17 +186,17 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ScpContext>, shutdown: Cancel
                     if let Err(e) = socket.set_nodelay(true) {
                         tracing::warn!(%peer, error = %e, "could not set TCP_NODELAY");
                     }
-                    match Arc::clone(&limit).try_acquire_owned() {
-                        Ok(permit) => {
+                    match admission.admit(peer.ip()) {
+                        Ok(slot) => {
                             let ctx = Arc::clone(&ctx);
                             let shutdown = shutdown.clone();
                             tasks.spawn(async move {
                                 receive::run_association(socket, peer, ctx, shutdown).await;
-                                drop(permit);
+                                drop(slot);
                             });
                         }
-                        Err(_) => {
-                            tracing::warn!(%peer, "association limit reached; rejecting (transient)");
+                        Err(why) => {
+                            tracing::warn!(%peer, reason = %why, "no association slot; rejecting (transient)");
                             tasks.spawn(reject_busy(socket, peer, ctx.tls.clone()));
                         }
                     }

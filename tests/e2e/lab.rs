@@ -410,3 +410,76 @@ impl Drop for KillOnDrop<'_> {
         let _ = self.0.wait();
     }
 }
+
+/// Idle TCP connections from `count` loopback addresses starting at 127.0.0.`first`,
+/// `each` from every address: they connect and never send a byte.
+async fn idle_connections(
+    target: &str,
+    first: u8,
+    count: u8,
+    each: usize,
+) -> Result<Vec<tokio::net::TcpStream>> {
+    let target: std::net::SocketAddr = target.parse()?;
+    let mut held = Vec::new();
+    for n in first..first + count {
+        for _ in 0..each {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(std::net::SocketAddr::from(([127, 0, 0, n], 0)))?;
+            held.push(socket.connect(target).await?);
+        }
+    }
+    Ok(held)
+}
+
+/// Connections that never speak cannot lock a township's CT and LIS out: with every
+/// slot open to strangers taken (and one address trying to take many), the trusted
+/// modality's storescu and the LIS's mllp_send still get through at once, and the idle
+/// connections are closed after `connection_open_secs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_do_not_lock_out_the_modality_and_the_lis() -> Result<()> {
+    let env = Env::new(Backend::SqliteLocal).await?;
+    let hub = Hub::start(&env, "hub", 0)?;
+    let gw = Gateway::start_with(
+        &env,
+        "gw",
+        &hub.url,
+        "township-a",
+        "connection_open_secs = 8\nmax_connections_per_address = 4\n\
+         reserved_connections = 4\ntrusted_addresses = [\"127.0.0.1\"]",
+    )?;
+    let hl7 = gw.hl7.clone().context("HL7 listener")?;
+    // One stranger tries 20 connections; 40 more take one each: more than the 28
+    // shared DICOM slots and the 60 shared MLLP ones.
+    let mut idle = idle_connections(&gw.dicom, 2, 1, 20).await?;
+    idle.extend(idle_connections(&gw.dicom, 3, 40, 1).await?);
+    idle.extend(idle_connections(&hl7, 2, 1, 20).await?);
+    idle.extend(idle_connections(&hl7, 3, 70, 1).await?);
+    let opened = std::time::Instant::now();
+
+    let files = crate::make_study(&env, "gen", 2, "locked-out", &[]);
+    gw.storescu(&[], &files)
+        .context("the CT's C-STORE while strangers hold the shared slots")?;
+    let file = env.path("k.hl7");
+    std::fs::write(&file, potassium("K-IDLE", "WX-90", "F990", "4.1", "F"))?;
+    let ack = mllp_send(&gw, &file)?;
+    ensure!(ack.contains("MSA|AA"), "the LIS's message: {ack}");
+    ensure!(
+        opened.elapsed() < Duration::from_secs(8),
+        "the sends finished before the idle connections' deadline, so the reserve let them in"
+    );
+
+    // The idle connections are closed by the gateway once their deadline passes: the
+    // first MLLP one from 127.0.0.3 (admitted; refused ones are closed at once).
+    let last = idle.get_mut(80).context("an admitted idle connection")?;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read(last, &mut byte),
+    )
+    .await;
+    ensure!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "an idle MLLP connection is still open after its deadline: {read:?}"
+    );
+    Ok(())
+}

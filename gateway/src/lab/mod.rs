@@ -28,10 +28,10 @@ use formats::hl7::{self, AckCode, Hl7Error, LabResults, Msh};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Admission;
 use crate::config::Config;
 use crate::filelane::FileLane;
 use crate::outbox::{now_ms, Outbox, QuarantineEntry, QuarantineKind, QuarantineSource};
@@ -128,7 +128,12 @@ async fn record_listener(outbox: &Outbox, text: String) {
 }
 
 async fn serve(listener: TcpListener, ctx: Arc<LabCtx>, shutdown: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let admission = Arc::new(Admission::new(
+        MAX_CONNECTIONS,
+        ctx.config.max_connections_per_address,
+        ctx.config.reserved_connections,
+        ctx.config.trusted_ips(),
+    ));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -136,15 +141,18 @@ async fn serve(listener: TcpListener, ctx: Arc<LabCtx>, shutdown: CancellationTo
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                        tracing::warn!(%peer, limit = MAX_CONNECTIONS, "too many HL7 connections; closing this one");
-                        continue;
+                    let slot = match admission.admit(peer.ip()) {
+                        Ok(slot) => slot,
+                        Err(why) => {
+                            tracing::warn!(%peer, reason = %why, "no HL7 connection slot; closing this one");
+                            continue;
+                        }
                     };
                     let ctx = Arc::clone(&ctx);
                     let shutdown = shutdown.clone();
                     connections.spawn(async move {
                         connection(ctx, stream, peer, shutdown).await;
-                        drop(permit);
+                        drop(slot);
                     });
                 }
                 Err(e) => {
@@ -178,6 +186,8 @@ async fn connection(
 ) {
     tracing::debug!(%peer, "HL7 connection opened");
     let idle = ctx.config.hl7_idle();
+    // Until its first frame arrives a connection has only `connection_open_secs`.
+    let mut opened = false;
     let mut deframer = Deframer::new(ctx.config.hl7_max_message_bytes);
     let mut buf = vec![0u8; READ_CHUNK];
     let peer_text = peer.to_string();
@@ -204,19 +214,32 @@ async fn connection(
         let read = tokio::select! {
             _ = shutdown.cancelled() => break,
             read = async {
-                match idle {
-                    Some(idle) => tokio::time::timeout(idle, stream.read(&mut buf)).await.ok(),
+                let limit = match opened {
+                    false => Some(ctx.config.connection_open()),
+                    true => idle,
+                };
+                match limit {
+                    Some(limit) => tokio::time::timeout(limit, stream.read(&mut buf)).await.ok(),
                     None => Some(stream.read(&mut buf).await),
                 }
             } => read,
         };
         match read {
+            None if !opened => {
+                tracing::warn!(%peer, "no HL7 frame in time; closing the connection");
+                break;
+            }
             None => {
                 tracing::info!(%peer, "HL7 connection idle; closing it");
                 break;
             }
             Some(Ok(0)) => break,
-            Some(Ok(n)) => deframer.push(&buf[..n]),
+            Some(Ok(n)) => {
+                deframer.push(&buf[..n]);
+                // The start block of a frame opens the connection; bytes outside
+                // frames do not.
+                opened |= buf[..n].contains(&0x0B);
+            }
             Some(Err(e)) => {
                 tracing::info!(%peer, error = %e, "HL7 connection failed");
                 break;
