@@ -9,6 +9,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+/// Largest instance accepted by default: 2 GiB holds a long ultrasound cine or a
+/// breast tomosynthesis; anything beyond is more likely an error than an exam.
+pub const DEFAULT_MAX_INSTANCE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
 /// Everything the gateway can be told. Field names are the TOML keys; the environment
 /// variable for a key is `GATEWAY_` + the key in upper case (e.g. `GATEWAY_HUB_URL`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +66,9 @@ pub struct Config {
     pub backoff_max_ms: u64,
     /// Concurrent DICOM associations; further ones are rejected as transiently busy.
     pub max_associations: usize,
+    /// Largest instance a C-STORE may send, in bytes; a larger one is refused (0xA700,
+    /// out of resources) and nothing of it is kept.
+    pub max_instance_bytes: u64,
     /// Largest P-DATA PDU we accept, in bytes. Bigger PDUs mean fewer reads per
     /// instance; memory per association stays around twice this.
     pub max_pdu: u32,
@@ -192,6 +199,7 @@ impl Default for Config {
             backoff_base_ms: 500,
             backoff_max_ms: 60_000,
             max_associations: 32,
+            max_instance_bytes: DEFAULT_MAX_INSTANCE_BYTES,
             max_pdu: 256 * 1024,
             require_called_ae: false,
             association_idle_secs: 600,

@@ -67,6 +67,8 @@ struct Receiving {
     /// is still kept in quarantine so the operator sees what was sent).
     precheck: Option<Status>,
     writer: Result<SpoolWriter, String>,
+    /// Data set bytes received so far (bounded by `max_instance_bytes`).
+    received: u64,
     /// Tells the forwarder a modality is sending (it holds back routine forwarding).
     _activity: StoreInProgress,
 }
@@ -257,6 +259,21 @@ impl Session {
                     discard(&self.ctx, Phase::Data(rx)).await;
                     return Err("command fragment or foreign context inside a data set".into());
                 }
+                rx.received += pdv.data.len() as u64;
+                let limit = self.ctx.config.max_instance_bytes;
+                if rx.received > limit && rx.writer.is_ok() {
+                    // Refused, not stored: the rest of the data set is read and
+                    // dropped, and the answer says why (the modality keeps the
+                    // instance). Nothing this large is kept in quarantine.
+                    let too_big = Err(format!(
+                        "instance larger than the {limit} bytes accepted (max_instance_bytes)"
+                    ));
+                    if let Ok(w) = std::mem::replace(&mut rx.writer, too_big) {
+                        let rel = w.rel_path().to_string();
+                        drop(w);
+                        self.ctx.spool.remove(&rel).await;
+                    }
+                }
                 if let Ok(w) = rx.writer.as_mut() {
                     w.write(pdv.data).await;
                 }
@@ -395,6 +412,7 @@ impl Session {
             sop_instance_uid,
             precheck,
             writer,
+            received: 0,
             _activity: self.ctx.outbox.receive_activity().store_started(),
         })))
     }

@@ -102,7 +102,7 @@ impl Default for HubConfig {
             data_dir: PathBuf::from("./data/hub"),
             database_url: None,
             blob_url: None,
-            max_instance_bytes: 4 * 1024 * 1024 * 1024,
+            max_instance_bytes: 2 * 1024 * 1024 * 1024,
             max_db_connections: 8,
             serve_viewer: true,
             workers: None,

@@ -135,6 +135,8 @@ struct Failure {
     sop_instance_uid: Option<String>,
     reason: u16,
     comment: String,
+    /// Refused for its size alone (a request of nothing else answers 413).
+    too_large: bool,
 }
 
 impl Failure {
@@ -144,6 +146,14 @@ impl Failure {
             sop_instance_uid: None,
             reason,
             comment,
+            too_large: false,
+        }
+    }
+
+    fn too_large(comment: String) -> Self {
+        Failure {
+            too_large: true,
+            ..Failure::anonymous(reason::OUT_OF_RESOURCES, comment)
         }
     }
 
@@ -153,6 +163,7 @@ impl Failure {
             sop_instance_uid: Some(h.sop_instance_uid.clone()),
             reason,
             comment,
+            too_large: false,
         }
     }
 }
@@ -349,6 +360,9 @@ async fn handle(
     }
     let status = if failed.is_empty() {
         StatusCode::OK
+    } else if stored.is_empty() && failed.iter().all(|f| f.too_large) {
+        // Nothing but instances over `max_instance_bytes` (PS3.18 10.5.3).
+        StatusCode::PAYLOAD_TOO_LARGE
     } else if stored.is_empty() {
         StatusCode::CONFLICT
     } else {
@@ -474,13 +488,10 @@ async fn receive_part(
         ));
     }
     if too_big {
-        return Err(Failure::anonymous(
-            reason::CANNOT_UNDERSTAND,
-            format!(
-                "part {part_no}: {size} bytes exceeds the {} bytes accepted per instance",
-                state.max_instance_bytes
-            ),
-        ));
+        return Err(Failure::too_large(format!(
+            "part {part_no}: {size} bytes exceeds the {} bytes accepted per instance",
+            state.max_instance_bytes
+        )));
     }
     let digest = written.map_err(io_failure)?;
     let digests = digest.finish();

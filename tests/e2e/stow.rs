@@ -230,3 +230,71 @@ pub async fn bad_input_is_refused_and_the_rest_stored(backend: Backend) -> Resul
     );
     Ok(())
 }
+
+/// An instance over the configured size is refused whole, at STOW (413 when nothing
+/// else was sent, the reason in the failed SOP sequence beside stored ones) and at the
+/// gateway's C-STORE (0xA700), and nothing of it is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_over_the_size_limit_are_refused() -> Result<()> {
+    let env = Env::new(Backend::SqliteLocal).await?;
+    // Two real instances of different sizes; the limit lies between them.
+    let ct = testdata("dicom/single/CT_small.dcm");
+    let generated = crate::make_study(&env, "gen", 1, "too-large", &[]).remove(0);
+    let (mut small_file, mut large_file) = (generated, ct);
+    if std::fs::metadata(&small_file)?.len() > std::fs::metadata(&large_file)?.len() {
+        std::mem::swap(&mut small_file, &mut large_file);
+    }
+    let (small, large) = (std::fs::read(&small_file)?, std::fs::read(&large_file)?);
+    let limit = (small.len() + large.len()) / 2;
+    ensure!(
+        small.len() < limit && limit < large.len(),
+        "sizes {} and {}",
+        small.len(),
+        large.len()
+    );
+    let hub = Hub::start_with(
+        &env,
+        "hub",
+        0,
+        &[("HUB_MAX_INSTANCE_BYTES", &limit.to_string())],
+    )?;
+    let (status, body) = stow(&hub.url, Some("township-a"), std::slice::from_ref(&large)).await?;
+    ensure!(status == 413, "only a too-large instance: {status} {body}");
+    ensure!(
+        body.to_string().contains("bytes accepted per instance"),
+        "the reason is named: {body}"
+    );
+    let (status, body) = stow(&hub.url, Some("township-a"), &[large.clone(), small]).await?;
+    ensure!(status == 202, "one too large, one stored: {status} {body}");
+
+    // The gateway refuses it at C-STORE; a real storescu sees the failure status.
+    let gw = tests::Gateway::start_with(
+        &env,
+        "gw",
+        &hub.url,
+        "township-a",
+        &format!("max_instance_bytes = {limit}"),
+    )?;
+    let (host, port) = gw.dicom.rsplit_once(':').context("host:port")?;
+    let out = std::process::Command::new("/usr/bin/storescu")
+        .args(["-v", "-aec", &gw.ae, "-nh", host, port])
+        .arg(&large_file)
+        .output()?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        said.contains("0xa700")
+            || said.contains("OutOfResources")
+            || said.contains("Out of Resources"),
+        "storescu sees the refusal: {said}"
+    );
+    ensure!(
+        gw.status()?.contains("0 waiting") || !gw.status()?.contains("1 waiting"),
+        "nothing of it was queued: {}",
+        gw.status()?
+    );
+    Ok(())
+}
