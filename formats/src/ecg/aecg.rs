@@ -259,17 +259,24 @@ fn read_digits(seq: Node, code: &str) -> Result<Vec<f32>, EcgError> {
         .collect()
 }
 
+/// Patient identification from the `trialSubject` elements. A document may carry
+/// several (`subject` repeated, one with the identifier and one with the demographics,
+/// or an identifier given first by its assigning authority's OID only): the patient
+/// ID is the first `id` with an `extension`, the OID alone only when there is nothing
+/// else, and the demographics come from the first subject that has them.
 fn read_patient(root: Node, ecg: &mut Ecg) {
-    let Some(subject) = root
+    let subjects: Vec<Node> = root
         .descendants()
-        .find(|n| n.has_tag_name_local("trialSubject"))
+        .filter(|n| n.has_tag_name_local("trialSubject"))
+        .collect();
+    let ids = || subjects.iter().flat_map(|s| children(*s, "id"));
+    ecg.patient.id = ids()
+        .find_map(|id| id.attribute("extension").and_then(non_empty))
+        .or_else(|| ids().find_map(|id| id.attribute("root").and_then(non_empty)));
+    let Some(person) = subjects
+        .iter()
+        .find_map(|s| child(*s, "subjectDemographicPerson"))
     else {
-        return;
-    };
-    ecg.patient.id = child(subject, "id")
-        .and_then(|id| id.attribute("extension").or_else(|| id.attribute("root")))
-        .and_then(non_empty);
-    let Some(person) = child(subject, "subjectDemographicPerson") else {
         return;
     };
     ecg.patient.name = child(person, "name").and_then(|name| {

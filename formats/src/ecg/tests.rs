@@ -111,6 +111,21 @@ fn ecg_aecg_minimal_fda_example_reads() {
 }
 
 #[test]
+fn ecg_aecg_several_subjects_keep_the_patient_id() {
+    let original = String::from_utf8(testdata(AECG_MIN)).expect("utf-8");
+    let subject = r#"<id root="2.16.840.1.113883.3.456" extension="SBJ-123"/>"#;
+    assert!(original.contains(subject));
+    // A first subject with demographics only and an identifier given by its OID alone,
+    // before the one with the patient's identifier.
+    let extra = r#"<trialSubject><id root="2.16.840.1.113883.3.999"/><subjectDemographicPerson><name><family>Wang</family><given>Li</given></name></subjectDemographicPerson></trialSubject></subject><subject><trialSubject>"#;
+    let changed = original.replacen("<trialSubject>", extra, 1);
+    assert_ne!(changed, original);
+    let ecg = read_aecg(changed.as_bytes()).expect("reads");
+    assert_eq!(ecg.patient.id.as_deref(), Some("SBJ-123"));
+    assert_eq!(ecg.patient.name.as_deref(), Some("Wang^Li"));
+}
+
+#[test]
 fn ecg_aecg_errors_name_the_sequence() {
     let text = String::from_utf8(testdata(AECG_MIN)).expect("utf-8");
     let lead = text
