@@ -568,7 +568,7 @@ mod tests {
         let change: DeadlineChange = serde_json::from_str(
             r#"{"urgent_minutes": 90, "by_kind": {"imaging": {"routine_minutes": 600}}}"#,
         )
-        .unwrap();
+        .expect("a partial change parses");
         let next = change.apply(&current);
         assert_eq!(next.stat_minutes, 15);
         assert_eq!(next.urgent_minutes, 90);
@@ -579,7 +579,7 @@ mod tests {
         assert_eq!(next.by_kind["ecg"].stat_minutes, Some(10));
         assert_eq!(next.by_kind["imaging"].routine_minutes, Some(600));
         let removal: DeadlineChange =
-            serde_json::from_str(r#"{"by_kind": {"ecg": null}}"#).unwrap();
+            serde_json::from_str(r#"{"by_kind": {"ecg": null}}"#).expect("a removal parses");
         assert!(!removal.apply(&next).by_kind.contains_key("ecg"));
     }
 
