@@ -3,6 +3,7 @@
 //! Everything here works on readers and byte slices handed in by the caller: no
 //! network, no database. Each submodule is one family of formats.
 
+pub mod critical;
 pub mod dicom;
 pub mod ecg;
 pub mod hl7;

@@ -106,6 +106,17 @@ macro_rules! record_event {
 }
 pub(crate) use record_event;
 
+/// The exam's accession number as one SQL column (`e`: exams, `st`: its study): the
+/// study's, or for a lab exam its order number (filler, else placer), so the critical
+/// alert, the signed report and its PDF all name the same number.
+macro_rules! accession_column {
+    () => {
+        "COALESCE(st.accession_number, (SELECT COALESCE(lo.filler_number, lo.placer_number) \
+         FROM lab_orders lo WHERE lo.exam_id = e.id)) AS accession_number"
+    };
+}
+pub(crate) use accession_column;
+
 /// Result of a gateway's "study complete" notice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Completion {

@@ -452,10 +452,11 @@ where
             Some(r) => Some(version_row(&r)?),
             None => None,
         };
-        let exam = sqlx::query(
-            "SELECT e.status, e.kind, e.site, e.patient_id, e.patient_name, e.study_uid, e.modality, \
-             st.accession_number FROM exams e LEFT JOIN studies st ON st.study_uid = e.study_uid WHERE e.id = $1",
-        )
+        let exam = sqlx::query(concat!(
+            "SELECT e.status, e.kind, e.site, e.patient_id, e.patient_name, e.study_uid, e.modality, ",
+            crate::exams::accession_column!(),
+            " FROM exams e LEFT JOIN studies st ON st.study_uid = e.study_uid WHERE e.id = $1"
+        ))
         .bind(draft.exam_id)
         .fetch_one(&mut *tx)
         .await?;

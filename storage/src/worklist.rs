@@ -246,10 +246,13 @@ pub struct Item {
     pub claimed_until: Option<i64>,
 }
 
-const ITEM_SELECT: &str = "SELECT e.id, e.kind, e.site, e.modality, e.patient_id, e.patient_name, e.study_uid, \
-    st.accession_number, st.study_description, e.priority, e.status, COALESCE(st.num_instances, 0) AS num_instances, e.received_at, e.ready_at, \
+const ITEM_SELECT: &str = concat!(
+    "SELECT e.id, e.kind, e.site, e.modality, e.patient_id, e.patient_name, e.study_uid, ",
+    crate::exams::accession_column!(),
+    ", st.study_description, e.priority, e.status, COALESCE(st.num_instances, 0) AS num_instances, e.received_at, e.ready_at, \
     e.deadline_at, e.claimed_until, CASE WHEN e.claimed_until > $1 THEN u.username END AS holder \
-    FROM exams e LEFT JOIN studies st ON st.study_uid = e.study_uid LEFT JOIN users u ON u.id = e.claimed_by";
+    FROM exams e LEFT JOIN studies st ON st.study_uid = e.study_uid LEFT JOIN users u ON u.id = e.claimed_by"
+);
 
 fn item<R: Row>(r: &R, now: i64) -> Result<Item>
 where

@@ -54,7 +54,7 @@ pub fn potassium(
         + "\r"
 }
 
-async fn lab_exam_of(hub: &Hub, token: &str, patient: &str) -> Result<Value> {
+pub async fn lab_exam_of(hub: &Hub, token: &str, patient: &str) -> Result<Value> {
     wait_for(
         Duration::from_secs(30),
         "the lab exam on the worklist",

@@ -2,6 +2,7 @@
 //! PostgreSQL + S3) with real processes and third-party clients.
 
 mod access;
+mod critical_values;
 mod ecg;
 mod imaging;
 mod lab;

@@ -76,7 +76,8 @@ async fn list(
 }
 
 /// A report the caller may read, with its versions; 404 otherwise. A critical lab
-/// alert (`alert-...`) is shown as the one-version report it travels as.
+/// alert (`alert-...`) is shown as the report it travels as (raised, then replaced or
+/// withdrawn by corrections).
 async fn visible(
     caller: &Caller,
     state: &ViewerState,
@@ -86,7 +87,6 @@ async fn visible(
         let scope = report_scope(&caller.principal);
         return storage::lab::alert_as_report(&state.storage.db, &scope, report_id)
             .await?
-            .map(|(summary, version)| (summary, vec![version]))
             .ok_or_else(|| ApiError::not_found(format!("no report {report_id}")));
     }
     let filter = ListFilter {

@@ -145,6 +145,12 @@ pub enum AcknowledgeOutcome {
     NotVerified,
     /// The version is not critical.
     NotCritical,
+    /// A newer verified version replaced this one (e.g. the laboratory corrected the
+    /// value): the clinician must read that one.
+    Superseded {
+        /// The newer version.
+        current: i64,
+    },
 }
 
 /// Writes to the report tables, executed by the outbox's committer.
@@ -632,6 +638,16 @@ async fn acknowledge(
         });
     };
     let id: i64 = row.try_get(0)?;
+    let newer: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(version) FROM report_versions WHERE report_id = ? AND version > ? AND verified = 1",
+    )
+    .bind(report_id)
+    .bind(version)
+    .fetch_one(&mut *conn)
+    .await?;
+    if let Some(current) = newer {
+        return Ok(AcknowledgeOutcome::Superseded { current });
+    }
     if row.try_get::<i64, _>(1)? == 0 {
         return Ok(AcknowledgeOutcome::NotCritical);
     }

@@ -99,6 +99,9 @@ pub struct Summary {
     pub rejected: usize,
     /// Arrival of the newest version (ms).
     pub last_received_at: i64,
+    /// An earlier version was a critical finding that the current one withdrew (the
+    /// value was corrected): nothing to treat, but the township must see it went.
+    pub critical_withdrawn: bool,
 }
 
 impl Summary {
@@ -131,6 +134,12 @@ pub fn summarize(rows: Vec<VersionRow>) -> Vec<Summary> {
             rows.sort_by_key(|r| (r.version, r.id));
             let current = rows.iter().rev().find(|r| r.verified).cloned();
             let latest = rows.last()?.clone();
+            let critical_withdrawn = current.as_ref().is_some_and(|c| {
+                !c.critical
+                    && rows
+                        .iter()
+                        .any(|r| r.verified && r.critical && r.version < c.version)
+            });
             Some(Summary {
                 report_id,
                 current,
@@ -138,6 +147,7 @@ pub fn summarize(rows: Vec<VersionRow>) -> Vec<Summary> {
                 rejected: rows.iter().filter(|r| !r.verified).count(),
                 last_received_at: rows.iter().map(|r| r.received_at).max().unwrap_or(0),
                 latest,
+                critical_withdrawn,
             })
         })
         .collect();
@@ -420,7 +430,55 @@ fn alerts_section(body: &mut String, lang: Lang, view: &TownshipView<'_>) {
         }
         body.push_str("</tbody>\n</table>\n");
     }
+    withdrawn_list(body, lang, view.summaries);
     body.push_str("</section>\n");
+}
+
+/// Critical results withdrawn by a correction, newest first: listed so that a clinician
+/// who saw the alert learns it went, and why.
+fn withdrawn_list(body: &mut String, lang: Lang, summaries: &[Summary]) {
+    let mut withdrawn: Vec<(&Summary, &VersionRow)> = summaries
+        .iter()
+        .filter(|s| s.critical_withdrawn)
+        .filter_map(|s| s.current.as_ref().map(|c| (s, c)))
+        .collect();
+    if withdrawn.is_empty() {
+        return;
+    }
+    withdrawn.sort_by_key(|(_, c)| std::cmp::Reverse(c.received_at));
+    let _ = writeln!(
+        body,
+        "<h3 id=\"withdrawn\">{}</h3>",
+        t(lang, T::AlertsWithdrawn)
+    );
+    table_head(
+        body,
+        None,
+        &[
+            T::Patient,
+            T::Exam,
+            T::WithdrawnReason,
+            T::ReceivedAt,
+            T::Report,
+        ]
+        .map(|k| t(lang, k)),
+    );
+    for (s, c) in withdrawn.into_iter().take(ACKNOWLEDGED_LISTED) {
+        let _ = writeln!(
+            body,
+            "<tr data-report-id=\"{}\" data-withdrawn=\"true\"><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td>\
+             <td><a href=\"/reports/{}\">{}</a></td></tr>",
+            esc(&s.report_id),
+            patient_cell(lang, c.exam.patient_name.as_deref(), c.exam.patient_id.as_deref()),
+            esc(term(lang, Terms::Kind, c.exam.kind.as_deref().unwrap_or(""))),
+            opt(&c.exam.modality),
+            opt(&c.reason),
+            beijing_time(c.received_at),
+            path_segment(&s.report_id),
+            t(lang, T::View),
+        );
+    }
+    body.push_str("</tbody>\n</table>\n");
 }
 
 fn outbox_section(body: &mut String, lang: Lang, outbox: &OutboxSummary) {

@@ -65,6 +65,8 @@ pub enum T {
     AlertsNone,
     AlertsWaiting,
     AlertsAcknowledged,
+    AlertsWithdrawn,
+    WithdrawnReason,
     AckName,
     AckButton,
     AckBy,
@@ -153,6 +155,7 @@ pub enum T {
     CannotAcknowledge,
     NotVerifiedText,
     NotCriticalText,
+    SupersededText,
 }
 
 /// The label in `lang`. One row per label: Chinese, English.
@@ -174,6 +177,11 @@ pub fn t(lang: Lang, key: T) -> &'static str {
         T::AlertsNone => ("没有等待确认的危急值。", "No critical result awaits acknowledgement."),
         T::AlertsWaiting => ("份危急值等待临床医生确认", "critical result(s) await a clinician's acknowledgement"),
         T::AlertsAcknowledged => ("最近已确认", "Recently acknowledged"),
+        T::AlertsWithdrawn => (
+            "已撤回的危急值（检验科/报告医生更正，请勿按原值处理）",
+            "Withdrawn critical results (corrected at the county: do not act on the earlier value)",
+        ),
+        T::WithdrawnReason => ("撤回原因", "Why withdrawn"),
         T::AckName => ("临床医生姓名", "Clinician's name"),
         T::AckButton => ("确认已知悉", "Acknowledge"),
         T::AckBy => ("确认人", "Acknowledged by"),
@@ -292,6 +300,10 @@ pub fn t(lang: Lang, key: T) -> &'static str {
             "This version failed signature verification and cannot be acknowledged.",
         ),
         T::NotCriticalText => ("此版本不是危急值报告。", "This version is not a critical result."),
+        T::SupersededText => (
+            "此版本已被更正后的新版本取代，请查看并确认最新版本。",
+            "A corrected version replaced this one: read and acknowledge the newest version.",
+        ),
     };
     match lang {
         Lang::Zh => zh,

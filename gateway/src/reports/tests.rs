@@ -399,6 +399,17 @@ async fn acknowledgements_are_for_verified_critical_versions_and_the_first_stand
         db.acknowledge("nope", 1, "x").await,
         AcknowledgeOutcome::NotFound
     );
+    // A corrected version arrives: the one it replaced is not acknowledged any more.
+    let mut corrected = payload(&k, "plain-crit", 2, "b");
+    corrected.critical = true;
+    let mut first = payload(&k, "plain-crit", 1, "a");
+    first.critical = true;
+    db.deliver(4, &signed(&first, &k), &trusted).await;
+    db.deliver(5, &signed(&corrected, &k), &trusted).await;
+    assert_eq!(
+        db.acknowledge("plain-crit", 1, "x").await,
+        AcknowledgeOutcome::Superseded { current: 2 }
+    );
     let due = db::due_relays(db.outbox.pool(), crate::outbox::now_ms() + 1, 10)
         .await
         .expect("due");

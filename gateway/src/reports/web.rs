@@ -388,6 +388,7 @@ fn summary_json(s: &Summary) -> Value {
         "status": shown.status,
         "critical": shown.critical,
         "critical_waiting": s.critical_waiting(),
+        "critical_withdrawn": s.critical_withdrawn,
         "acknowledged_by": s.current.as_ref().and_then(|c| c.acknowledged_by.clone()),
         "acknowledged_at": s.current.as_ref().and_then(|c| c.acknowledged_at).map(rfc3339),
         "versions": s.versions,
@@ -580,6 +581,14 @@ async fn acknowledge(
                 T::CannotAcknowledge,
                 T::NotCriticalText,
                 "this version is not a critical finding",
+            )
+        }
+        AcknowledgeOutcome::Superseded { current } => {
+            return fail(
+                StatusCode::CONFLICT,
+                T::CannotAcknowledge,
+                T::SupersededText,
+                &format!("version {version} was replaced by version {current}: read and acknowledge that one"),
             )
         }
     };

@@ -4,8 +4,15 @@
 //! One message is stored in one transaction: the raw message (once per site + MSH-10),
 //! its orders and observations, the exams they create or update, and the audit events.
 
+pub mod alerts;
+
 use serde::Serialize;
 use sqlx::Row;
+
+pub use alerts::{
+    alert_as_report, alerts, create_alert, critical_without_alert, escalate_unacknowledged,
+    follow_ups_due, keep_alert, supersede_alert, Alert, FollowUpDue, LiveAlert, OrderRef,
+};
 
 use crate::audit::{audit_append, NewEvent};
 use crate::db::{on_db, Db};
@@ -281,21 +288,22 @@ pub async fn ingest(
             let mut critical_observations = Vec::new();
             for o in &order.observations {
                 // A newer result for the same test replaces the shown one; the old stays
-                // as history (a correction, status C, or a final after a preliminary).
-                sqlx::query(
+                // as history (a correction, status C, or a final after a preliminary), and
+                // the new one names it, so an alert about the old one can follow.
+                let replaced: Vec<i64> = sqlx::query_scalar(
                     "UPDATE lab_observations SET current = 0 WHERE order_id = $1 AND code = $2 \
-                     AND COALESCE(sub_id, '') = COALESCE($3, '') AND current = 1",
+                     AND COALESCE(sub_id, '') = COALESCE($3, '') AND current = 1 RETURNING id",
                 )
                 .bind(order_id)
                 .bind(&o.code)
                 .bind(&o.sub_id)
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO lab_observations (order_id, message_id, set_id, code, code_text, code_system, loinc, \
                      sub_id, value_type, value_text, value_num, units, reference_range, flags, status, observed_at, \
-                     critical, current, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-                     $14, $15, $16, $17, 1, $18) RETURNING id",
+                     critical, current, received_at, replaces) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+                     $12, $13, $14, $15, $16, $17, 1, $18, $19) RETURNING id",
                 )
                 .bind(order_id)
                 .bind(message_id)
@@ -315,6 +323,7 @@ pub async fn ingest(
                 .bind(o.observed_at)
                 .bind(i64::from(o.critical))
                 .bind(now)
+                .bind(replaced.into_iter().max())
                 .fetch_one(&mut *tx)
                 .await?;
                 if o.critical {
@@ -384,6 +393,17 @@ pub struct Observation {
     pub current: bool,
     /// Received at, ms.
     pub received_at: i64,
+    /// The result this one replaced (a correction or a final after a preliminary).
+    pub replaces: Option<i64>,
+    /// The critical-alert version that covers this result.
+    pub alert_id: Option<i64>,
+}
+
+impl Observation {
+    /// The laboratory corrected a value it had sent (OBX-11 `C`).
+    pub fn is_correction(&self) -> bool {
+        self.replaces.is_some() && formats::critical::is_correction(self.status.as_deref())
+    }
 }
 
 fn observation<R: Row>(r: &R) -> Result<Observation>
@@ -393,38 +413,51 @@ where
     i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     f64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
 {
-    let flags: String = r.try_get("flags")?;
-    let critical: i64 = r.try_get("critical")?;
-    let current: i64 = r.try_get("current")?;
+    observation_prefixed(r, "")
+}
+
+/// An observation from columns named `<prefix><column>`.
+fn observation_prefixed<R: Row>(r: &R, prefix: &str) -> Result<Observation>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    f64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let flags: String = r.try_get(format!("{prefix}flags").as_str())?;
+    let critical: i64 = r.try_get(format!("{prefix}critical").as_str())?;
+    let current: i64 = r.try_get(format!("{prefix}current").as_str())?;
     Ok(Observation {
-        id: r.try_get("id")?,
-        order_id: r.try_get("order_id")?,
-        code: r.try_get("code")?,
-        code_text: r.try_get("code_text")?,
-        code_system: r.try_get("code_system")?,
-        loinc: r.try_get("loinc")?,
-        sub_id: r.try_get("sub_id")?,
-        value_type: r.try_get("value_type")?,
-        value_text: r.try_get("value_text")?,
-        value_num: r.try_get("value_num")?,
-        units: r.try_get("units")?,
-        reference_range: r.try_get("reference_range")?,
+        id: r.try_get(format!("{prefix}id").as_str())?,
+        order_id: r.try_get(format!("{prefix}order_id").as_str())?,
+        code: r.try_get(format!("{prefix}code").as_str())?,
+        code_text: r.try_get(format!("{prefix}code_text").as_str())?,
+        code_system: r.try_get(format!("{prefix}code_system").as_str())?,
+        loinc: r.try_get(format!("{prefix}loinc").as_str())?,
+        sub_id: r.try_get(format!("{prefix}sub_id").as_str())?,
+        value_type: r.try_get(format!("{prefix}value_type").as_str())?,
+        value_text: r.try_get(format!("{prefix}value_text").as_str())?,
+        value_num: r.try_get(format!("{prefix}value_num").as_str())?,
+        units: r.try_get(format!("{prefix}units").as_str())?,
+        reference_range: r.try_get(format!("{prefix}reference_range").as_str())?,
         flags: flags
             .split('~')
             .filter(|f| !f.is_empty())
             .map(str::to_string)
             .collect(),
-        status: r.try_get("status")?,
-        observed_at: r.try_get("observed_at")?,
+        status: r.try_get(format!("{prefix}status").as_str())?,
+        observed_at: r.try_get(format!("{prefix}observed_at").as_str())?,
         critical: critical != 0,
         current: current != 0,
-        received_at: r.try_get("received_at")?,
+        received_at: r.try_get(format!("{prefix}received_at").as_str())?,
+        replaces: r.try_get(format!("{prefix}replaces").as_str())?,
+        alert_id: r.try_get(format!("{prefix}alert_id").as_str())?,
     })
 }
 
 const OBSERVATION_COLUMNS: &str = "x.id, x.order_id, x.code, x.code_text, x.code_system, x.loinc, x.sub_id, \
     x.value_type, x.value_text, x.value_num, x.units, x.reference_range, x.flags, x.status, x.observed_at, \
-    x.critical, x.current, x.received_at";
+    x.critical, x.current, x.received_at, x.replaces, x.alert_id";
 
 /// An order with its results, as the lab worklist shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -545,290 +578,4 @@ pub async fn previous_results(db: &Db, order: &Order, per_test: usize) -> Result
             *n <= per_test
         })
         .collect())
-}
-
-/// Store a signed critical alert and queue it for the township. `report_id` names it in
-/// the delivery channel (`alert-...`).
-pub async fn create_alert(
-    db: &Db,
-    exam_id: i64,
-    observation_id: i64,
-    site: &str,
-    report_id: &str,
-    signed: &formats::report::SignedReport,
-    audit: &NewEvent,
-) -> Result<i64> {
-    let _turn = db.write_turn().await;
-    let now = now_ms();
-    on_db!(db, |pool| {
-        let mut tx = pool.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO critical_alerts (exam_id, observation_id, site, payload, signature, key_id, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-        )
-        .bind(exam_id)
-        .bind(observation_id)
-        .bind(site)
-        .bind(&signed.payload)
-        .bind(&signed.signature)
-        .bind(&signed.key_id)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO deliveries (site, report_id, version, critical, created_at, alert_id) VALUES ($1, $2, 1, 1, $3, $4)",
-        )
-        .bind(site)
-        .bind(report_id)
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        record_event!(
-            &mut *tx,
-            exam_id,
-            "critical alert",
-            audit.actor.as_str(),
-            format!("alert {report_id}"),
-            now
-        )
-        .await?;
-        let event = NewEvent {
-            exam_id: Some(exam_id),
-            detail: Some(
-                serde_json::json!({ "critical_alert": report_id, "observation": observation_id }),
-            ),
-            ..audit.clone()
-        };
-        audit_append!(&mut *tx, &event, now).await?;
-        tx.commit().await?;
-        Ok(id)
-    })
-}
-
-/// A critical alert and its chain of custody.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Alert {
-    /// Alert id.
-    pub id: i64,
-    /// Exam.
-    pub exam_id: i64,
-    /// Site.
-    pub site: String,
-    /// Patient.
-    pub patient_id: Option<String>,
-    /// Test.
-    pub test: String,
-    /// Value with units.
-    pub value: String,
-    /// Raised, ms.
-    pub created_at: i64,
-    /// Handed to the gateway, ms.
-    pub delivered_at: Option<i64>,
-    /// Stored by the gateway, ms.
-    pub received_at: Option<i64>,
-    /// Acknowledged by a township clinician, ms.
-    pub acknowledged_at: Option<i64>,
-    /// Who.
-    pub acknowledged_by: Option<String>,
-    /// Escalated to the county, ms.
-    pub escalated_at: Option<i64>,
-}
-
-/// Critical alerts raised in `[from, to)`, newest first; `open_only`: not acknowledged.
-pub async fn alerts(db: &Db, from_ms: i64, to_ms: i64, open_only: bool) -> Result<Vec<Alert>> {
-    on_db!(db, |pool| {
-        let rows = sqlx::query(
-            "SELECT a.id, a.exam_id, a.site, e.patient_id, COALESCE(x.code_text, x.code) AS test, \
-             x.value_text || COALESCE(' ' || x.units, '') AS value, a.created_at, d.delivered_at, \
-             d.acknowledged_at, d.critical_ack_at, d.critical_ack_by, a.escalated_at \
-             FROM critical_alerts a JOIN exams e ON e.id = a.exam_id JOIN lab_observations x ON x.id = a.observation_id \
-             JOIN deliveries d ON d.alert_id = a.id \
-             WHERE a.created_at >= $1 AND a.created_at < $2 AND ($3 = 0 OR d.critical_ack_at IS NULL) \
-             ORDER BY a.created_at DESC, a.id DESC",
-        )
-        .bind(from_ms)
-        .bind(to_ms)
-        .bind(i64::from(open_only))
-        .fetch_all(pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Alert {
-                    id: r.try_get("id")?,
-                    exam_id: r.try_get("exam_id")?,
-                    site: r.try_get("site")?,
-                    patient_id: r.try_get("patient_id")?,
-                    test: r.try_get("test")?,
-                    value: r.try_get("value")?,
-                    created_at: r.try_get("created_at")?,
-                    delivered_at: r.try_get("delivered_at")?,
-                    received_at: r.try_get("acknowledged_at")?,
-                    acknowledged_at: r.try_get("critical_ack_at")?,
-                    acknowledged_by: r.try_get("critical_ack_by")?,
-                    escalated_at: r.try_get("escalated_at")?,
-                })
-            })
-            .collect()
-    })
-}
-
-/// Escalate alerts raised before `raised_before` (ms) that nobody acknowledged. Atomic:
-/// with several hub processes each alert escalates once. Returns (alert id, exam id).
-pub async fn escalate_unacknowledged(
-    db: &Db,
-    raised_before: i64,
-    audit: &NewEvent,
-) -> Result<Vec<(i64, i64)>> {
-    let _turn = db.write_turn().await;
-    let now = now_ms();
-    on_db!(db, |pool| {
-        let mut tx = pool.begin().await?;
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "UPDATE critical_alerts SET escalated_at = $1 WHERE escalated_at IS NULL AND created_at < $2 \
-             AND id IN (SELECT alert_id FROM deliveries WHERE alert_id IS NOT NULL AND critical_ack_at IS NULL) \
-             RETURNING id, exam_id",
-        )
-        .bind(now)
-        .bind(raised_before)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (alert, exam) in &rows {
-            let detail =
-                format!("critical alert {alert} not acknowledged in time: escalated to the county");
-            record_event!(
-                &mut *tx,
-                *exam,
-                "critical escalated",
-                audit.actor.as_str(),
-                &detail,
-                now
-            )
-            .await?;
-            sqlx::query("UPDATE exams SET updated_at = $1 WHERE id = $2")
-                .bind(now)
-                .bind(*exam)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if !rows.is_empty() {
-            let event = NewEvent {
-                detail: Some(
-                    serde_json::json!({ "escalated_alerts": rows.iter().map(|r| r.0).collect::<Vec<_>>() }),
-                ),
-                ..audit.clone()
-            };
-            audit_append!(&mut *tx, &event, now).await?;
-        }
-        tx.commit().await?;
-        Ok(rows)
-    })
-}
-
-/// The order a critical result belongs to, as an alert names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderRef {
-    /// The lab exam.
-    pub exam_id: i64,
-    /// Patient ID.
-    pub patient_id: String,
-    /// Patient name.
-    pub patient_name: Option<String>,
-    /// Placer number.
-    pub placer_number: Option<String>,
-    /// Filler number.
-    pub filler_number: Option<String>,
-}
-
-/// Critical results of a message (site + MSH-10) that have no alert yet.
-pub async fn critical_without_alert(
-    db: &Db,
-    site: &str,
-    control_id: &str,
-) -> Result<Vec<(OrderRef, Observation)>> {
-    let sql = format!(
-        "SELECT {OBSERVATION_COLUMNS}, o.exam_id, o.patient_id, o.patient_name, o.placer_number, o.filler_number \
-         FROM lab_observations x JOIN lab_orders o ON o.id = x.order_id JOIN hl7_messages m ON m.id = x.message_id \
-         WHERE m.site = $1 AND m.control_id = $2 AND x.critical = 1 \
-         AND NOT EXISTS (SELECT 1 FROM critical_alerts a WHERE a.observation_id = x.id) ORDER BY x.id"
-    );
-    on_db!(db, |pool| {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(site)
-            .bind(control_id)
-            .fetch_all(pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    OrderRef {
-                        exam_id: r.try_get("exam_id")?,
-                        patient_id: r.try_get("patient_id")?,
-                        patient_name: r.try_get("patient_name")?,
-                        placer_number: r.try_get("placer_number")?,
-                        filler_number: r.try_get("filler_number")?,
-                    },
-                    observation(r)?,
-                ))
-            })
-            .collect()
-    })
-}
-
-/// A critical alert (`alert-...` in the delivery channel) seen as the one-version report it
-/// travels as, if it exists within `scope`.
-pub async fn alert_as_report(
-    db: &Db,
-    scope: &ReadScope,
-    report_id: &str,
-) -> Result<Option<(crate::reports::Summary, crate::reports::Version)>> {
-    let mut params = Vec::new();
-    let mut clauses = scope.exam_sql(&mut params, 2);
-    clauses.push("d.report_id = $1".into());
-    let sql = format!(
-        "SELECT a.exam_id, e.kind, e.site, e.patient_id, e.patient_name, e.modality, a.payload, a.signature, \
-         a.key_id, a.created_at FROM critical_alerts a JOIN deliveries d ON d.alert_id = a.id \
-         JOIN exams e ON e.id = a.exam_id WHERE {}",
-        clauses.join(" AND ")
-    );
-    on_db!(db, |pool| {
-        // Audited: fixed SQL with numbered placeholders; every value is bound.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(report_id);
-        for p in &params {
-            q = q.bind(p);
-        }
-        let Some(r) = q.fetch_optional(pool).await? else {
-            return Ok(None);
-        };
-        let signed_at: i64 = r.try_get("created_at")?;
-        let summary = crate::reports::Summary {
-            report_id: report_id.to_string(),
-            exam_id: r.try_get("exam_id")?,
-            kind: r.try_get("kind")?,
-            site: r.try_get("site")?,
-            patient_id: r.try_get("patient_id")?,
-            patient_name: r.try_get("patient_name")?,
-            study_uid: None,
-            modality: r.try_get("modality")?,
-            version: 1,
-            status: "preliminary".into(),
-            critical: true,
-            signer: "system".into(),
-            signed_at,
-        };
-        let version = crate::reports::Version {
-            report_id: report_id.to_string(),
-            version: 1,
-            status: "preliminary".into(),
-            critical: true,
-            signer: "system".into(),
-            signed_at,
-            signed: formats::report::SignedReport {
-                payload: r.try_get("payload")?,
-                signature: r.try_get("signature")?,
-                key_id: r.try_get("key_id")?,
-            },
-        };
-        Ok(Some((summary, version)))
-    })
 }

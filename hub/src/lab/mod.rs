@@ -2,14 +2,11 @@
 //! alerts that go down to the township and their escalation, and the results view of
 //! the laboratory worklist.
 
-use std::collections::BTreeMap;
-
 use access::policy::{read_scope, store_site};
 use access::Caller;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use formats::hl7::{self, LabResults, Value as Hl7Value};
-use formats::report::{sign, ExamRef, ReportPayload, ReportStatus, Signer, FORMAT};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use storage::audit::{Action, EventType, NewEvent, Outcome};
@@ -19,6 +16,10 @@ use viewer_api::ApiError;
 
 use crate::HubState;
 
+pub mod alerts;
+
+pub use alerts::escalate;
+
 /// Mount the lab routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -27,7 +28,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(ingest)),
     )
     .route("/api/exams/{id}/lab", web::get().to(exam_results))
-    .route("/api/admin/critical-alerts", web::get().to(critical_alerts));
+    .route(
+        "/api/admin/critical-alerts",
+        web::get().to(alerts::critical_alerts),
+    );
 }
 
 /// Largest HL7 message accepted.
@@ -362,122 +366,38 @@ async fn ingest(
         }
         Ingest::Stored { .. } | Ingest::Duplicate => {}
     }
-    // Alerts for every critical result of this message that has none yet: also after a
-    // resend, so a crash between storing and alerting loses no alert.
-    raise_alerts(&state, &caller, &site, &msh.control_id).await?;
+    // Alerts follow what this message says: corrections of alerted results first (so a
+    // corrected critical value replaces its alert instead of raising a second one), then
+    // every critical result still without one. Also after a resend, so a crash between
+    // storing and alerting loses nothing.
+    alerts::follow_up(&state, &caller, &site, &msh.control_id).await?;
+    alerts::raise(&state, &caller, &site, &msh.control_id).await?;
     state.changes.notify_waiters();
     Ok(HttpResponse::Ok().json(outcome))
 }
 
-/// Sign and queue a critical alert for each critical result of the message that has none.
-async fn raise_alerts(
-    state: &HubState,
-    caller: &Caller,
-    site: &str,
-    control_id: &str,
-) -> Result<(), ApiError> {
-    let pending = storage::lab::critical_without_alert(&state.storage.db, site, control_id).await?;
-    for (order, observation) in pending {
-        let report_id = format!("alert-{}", uuid::Uuid::new_v4());
-        let now = storage::now_ms();
-        let value = format!(
-            "{} {}",
-            observation.value_text,
-            observation.units.clone().unwrap_or_default()
-        );
-        let mut content = BTreeMap::new();
-        content.insert(
-            "alert".to_string(),
-            format!(
-                "危急值：{} {}（参考范围 {}；标志 {}）。请临床医生立即处理并确认。",
-                observation
-                    .code_text
-                    .clone()
-                    .unwrap_or_else(|| observation.code.clone()),
-                value.trim(),
-                observation
-                    .reference_range
-                    .clone()
-                    .unwrap_or_else(|| "-".into()),
-                if observation.flags.is_empty() {
-                    "-".into()
-                } else {
-                    observation.flags.join(",")
-                },
-            ),
-        );
-        content.insert(
-            "test".into(),
-            observation
-                .code_text
-                .clone()
-                .unwrap_or_else(|| observation.code.clone()),
-        );
-        content.insert("value".into(), value.trim().to_string());
-        let payload = ReportPayload {
-            format: FORMAT.to_string(),
-            report_id: report_id.clone(),
-            version: 1,
-            status: ReportStatus::Preliminary,
-            supersedes: None,
-            reason: None,
-            exam: ExamRef {
-                exam_id: order.exam_id,
-                kind: "lab".into(),
-                site: site.to_string(),
-                patient_id: Some(order.patient_id.clone()),
-                patient_name: order.patient_name.clone(),
-                study_uid: None,
-                accession_number: order
-                    .filler_number
-                    .clone()
-                    .or_else(|| order.placer_number.clone()),
-                modality: Some("LAB".into()),
-            },
-            template: "critical-alert".into(),
-            content,
-            critical: true,
-            preliminary_by: None,
-            signer: Signer {
-                username: "system".into(),
-                display_name: "危急值自动通知".into(),
-                grade: "system".into(),
-                signed_at_ms: now,
-            },
-            key_id: state.signer.key_id.clone(),
-        };
-        let signed = sign(&payload, &state.signer.key)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "sign", e.to_string()))?;
-        let audit = NewEvent {
-            patient_id: Some(order.patient_id.clone()),
-            ..caller.event(EventType::PATIENT_RECORD, Action::Create, Outcome::Success)
-        };
-        storage::lab::create_alert(
-            &state.storage.db,
-            order.exam_id,
-            observation.id,
-            site,
-            &report_id,
-            &signed,
-            &audit,
-        )
-        .await?;
-        tracing::warn!(site, exam = order.exam_id, test = %observation.code, "critical lab value: alert raised");
-    }
-    Ok(())
-}
-
-/// One line per current result, as the signed lab report carries them.
+/// One line per current result, as the signed lab report carries them; a corrected
+/// value says so and what it replaced (a correction never hides the original).
 pub fn results_text(order: &Order) -> String {
+    let shown = |o: &Observation| {
+        format!("{} {}", o.value_text, o.units.as_deref().unwrap_or(""))
+            .trim()
+            .to_string()
+    };
     order
         .results
         .iter()
         .map(|o| {
+            let corrected = o
+                .is_correction()
+                .then(|| order.history.iter().find(|h| Some(h.id) == o.replaces))
+                .flatten()
+                .map(|was| format!(" 〔更正，原报告 {}〕", shown(was)))
+                .unwrap_or_default();
             format!(
-                "{} {} {}{}{}",
+                "{} {}{}{}{}",
                 o.code_text.clone().unwrap_or_else(|| o.code.clone()),
-                o.value_text,
-                o.units.clone().unwrap_or_default(),
+                shown(o),
                 o.reference_range
                     .as_deref()
                     .map(|r| format!(" ({r})"))
@@ -487,6 +407,7 @@ pub fn results_text(order: &Order) -> String {
                 } else {
                     format!(" {}", o.flags.join(","))
                 },
+                corrected,
             )
             .trim_end()
             .to_string()
@@ -515,69 +436,6 @@ async fn exam_results(
     };
     storage::audit::append(&state.storage.db, &event).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "order": order, "previous": previous })))
-}
-
-/// Query of the admin list.
-#[derive(Deserialize)]
-pub struct AlertQuery {
-    from: Option<i64>,
-    to: Option<i64>,
-    /// Only those not acknowledged yet.
-    #[serde(default)]
-    open: bool,
-}
-
-/// `GET /api/admin/critical-alerts`: every alert with its chain, and per site how long
-/// acknowledgement took.
-async fn critical_alerts(
-    state: web::Data<HubState>,
-    q: web::Query<AlertQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let to = q.to.unwrap_or(i64::MAX);
-    let alerts = storage::lab::alerts(&state.storage.db, q.from.unwrap_or(0), to, q.open).await?;
-    let mut per_site: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for a in &alerts {
-        let entry = per_site.entry(a.site.clone()).or_default();
-        if let Some(ack) = a.acknowledged_at {
-            entry.push((ack - a.created_at) / 1000);
-        }
-    }
-    let sites: Vec<serde_json::Value> = per_site
-        .into_iter()
-        .map(|(site, mut secs)| {
-            let raised = alerts.iter().filter(|a| a.site == site).count();
-            let escalated = alerts
-                .iter()
-                .filter(|a| a.site == site && a.escalated_at.is_some())
-                .count();
-            serde_json::json!({
-                "site": site, "alerts": raised, "acknowledged": secs.len(), "escalated": escalated,
-                "result_to_ack_p50_s": crate::turnaround::percentile(&mut secs, 50.0),
-                "result_to_ack_p90_s": crate::turnaround::percentile(&mut secs, 90.0),
-            })
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "alerts": alerts, "sites": sites })))
-}
-
-/// Escalate alerts nobody acknowledged within `ack_secs`; run periodically by every hub
-/// process (each alert escalates once).
-pub async fn escalate(state: &HubState, ack_secs: i64) -> Result<usize, storage::StorageError> {
-    let audit = NewEvent::new(
-        EventType::PATIENT_RECORD,
-        Action::Update,
-        Outcome::MajorFailure,
-        "system",
-        "system",
-    );
-    let raised_before = storage::now_ms() - ack_secs.max(1) * 1000;
-    let escalated =
-        storage::lab::escalate_unacknowledged(&state.storage.db, raised_before, &audit).await?;
-    if !escalated.is_empty() {
-        tracing::error!(alerts = ?escalated, "critical values not acknowledged in time: escalated to the county");
-        state.changes.notify_waiters();
-    }
-    Ok(escalated.len())
 }
 
 #[cfg(test)]
